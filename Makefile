@@ -1,0 +1,28 @@
+# Two commands do all the set-up on a fresh machine:
+#   make quickstart   install into .venv, then run the main job (embedded Ray, local store)
+#   make test         install into .venv (with dev tools), then lint and run the tests
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: install quickstart test lint bench
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip >/dev/null
+	$(BIN)/pip install -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+quickstart: install
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/clul-ray quickstart
+
+lint: install
+	$(BIN)/ruff check clul_ray tests benchmarks examples
+
+test: lint
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/pytest -q -m "not cluster"
+
+bench: install
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python benchmarks/sisa_deletion.py

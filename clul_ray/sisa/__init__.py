@@ -1,0 +1,7 @@
+"""SISA exact unlearning: shard plan, slice checkpoints, shard training, aggregation, deletion."""
+
+from .aggregate import aggregate
+from .plan import DeletionPlan, checkpoint_keys, epochs_per_slice, expected_cost, plan_deletion
+
+__all__ = ["DeletionPlan", "aggregate", "checkpoint_keys", "epochs_per_slice",
+           "expected_cost", "plan_deletion"]

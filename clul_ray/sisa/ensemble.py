@@ -1,0 +1,59 @@
+"""The SISA ensemble: shard models from a version's final checkpoints, aggregated."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ..config import PipelineConfig
+from ..data.sources import features
+from ..store import Store
+from .aggregate import aggregate
+from .trainer import load_checkpoint_model
+
+
+class Ensemble:
+    """Predicts by majority vote of shard labels (default) or mean shard probability."""
+
+    def __init__(self, cfg: PipelineConfig, store: Store, state: dict, device: str = "cpu"):
+        self.cfg = cfg
+        self.device = device
+        self.shards = [s["shard"] for s in state["shards"] if s["n_samples"] > 0]
+        last = cfg.slices - 1
+        self.models = [load_checkpoint_model(cfg, store, s["shard"], last, s["keys"][last],
+                                             device)
+                       for s in state["shards"] if s["n_samples"] > 0]
+
+    @torch.no_grad()
+    def shard_proba(self, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+        """(shards, n, classes) probabilities."""
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        out = np.zeros((len(self.models), len(xt), self.cfg.num_classes), np.float32)
+        for i, m in enumerate(self.models):
+            for j in range(0, len(xt), batch):
+                logits = m(xt[j:j + batch].to(self.device))
+                out[i, j:j + batch] = torch.softmax(logits, 1).cpu().numpy()
+        return out
+
+    def predict(self, x: np.ndarray, method: str | None = None) -> np.ndarray:
+        return aggregate(self.shard_proba(x), method or self.cfg.aggregation)
+
+
+class BatchPredictor:
+    """A Ray Data map_batches callable: canonical rows -> ids, labels and predictions."""
+
+    def __init__(self, cfg: dict, root: str, state: dict):
+        torch.set_num_threads(1)
+        self.ens = Ensemble(PipelineConfig(**cfg), Store(root), state)
+
+    def __call__(self, t: pa.Table) -> pa.Table:
+        probs = self.ens.shard_proba(features(t))
+        cols = {"id": t.column("id"), "pred": pa.array(aggregate(probs, self.ens.cfg.aggregation)
+                                                        .astype(np.int64))}
+        if "label" in t.column_names:
+            cols["label"] = t.column("label")
+        shard_pred = probs.argmax(2).T.astype(np.int64)  # (n, shards)
+        cols["shard_pred"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(shard_pred.reshape(-1)), max(1, shard_pred.shape[1]))
+        return pa.table(cols)

@@ -1,0 +1,80 @@
+"""Pure SISA logic: epoch schedule, checkpoint keys, deletion planning, expected cost."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..hashing import chain, sha256_ids
+
+
+def epochs_per_slice(epochs: int, slices: int, override: int | None = None) -> int:
+    """SISA's schedule: e' = 2R/(R+1) * e0 epochs in all, e'/R per slice (at least 1)."""
+    if override is not None:
+        return override
+    return max(1, math.ceil(2 * epochs / (slices + 1)))
+
+
+def checkpoint_keys(training_digest: str, shard: int, slice_ids: list[np.ndarray]) -> list[str]:
+    """Key of the checkpoint after each slice: a hash chain over the ids each slice holds.
+
+    key_r = H(key_{r-1}, r, sha256(ids of slice r)), key_{-1} = H(config digest, shard).
+    An unchanged prefix keeps its keys (and is reused); a changed slice changes its key
+    and every later one.
+    """
+    key = chain(training_digest, f"shard={shard}")
+    keys = []
+    for r, ids in enumerate(slice_ids):
+        key = chain(key, f"slice={r}", sha256_ids(ids))
+        keys.append(key)
+    return keys
+
+
+@dataclass
+class DeletionPlan:
+    """What a deletion touches: per shard, the earliest slice holding a deleted id."""
+
+    affected: dict[int, int] = field(default_factory=dict)
+    train_ids: list[int] = field(default_factory=list)
+    test_ids: list[int] = field(default_factory=list)
+    unknown: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"affected": {str(k): v for k, v in sorted(self.affected.items())},
+                "train_ids": self.train_ids, "test_ids": self.test_ids}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DeletionPlan:
+        return cls({int(k): int(v) for k, v in d["affected"].items()},
+                   list(d["train_ids"]), list(d["test_ids"]))
+
+
+def plan_deletion(index_ids: np.ndarray, index_shard: np.ndarray, index_slice: np.ndarray,
+                  test_ids: np.ndarray, request: np.ndarray) -> DeletionPlan:
+    """(index, test ids, requested ids) -> affected shards with earliest slices, unknown ids."""
+    request = np.unique(np.asarray(request, dtype=np.int64))
+    in_train = np.isin(request, index_ids)
+    in_test = np.isin(request, test_ids)
+    plan = DeletionPlan(
+        train_ids=request[in_train].tolist(),
+        test_ids=request[in_test & ~in_train].tolist(),
+        unknown=request[~in_train & ~in_test].tolist(),
+    )
+    if plan.train_ids:
+        mask = np.isin(index_ids, request)
+        for s, r in zip(index_shard[mask].tolist(), index_slice[mask].tolist(), strict=True):
+            if s not in plan.affected or r < plan.affected[s]:
+                plan.affected[s] = r
+    return plan
+
+
+def expected_cost(n: int, shards: int, slices: int, requests: int, epochs: int) -> dict:
+    """ALGORITHMS.md §1: SISA's expected retraining cost, in samples and sample-epochs."""
+    s, k = shards, requests
+    batched = n * (1 - (1 - 1 / s) ** k) - k
+    sequential = (n / s + 1 / (2 * s) - 1) * k - k * k / (2 * s)
+    one_sliced = epochs * (n / s) * (2 / 3 + 1 / (3 * slices))
+    return {"batched_samples": batched, "sequential_samples": sequential,
+            "one_request_sample_epochs": one_sliced, "full_sample_epochs": epochs * n}

@@ -1,0 +1,205 @@
+"""Everything a pipeline keeps, under one storage root that ``pyarrow.fs`` opens.
+
+Layout::
+
+    config.json                       the pipeline config (partition + training)
+    data/train/shard=K/slice=R/*.parquet   training rows, written by Ray Data
+    data/test/*.parquet               the held-out split (by id hash)
+    index/*.parquet                   id -> (shard, slice)
+    checkpoints/shard=K/slice=R/KEY.pt     model + optimizer + RNG state after slice R
+    state.json                        the current model version
+    versions/vNNNNNN.json             every committed version
+    ledger/NNNNNN-XXXXXXXX.json       deletion requests and their states (+ .ids.parquet)
+
+A local folder on one machine; ``s3://`` / ``gs://`` (or a shared mount) on a cluster.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .errors import ClulError
+
+
+def open_fs(root: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for a local folder or any URI pyarrow.fs knows."""
+    if "://" in root:
+        try:
+            return pafs.FileSystem.from_uri(root)
+        except (pa.ArrowInvalid, ValueError, OSError) as e:
+            raise ClulError(f"cannot open storage root {root}: {e}") from None
+    return pafs.LocalFileSystem(), os.path.abspath(root)
+
+
+class Store:
+    """Typed access to the files under a storage root. Picklable (sent to Ray workers)."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self._fs: pafs.FileSystem | None = None
+        self._base: str | None = None
+
+    def __getstate__(self) -> dict:
+        return {"root": self.root}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["root"])
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        if self._fs is None:
+            self._fs, self._base = open_fs(self.root)
+        return self._fs
+
+    @property
+    def base(self) -> str:
+        self.fs  # noqa: B018 - opens the filesystem
+        return self._base  # type: ignore[return-value]
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.base.rstrip("/"), *parts])
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    # ---- generic ---------------------------------------------------------------------
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write atomically where the filesystem allows: a temporary file, then a move."""
+        target = self.path(rel)
+        self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(data)
+        self.fs.move(tmp, target)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read()
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+    def read_json(self, rel: str) -> Any | None:
+        if not self.exists(rel):
+            return None
+        return json.loads(self.read_bytes(rel))
+
+    def delete(self, rel: str) -> None:
+        p = self.path(rel)
+        info = self.fs.get_file_info(p)
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(p)
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(p)
+
+    def list_files(self, rel: str, suffix: str = "") -> list[str]:
+        """Relative paths of the files under ``rel`` (recursive), sorted."""
+        p = self.path(rel)
+        if self.fs.get_file_info(p).type != pafs.FileType.Directory:
+            return []
+        sel = pafs.FileSelector(p, recursive=True)
+        base = self.base.rstrip("/") + "/"
+        return sorted(i.path[len(base):] for i in self.fs.get_file_info(sel)
+                      if i.type == pafs.FileType.File and i.path.endswith(suffix)
+                      and ".tmp-" not in i.path)
+
+    def write_table(self, rel: str, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        self.write_bytes(rel, buf.getvalue())
+
+    def read_tables(self, rel: str, columns: list[str] | None = None) -> pa.Table | None:
+        files = self.list_files(rel, ".parquet")
+        if not files:
+            return None
+        tables = [pq.read_table(self.path(f), columns=columns, filesystem=self.fs)
+                  for f in files]
+        return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+    # ---- partitions ------------------------------------------------------------------
+    @staticmethod
+    def slice_dir(shard: int, slc: int) -> str:
+        return f"data/train/shard={shard}/slice={slc}"
+
+    def read_slice(self, shard: int, slc: int,
+                   columns: list[str] | None = None) -> pa.Table | None:
+        """Rows of one slice sorted by id, or None when the slice holds no rows."""
+        t = self.read_tables(self.slice_dir(shard, slc), columns)
+        return t.sort_by("id") if t is not None else None
+
+    def slice_ids(self, shard: int, slc: int) -> np.ndarray:
+        t = self.read_slice(shard, slc, ["id"])
+        return np.sort(t.column("id").to_numpy()) if t is not None else np.zeros(0, np.int64)
+
+    def remove_rows(self, rel_dir: str, ids: np.ndarray) -> int:
+        """Rewrite every Parquet file under ``rel_dir`` without ``ids``; idempotent."""
+        removed = 0
+        for f in self.list_files(rel_dir, ".parquet"):
+            t = pq.read_table(self.path(f), filesystem=self.fs)
+            keep = ~np.isin(t.column("id").to_numpy(), ids)
+            if keep.all():
+                continue
+            removed += int((~keep).sum())
+            if keep.any():
+                self.write_table(f, t.filter(pa.array(keep)))
+            else:
+                self.delete(f)
+        return removed
+
+    # ---- index -----------------------------------------------------------------------
+    def read_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        t = self.read_tables("index")
+        if t is None:
+            z = np.zeros(0, np.int64)
+            return z, z, z
+        ids = t.column("id").to_numpy()
+        _, first = np.unique(ids, return_index=True)  # a resumed rewrite may leave twins
+        t = t.take(pa.array(np.sort(first)))
+        return (t.column("id").to_numpy(), t.column("shard").to_numpy().astype(np.int64),
+                t.column("slice").to_numpy().astype(np.int64))
+
+    def rewrite_index(self, ids: np.ndarray, shard: np.ndarray, slc: np.ndarray) -> None:
+        old = self.list_files("index", ".parquet")
+        name = f"index/index-{uuid.uuid4().hex[:12]}.parquet"
+        self.write_table(name, pa.table({"id": ids, "shard": shard, "slice": slc}))
+        for f in old:
+            if f != name:
+                self.delete(f)
+
+    def test_ids(self) -> np.ndarray:
+        t = self.read_tables("data/test", ["id"])
+        return t.column("id").to_numpy() if t is not None else np.zeros(0, np.int64)
+
+    # ---- checkpoints -----------------------------------------------------------------
+    @staticmethod
+    def checkpoint_path(shard: int, slc: int, key: str) -> str:
+        return f"checkpoints/shard={shard}/slice={slc}/{key}.pt"
+
+    def has_checkpoint(self, shard: int, slc: int, key: str) -> bool:
+        return self.exists(self.checkpoint_path(shard, slc, key))
+
+    def checkpoint_files(self, shard: int | None = None) -> list[str]:
+        rel = "checkpoints" if shard is None else f"checkpoints/shard={shard}"
+        return self.list_files(rel, ".pt")
+
+    def discard_checkpoints(self, shard: int, from_slice: int) -> list[str]:
+        gone = []
+        for f in self.checkpoint_files(shard):
+            slc = int(f.split("/")[2].split("=")[1])
+            if slc >= from_slice:
+                self.delete(f)
+                gone.append(f)
+        return gone
