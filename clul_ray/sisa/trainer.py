@@ -101,7 +101,7 @@ def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     x_np, y_np = load_union(store, shard, slc, int(np.prod(cfg.input_shape)))
-    x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+    x, y = torch.tensor(x_np, device=device), torch.tensor(y_np, device=device)
 
     model = init_model(cfg, shard)
     if slc == 0:

@@ -1,0 +1,60 @@
+"""One Ray instance per test session; tiny data and models."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from clul_ray.config import make_config  # noqa: E402
+from clul_ray.data.sources import open_source  # noqa: E402
+
+TINY = dict(shards=3, slices=3, epochs=4, batch_size=32, model_args={"hidden": 32},
+            test_fraction=0.2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_session():
+    import ray
+
+    from clul_ray.runtime import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def tiny_config(**kw):
+    return make_config(**{"dataset": "digits", **TINY, **kw})
+
+
+def digits_parquet(path, drop=()):
+    """Digits as a user's Parquet file (id, label, x list column), minus `drop` ids."""
+    t = next(open_source("digits").iter_tables())
+    keep = ~np.isin(t.column("id").to_numpy(), np.asarray(list(drop), dtype=np.int64))
+    pq.write_table(t.filter(pa.array(keep)), path)
+    return f"parquet:{path}"
+
+
+@pytest.fixture(scope="session")
+def trained_base(tmp_path_factory):
+    """A trained digits root (S=3, R=3), copied by tests that change it."""
+    from clul_ray.sisa.pipeline import Pipeline
+
+    root = tmp_path_factory.mktemp("base") / "root"
+    result = Pipeline(str(root)).train(tiny_config())
+    return root, result
+
+
+@pytest.fixture
+def trained_root(trained_base, tmp_path):
+    root, result = trained_base
+    dst = tmp_path / "root"
+    shutil.copytree(root, dst)
+    return dst, result

@@ -1,0 +1,166 @@
+"""End to end on a local Ray: exactness, minimality, refusals, durability, no residue."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import digits_parquet, tiny_config
+
+from clul_ray.errors import ClulError
+from clul_ray.sisa.executor import LocalExecutor
+from clul_ray.sisa.pipeline import Pipeline
+
+
+def shas(result):
+    return {s["shard"]: s["model_sha256"] for s in result["per_shard"]}
+
+
+def pick(root, shard_slices):
+    """One training id from each requested (shard, slice)."""
+    ids, shard, slc = Pipeline(str(root)).store.read_index()
+    return [int(ids[(shard == k) & (slc == r)][0]) for k, r in shard_slices]
+
+
+def snapshot(root):
+    """Digest of every file under the root (path and bytes)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def deletion_case(tmp_path_factory):
+    """Ids D to delete and the reference: a fresh training on digits without D."""
+    from conftest import TINY  # noqa: F401 - same tiny config as the base
+
+    base = tmp_path_factory.mktemp("ids")
+    probe = Pipeline(str(base / "probe"))
+    probe.train(tiny_config(epochs=1))
+    ids, shard, slc = probe.store.read_index()
+    # shard 0: slice 1 and 2; shard 2: slice 2; shard 1 untouched
+    d = [int(ids[(shard == 0) & (slc == 1)][0]), int(ids[(shard == 0) & (slc == 2)][3]),
+         int(ids[(shard == 2) & (slc == 2)][1])]
+    ref_root = tmp_path_factory.mktemp("ref") / "root"
+    data = digits_parquet(tmp_path_factory.mktemp("data") / "digits_minus_d.parquet", d)
+    ref = Pipeline(str(ref_root)).train(tiny_config(dataset=data, input_shape=[1, 8, 8],
+                                                    num_classes=10))
+    return d, ref
+
+
+def test_deletion_equals_training_without_the_data(trained_root, deletion_case):
+    root, before = trained_root
+    d, ref = deletion_case
+    after = Pipeline(str(root)).delete(d)
+    assert after["samples"] == before["samples"] - len(d) == ref["samples"]
+    assert shas(after) == shas(ref), "every shard model is bit-for-bit the retrained one"
+    assert after["ensemble_accuracy"] == ref["ensemble_accuracy"]
+
+
+def test_deletion_is_minimal(trained_root, deletion_case):
+    root, before = trained_root
+    d, _ = deletion_case
+    keys_before = {s["shard"]: s["keys"] for s in Pipeline(str(root)).state["shards"]}
+    after = Pipeline(str(root)).delete(d)
+    assert after["affected"] == {"0": 1, "2": 2}
+    assert after["retrained"] == after["affected"], "retrained from the earliest slice only"
+    assert after["checkpoints_discarded"] == 2 + 1
+    keys_after = {s["shard"]: s["keys"] for s in Pipeline(str(root)).state["shards"]}
+    assert keys_after[1] == keys_before[1] and shas(after)[1] == shas(before)[1]
+    assert keys_after[0][:1] == keys_before[0][:1] and keys_after[0][1] != keys_before[0][1]
+    assert keys_after[2][:2] == keys_before[2][:2] and keys_after[2][2] != keys_before[2][2]
+
+
+def test_no_residue_after_deletion(trained_root, deletion_case):
+    root, _ = trained_root
+    d, _ = deletion_case
+    p = Pipeline(str(root))
+    p.delete(d)
+    for f in root.joinpath("data").rglob("*.parquet"):
+        assert not np.isin(pq.read_table(f, columns=["id"]).column("id").to_numpy(), d).any()
+    assert not np.isin(p.store.read_index()[0], d).any()
+    current = {p.store.checkpoint_path(s["shard"], r, k)
+               for s in p.state["shards"] for r, k in enumerate(s["keys"])}
+    assert set(p.store.checkpoint_files()) == current, "only current checkpoints remain"
+
+
+def test_in_process_and_ray_workers_train_identically(trained_base, tmp_path):
+    _, ray_result = trained_base
+    local = Pipeline(str(tmp_path / "local"), executor=LocalExecutor())
+    assert shas(local.train(tiny_config())) == shas(ray_result)
+
+
+@pytest.mark.parametrize("ids, message", [
+    ([], "empty"),
+    ([5, 5], "repeated"),
+    ([10**9], "unknown ids"),
+])
+def test_bad_requests_change_nothing(trained_root, ids, message):
+    root, _ = trained_root
+    before = snapshot(root)
+    with pytest.raises(ClulError, match=message):
+        Pipeline(str(root)).delete(ids)
+    assert snapshot(root) == before
+
+
+def test_mixed_unknown_ids_change_nothing(trained_root):
+    root, _ = trained_root
+    before = snapshot(root)
+    good = pick(root, [(0, 0)])
+    with pytest.raises(ClulError, match="1 unknown ids"):
+        Pipeline(str(root)).delete(good + [-3])
+    assert snapshot(root) == before
+
+
+def test_already_deleted_ids_retrain_nothing(trained_root):
+    root, _ = trained_root
+    ids = pick(root, [(1, 2)])
+    first = Pipeline(str(root)).delete(ids)
+    before = snapshot(root)
+    again = Pipeline(str(root)).delete(ids)
+    assert again["already_deleted"] == ids and again["retrained"] == {}
+    assert again["version"] == first["version"]
+    assert snapshot(root) == before
+
+
+def test_test_split_ids_are_removed_without_retraining(trained_root):
+    root, before = trained_root
+    p = Pipeline(str(root))
+    tid = int(p.store.test_ids()[0])
+    out = p.delete([tid])
+    assert out["affected"] == {} and out["retrained"] == {}
+    assert tid not in p.store.test_ids()
+    assert out["test_samples"] == before["test_samples"] - 1
+    assert shas(out) == shas(before)
+
+
+@pytest.mark.parametrize("stage", ["data_removed", "checkpoints_discarded", "retrained"])
+def test_crash_is_resumed_from_the_ledger(trained_root, deletion_case, stage):
+    root, _ = trained_root
+    d, ref = deletion_case
+    p = Pipeline(str(root))
+    p._crash_after = stage
+    with pytest.raises(RuntimeError, match="injected crash"):
+        p.delete(d)
+    assert Pipeline(str(root)).status()["requests"]["pending"], "the request is still open"
+    resumed = Pipeline(str(root)).evaluate()  # the next command finishes the request
+    assert shas(resumed) == shas(ref)
+    st = Pipeline(str(root)).status()
+    assert st["requests"] == {"committed": 1, "pending": []}
+    assert st["version"] == 2, "one version for one request, even across a crash"
+    again = Pipeline(str(root)).delete(d)
+    assert again["already_deleted"] == sorted(d)
+
+
+def test_changed_partition_config_is_refused(trained_root):
+    root, _ = trained_root
+    with pytest.raises(ClulError, match="partitioned with other shards"):
+        Pipeline(str(root)).train(tiny_config(shards=5))
+
+
+def test_retrain_with_same_config_reuses_every_checkpoint(trained_root):
+    root, before = trained_root
+    again = Pipeline(str(root)).train(tiny_config())
+    assert all(s["retrained_from"] is None for s in again["per_shard"])
+    assert shas(again) == shas(before)
