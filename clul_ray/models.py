@@ -128,7 +128,10 @@ def resnet18(input_shape, num_classes):
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int,
                 args: dict | None = None) -> Wrapped:
-    net = get_factory(name)(tuple(input_shape), num_classes, **(args or {}))
+    try:
+        net = get_factory(name)(tuple(input_shape), num_classes, **(args or {}))
+    except TypeError as e:
+        raise ClulError(f"model '{name}' does not accept these model_args: {e}") from None
     if not isinstance(net, nn.Module):
         raise ClulError(f"model factory '{name}' did not return a torch.nn.Module")
     return Wrapped(net, input_shape)

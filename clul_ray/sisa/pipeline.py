@@ -17,6 +17,7 @@ from ..config import PipelineConfig, make_config
 from ..data.partition import assign, is_test
 from ..data.sources import open_source
 from ..errors import ClulError
+from ..models import build_model
 from ..runtime import ensure_ray
 from ..store import Store
 from .executor import ShardJob, make_executor
@@ -75,6 +76,7 @@ class Pipeline:
                              cfg.input_shape, cfg.group_column)
         cfg = make_config(**{**cfg.model_dump(), "num_classes": cfg.num_classes
                              or source.num_classes, "input_shape": list(source.input_shape)})
+        build_model(cfg.model, cfg.input_shape, cfg.num_classes, cfg.model_args)  # fails early
         if existing is not None:
             old = PipelineConfig(**existing)
             if old.partition_dict() != cfg.partition_dict():
@@ -177,8 +179,6 @@ class Pipeline:
             else:
                 ck = deserialize(self.store.read_bytes(
                     self.store.checkpoint_path(k, cfg.slices - 1, keys[-1])))
-                from ..models import build_model
-
                 m = build_model(cfg.model, cfg.input_shape, cfg.num_classes, cfg.model_args)
                 m.load_state_dict(ck["model"])
                 info = {"n_samples": ck["n_samples"], "model_sha256": model_sha256(m),
