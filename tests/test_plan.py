@@ -57,3 +57,12 @@ def test_vote_ties_go_to_lowest_class_and_mean_differs():
     assert aggregate(confident, "mean").tolist() == [1]
     with pytest.raises(ValueError):
         aggregate(p, "median")
+
+
+def test_sample_epochs_counts_the_union_of_slices():
+    from clul_ray.sisa.plan import sample_epochs
+
+    counts = np.array([[2, 3, 5], [1, 1, 1]])
+    # shard 0 from slice 1: unions 5 and 10; shard 1 from slice 2: union 3; 2 epochs each
+    assert sample_epochs(counts, {0: 1, 1: 2}, 2) == (5 + 10 + 3) * 2
+    assert sample_epochs(counts, {}, 2) == 0

@@ -78,3 +78,13 @@ def expected_cost(n: int, shards: int, slices: int, requests: int, epochs: int) 
     one_sliced = epochs * (n / s) * (2 / 3 + 1 / (3 * slices))
     return {"batched_samples": batched, "sequential_samples": sequential,
             "one_request_sample_epochs": one_sliced, "full_sample_epochs": epochs * n}
+
+
+def sample_epochs(counts: np.ndarray, starts: dict[int, int], eps: int) -> int:
+    """Training work, in sample-epochs, of retraining shard k from slice starts[k] on.
+
+    ``counts[k, r]`` is the number of rows in slice r of shard k; slice step r trains
+    ``eps`` epochs on slices 0..r.
+    """
+    union = np.cumsum(np.asarray(counts), axis=1)
+    return int(sum(union[k, r0:].sum() for k, r0 in starts.items()) * eps)
