@@ -273,6 +273,9 @@ def quickstart(
 
 
 
+from .unlearn.cli import register as _register_unlearn; _register_unlearn(app)  # noqa: E402,E702,I001
+
+
 def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     app()

@@ -1,0 +1,23 @@
+"""Approximate unlearning: one module per method behind one registry and one signature.
+
+``method(model, forget, retain, config) -> (model, report)``; see :mod:`.base` for the data
+holders and :func:`unlearn_model` for the usual entry point. Importing this package
+registers every method.
+"""
+
+from . import (  # noqa: F401  (registration side effects)
+    bad_teacher,
+    finetune,
+    mi_reg,
+    neggrad,
+    neural_mask,
+    random_label,
+    retrain,
+    salun,
+    scrub,
+)
+from .api import unlearn_model
+from .base import Method, MethodParams, Split, UnlearnReport, get_method, method_names
+
+__all__ = ["Method", "MethodParams", "Split", "UnlearnReport", "get_method", "method_names",
+           "unlearn_model"]

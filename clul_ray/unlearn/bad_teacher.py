@@ -1,0 +1,80 @@
+"""``bad_teacher``: distil from a competent and an incompetent teacher (Chundawat et al. 2023).
+
+Competent teacher = the original model (frozen); incompetent teacher = the same
+architecture freshly initialised (seeded, frozen); the student starts from the original.
+Data: all of D_f plus a seeded random ``retain_fraction`` of D_r, in one shuffled loader.
+Loss: KL(p_teacher || p_student) with ``reduction="batchmean"`` (the reference code's
+``"mean"`` also divides by the class count), the incompetent teacher on forget rows.
+Defaults: the authors' notebook (T = 1, Adam lr 1e-4, 1 epoch, batch 256).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ClulError
+from ..hashing import derive_seed
+from .base import MethodParams, Split, register_method
+from .losses import bad_teacher_loss
+from .training import (
+    SALT_EPOCH,
+    SALT_SUBSET,
+    SALT_TEACHER,
+    begin_epoch,
+    check_optim,
+    make_optimizer,
+    reinitialize,
+    shuffled_batches,
+)
+
+
+@dataclass
+class BadTeacherParams(MethodParams):
+    epochs: int = 1
+    lr: float = 1e-4
+    batch_size: int = 256
+    temperature: float = 1.0
+    retain_fraction: float = 0.3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+
+    def check(self) -> None:
+        check_optim(self.optimizer, self.lr, self.batch_size, self.epochs)
+        if not 0.0 <= self.retain_fraction <= 1.0:
+            raise ClulError(f"bad_teacher.retain_fraction must be in [0, 1], got "
+                            f"{self.retain_fraction}")
+        if self.temperature <= 0:
+            raise ClulError("bad_teacher.temperature must be positive")
+
+
+@register_method("bad_teacher", BadTeacherParams, changes_weights=True,
+                 summary="KL to a random teacher on D_f and to the original on 30% of D_r")
+def bad_teacher(model: nn.Module, forget: Split, retain: Split,
+                p: BadTeacherParams) -> tuple[nn.Module, dict[str, Any]]:
+    competent = copy.deepcopy(model).eval()
+    incompetent = reinitialize(model, derive_seed(p.seed, SALT_TEACHER)).eval()
+    gen = torch.Generator().manual_seed(derive_seed(p.seed, SALT_SUBSET))
+    k = round(p.retain_fraction * len(retain))
+    keep = torch.randperm(len(retain), generator=gen)[:k]
+    x = torch.cat([forget.x, retain.x[keep]])
+    is_forget = torch.cat([torch.ones(len(forget), dtype=torch.bool),
+                           torch.zeros(k, dtype=torch.bool)])
+    with torch.no_grad():
+        t_comp, t_incomp = competent(x), incompetent(x)
+    opt = make_optimizer(model.parameters(), p.optimizer, p.lr, p.momentum)
+    steps = 0
+    for epoch in range(p.epochs):
+        s = begin_epoch(p.seed, SALT_EPOCH, epoch)
+        model.train()
+        for idx in shuffled_batches(len(x), p.batch_size, s):
+            opt.zero_grad(set_to_none=True)
+            bad_teacher_loss(model(x[idx]), t_comp[idx], t_incomp[idx], is_forget[idx],
+                             p.temperature).backward()
+            opt.step()
+            steps += 1
+    return model, {"retain_rows_used": k, "steps": steps}

@@ -1,0 +1,214 @@
+"""The shared shape of every approximate unlearning method: data holders, params, registry.
+
+A method is called as ``method(model, forget, retain, config) -> (model, report)``:
+
+- ``model``: a trained ``nn.Module`` mapping flat float32 inputs ``(n, d)`` to logits
+  (``models.build_model`` gives one). It is never modified: the method works on a copy.
+- ``forget`` / ``retain``: :class:`Split` holders of in-memory tensors ``x`` (n, d) float32
+  and ``y`` (n,) int64, plus the rows' ``ids`` when known. Methods batch them themselves
+  with seeded permutations, so a run is a pure function of (model, data, config).
+- ``config``: the method's params dataclass (a subclass of :class:`MethodParams`, whose
+  fields and defaults are the documented defaults), or a plain dict of overrides.
+
+The report states the method, its params (seed included), the wall seconds, whether the
+weights changed, the torch thread count (results are bit-reproducible per thread count)
+and method-specific details.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ClulError
+from ..hashing import derive_seed
+
+
+@dataclass
+class Split:
+    """A set of rows in memory: features ``x`` (n, d) float32, labels ``y`` (n,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    ids: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.x = torch.as_tensor(self.x, dtype=torch.float32)
+        self.y = torch.as_tensor(self.y, dtype=torch.int64)
+        if self.x.ndim != 2 or self.y.ndim != 1 or len(self.x) != len(self.y):
+            raise ClulError(f"a split needs x of shape (n, d) and y of shape (n,), got "
+                            f"{tuple(self.x.shape)} and {tuple(self.y.shape)}")
+        if self.ids is not None and len(self.ids) != len(self.y):
+            raise ClulError(f"a split has {len(self.y)} rows but {len(self.ids)} ids")
+
+    @classmethod
+    def from_numpy(cls, x: np.ndarray, y: np.ndarray, ids: np.ndarray | None = None) -> Split:
+        return cls(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                   torch.from_numpy(np.asarray(y, dtype=np.int64)),
+                   None if ids is None else np.asarray(ids, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class MethodParams:
+    """Fields every method has. ``seed`` drives every random choice of the method."""
+
+    seed: int = 0
+
+
+@dataclass
+class UnlearnReport:
+    method: str
+    params: dict[str, Any]
+    seconds: float
+    changes_weights: bool
+    forget_rows: int
+    retain_rows: int
+    torch_threads: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+Body = Callable[[nn.Module, Split, Split, Any], tuple[nn.Module, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: its params class, whether it edits weights, and its body."""
+
+    name: str
+    params_cls: type[MethodParams]
+    changes_weights: bool
+    summary: str
+    body: Body
+    preset: tuple[tuple[str, Any], ...] = ()
+
+    def make_params(self, config: MethodParams | Mapping[str, Any] | None = None,
+                    seed: int | None = None) -> MethodParams:
+        """Defaults (and a variant's preset) overridden by ``config``; refuses unknown keys
+        and ill-typed values."""
+        if isinstance(config, MethodParams):
+            if not isinstance(config, self.params_cls):
+                raise ClulError(f"{self.name} needs {self.params_cls.__name__}, got "
+                                f"{type(config).__name__}")
+            params = config if seed is None else dataclasses.replace(config, seed=int(seed))
+        else:
+            values = {**dict(self.preset), **dict(config or {})}
+            if seed is not None:
+                values["seed"] = seed
+            known = {f.name: f for f in dataclasses.fields(self.params_cls)}
+            unknown = sorted(set(values) - set(known))
+            if unknown:
+                raise ClulError(f"unknown parameter(s) {unknown} for method '{self.name}' "
+                                f"(known: {', '.join(sorted(known))})")
+            defaults = self.params_cls()
+            typed = {k: coerce(self.name, k, v, getattr(defaults, k)) for k, v in values.items()}
+            params = self.params_cls(**typed)
+        check = getattr(params, "check", None)
+        if check is not None:
+            check()
+        return params
+
+    def __call__(self, model: nn.Module, forget: Split, retain: Split,
+                 config: MethodParams | Mapping[str, Any] | None = None
+                 ) -> tuple[nn.Module, UnlearnReport]:
+        params = self.make_params(config)
+        if len(forget) == 0:
+            raise ClulError(f"{self.name}: the forget set is empty")
+        work = copy.deepcopy(model)
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(params.seed, 0x0FF))
+            new_model, details = self.body(work, forget, retain, params)
+        seconds = time.perf_counter() - t0
+        new_model.eval()
+        return new_model, UnlearnReport(
+            method=self.name, params=dataclasses.asdict(params), seconds=seconds,
+            changes_weights=self.changes_weights, forget_rows=len(forget),
+            retain_rows=len(retain), torch_threads=torch.get_num_threads(), details=details)
+
+
+def coerce(method: str, key: str, value: Any, default: Any) -> Any:
+    """A parameter value (possibly a CLI string) as the type of its default."""
+    want = type(default)
+    try:
+        if want is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if want is int:
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, float) and not number.is_integer():
+                raise ValueError(value)
+            return int(number)
+        if want is float:
+            return float(value)
+        return want(value)
+    except (TypeError, ValueError):
+        raise ClulError(f"parameter {method}.{key} must be {want.__name__}, got "
+                        f"{value!r}") from None
+
+
+_REGISTRY: dict[str, Method] = {}
+# Display order of the built-in methods: the reference first, then by family.
+_ORDER = ("retrain", "finetune", "neggrad", "neggrad+", "random_label", "bad_teacher",
+          "scrub", "salun", "mi_reg", "neural_mask")
+
+
+def register_method(name: str, params_cls: type[MethodParams], changes_weights: bool,
+                    summary: str) -> Callable[[Body], Method]:
+    def deco(body: Body) -> Method:
+        method = Method(name, params_cls, changes_weights, summary, body)
+        _REGISTRY[name] = method
+        return method
+
+    return deco
+
+
+def register_variant(name: str, base: str, preset: Mapping[str, Any], summary: str) -> Method:
+    """A named preset of a registered method, e.g. ``neggrad+`` = neggrad with plus=true."""
+    b = get_method(base)
+    method = Method(name, b.params_cls, b.changes_weights, summary, b.body,
+                    tuple(sorted(preset.items())))
+    _REGISTRY[name] = method
+    return method
+
+
+def method_names() -> list[str]:
+    """Registered methods: the built-ins in display order, then any added later."""
+    rank = {n: i for i, n in enumerate(_ORDER)}
+    return sorted(_REGISTRY, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def get_method(name: str) -> Method:
+    if name not in _REGISTRY:
+        raise ClulError(f"unknown unlearning method '{name}' (known: "
+                        f"{', '.join(method_names())})")
+    return _REGISTRY[name]
+
+
+def num_outputs(model: nn.Module, x: torch.Tensor) -> int:
+    """The class count of a classifier, read from one forward pass."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        c = int(model(x[:1]).shape[1])
+    model.train(was_training)
+    return c

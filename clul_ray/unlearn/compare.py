@@ -1,0 +1,341 @@
+"""The comparison harness: one original model, every method and ``retrain`` on one split.
+
+For each seed k (``seed``, ``seed+1``, ...): train the original model on the training rows
+(plain seeded torch training, the recipe of ``TrainRecipe``), then run every method and
+``retrain`` from it on the same forget/retain split with seed k, as Ray tasks (one CPU
+and one torch thread each) or in-process. The held-out test split and the forget set are
+fixed by ``seed`` and shared by all seeds, so the spread over seeds is the spread of
+training randomness. Metrics are computed on the driver from the tasks' probability
+outputs (:mod:`clul_ray.metrics`), then written by :mod:`.summary` and :mod:`.plot`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from ..data.partition import is_test
+from ..data.sources import features, open_source
+from ..errors import ClulError
+from ..hashing import derive_seed
+from ..metrics import Labels, Outputs, evaluate, speedup
+from ..models import build_model
+from .api import unlearn_model
+from .base import Split, get_method, method_names
+from .scenarios import parse_scenario, split_forget
+from .training import TrainRecipe, predict_proba, reinitialize, train_from_scratch
+
+SALT_ZRF = 0x2F
+GAP_METRICS = ("RA", "FA", "TA", "MIA")
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class CompareSpec:
+    """What to compare. ``params`` maps a method to its overrides (``{"salun": {"lr": 0.1}}``)."""
+
+    dataset: str = "digits"
+    model: str = "mlp"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    forget: str = "class:3"
+    methods: list[str] = field(default_factory=lambda: ["all"])
+    seeds: int = 1
+    seed: int = 0
+    test_fraction: float = 0.2
+    recipe: TrainRecipe = field(default_factory=TrainRecipe)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    backend: str = "ray"
+    data_dir: str | None = None
+
+
+@dataclass
+class Data:
+    forget: Split
+    retain: Split
+    test: Split
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+    @property
+    def labels(self) -> Labels:
+        return Labels(self.retain.y.numpy(), self.forget.y.numpy(), self.test.y.numpy())
+
+
+@dataclass
+class OriginalInfo:
+    outputs: Outputs
+    incompetent_forget: np.ndarray
+    seconds: float
+
+
+@dataclass
+class MethodResult:
+    method: str
+    seed: int
+    outputs: Outputs
+    report: dict[str, Any]
+
+
+def resolve_methods(methods: Sequence[str]) -> list[str]:
+    """``all`` or names -> the methods to run, ``retrain`` first and always included."""
+    names: list[str] = []
+    for m in methods:
+        for part in (p.strip() for p in m.split(",")):
+            if not part:
+                continue
+            for name in (method_names() if part == "all" else [part]):
+                get_method(name)
+                if name not in names:
+                    names.append(name)
+    if not names:
+        raise ClulError("no methods given (use --methods all or a comma-separated list)")
+    return ["retrain"] + [n for n in names if n != "retrain"]
+
+
+def parse_param_overrides(items: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``["salun.lr=0.1", ...]`` -> ``{"salun": {"lr": "0.1"}}`` (typed later, per method)."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        method, dot, name = key.strip().rpartition(".")
+        if not eq or not dot or not method or not name or not value.strip():
+            raise ClulError(f"bad --param '{item}' (expected method.key=value, e.g. "
+                            "salun.lr=0.05)")
+        out.setdefault(method, {})[name] = value.strip()
+    return out
+
+
+def check_spec(spec: CompareSpec) -> list[str]:
+    """Refuse a bad spec before any work starts; returns the methods to run."""
+    methods = resolve_methods(spec.methods)
+    if spec.seeds < 1:
+        raise ClulError(f"--seeds must be >= 1, got {spec.seeds}")
+    if not 0.0 < spec.test_fraction < 1.0:
+        raise ClulError(f"test_fraction must be in (0, 1), got {spec.test_fraction}")
+    if spec.backend not in ("ray", "local"):
+        raise ClulError(f"backend must be 'ray' or 'local', got '{spec.backend}'")
+    spec.recipe.check()
+    if "retrain" in spec.params:
+        raise ClulError("retrain follows the original model's recipe; change it with "
+                        "--epochs / --lr / --batch-size instead of --param retrain.*")
+    for m, values in spec.params.items():
+        if m not in methods:
+            raise ClulError(f"--param for '{m}', which is not among the methods "
+                            f"({', '.join(methods)})")
+        get_method(m).make_params(values)
+    parse_scenario(spec.forget)
+    return methods
+
+
+def load_data(spec: CompareSpec) -> Data:
+    src = open_source(spec.dataset, data_dir=spec.data_dir)
+    tables = [t.select(["id", "label", "x"]) for t in src.iter_tables()]
+    if not tables:
+        raise ClulError(f"{spec.dataset}: the dataset is empty")
+    table = pa.concat_tables(tables)
+    ids, y, x = table.column("id").to_numpy(), table.column("label").to_numpy(), features(table)
+    test = is_test(spec.seed, ids, spec.test_fraction)
+    if test.all() or not test.any():
+        raise ClulError(f"test_fraction {spec.test_fraction} leaves no training or no test rows")
+    fs = split_forget(parse_scenario(spec.forget), ids[~test], y[~test], ids[test], y[test],
+                      src.num_classes, spec.seed)
+    tr_ids, tr_y, tr_x = ids[~test], y[~test], x[~test]
+    keep = fs.test_keep
+    return Data(
+        forget=Split.from_numpy(tr_x[fs.forget], tr_y[fs.forget], tr_ids[fs.forget]),
+        retain=Split.from_numpy(tr_x[~fs.forget], tr_y[~fs.forget], tr_ids[~fs.forget]),
+        test=Split.from_numpy(x[test][keep], y[test][keep], ids[test][keep]),
+        num_classes=src.num_classes, input_shape=tuple(src.input_shape))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def outputs_of(model: nn.Module, data: Data) -> Outputs:
+    return Outputs(predict_proba(model, data.retain.x), predict_proba(model, data.forget.x),
+                   predict_proba(model, data.test.x))
+
+
+def train_original(template: nn.Module, data: Data, recipe: TrainRecipe,
+                   seed: int) -> tuple[nn.Module, OriginalInfo]:
+    """The original model on D_r ∪ D_f, its outputs, and a random model's outputs on D_f."""
+    with torch_threads(1):
+        full = Split(torch.cat([data.retain.x, data.forget.x]),
+                     torch.cat([data.retain.y, data.forget.y]))
+        t0 = time.perf_counter()
+        model = train_from_scratch(template, full, recipe, seed)
+        seconds = time.perf_counter() - t0
+        incompetent = reinitialize(model, derive_seed(seed, SALT_ZRF)).eval()
+        return model, OriginalInfo(outputs_of(model, data),
+                                   predict_proba(incompetent, data.forget.x), seconds)
+
+
+def warm_up(model: nn.Module, x: torch.Tensor) -> None:
+    """One untimed forward/backward on a copy, so a fresh worker's first-call costs do not
+    land in the timed method (retrain is timed too, and its time is the speed-up's base)."""
+    m = copy.deepcopy(model).train()
+    m(x[:8]).sum().backward()
+
+
+def run_method(model: nn.Module, data: Data, method: str, params: dict[str, Any],
+               seed: int) -> MethodResult:
+    with torch_threads(1):
+        warm_up(model, data.retain.x)
+        new, report = unlearn_model(model, data.forget, data.retain, method, params, seed)
+        return MethodResult(method, seed, outputs_of(new, data), report.to_dict())
+
+
+def method_params(spec: CompareSpec, method: str) -> dict[str, Any]:
+    if method == "retrain":
+        return asdict(spec.recipe)
+    return dict(spec.params.get(method, {}))
+
+
+def method_settings(spec: CompareSpec, method: str) -> dict[str, Any]:
+    """Every parameter a method runs with (defaults included), seed aside."""
+    p = asdict(get_method(method).make_params(method_params(spec, method)))
+    p.pop("seed", None)
+    return p
+
+
+def execute(spec: CompareSpec, methods: list[str], data: Data, template: nn.Module,
+            progress: Progress | None) -> tuple[dict[int, OriginalInfo], list[MethodResult]]:
+    seeds = [spec.seed + k for k in range(spec.seeds)]
+    total = len(seeds) * (1 + len(methods))
+    done = 0
+    tick = progress or (lambda *_: None)
+    tick("compare: original + methods", 0, total)
+    originals: dict[int, OriginalInfo] = {}
+    results: list[MethodResult] = []
+    if spec.backend == "local":
+        for s in seeds:
+            model, originals[s] = train_original(template, data, spec.recipe, s)
+            done += 1
+            tick("compare: original + methods", done, total)
+            for m in methods:
+                results.append(run_method(model, data, m, method_params(spec, m), s))
+                done += 1
+                tick("compare: original + methods", done, total)
+        return originals, results
+
+    import ray
+
+    from ..runtime import ensure_ray
+
+    ensure_ray()
+    train_task = ray.remote(train_original).options(num_cpus=1, num_returns=2,
+                                                    name="clul_ray.compare.original")
+    method_task = ray.remote(run_method).options(num_cpus=1, name="clul_ray.compare.method")
+    data_ref = ray.put(data)
+    pending: dict[Any, tuple[str, int]] = {}
+    for s in seeds:
+        model_ref, info_ref = train_task.remote(template, data_ref, spec.recipe, s)
+        pending[info_ref] = ("original", s)
+        for m in methods:
+            pending[method_task.remote(model_ref, data_ref, m, method_params(spec, m), s)] = (m, s)
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            what, s = pending.pop(ref)
+            try:
+                value = ray.get(ref)
+            except ray.exceptions.RayTaskError as e:
+                cause = e.cause if isinstance(getattr(e, "cause", None), ClulError) else None
+                if cause is not None:
+                    raise cause from None
+                last = str(e).strip().splitlines()[-1]
+                raise ClulError(f"{what} (seed {s}) failed: {last}") from e
+            if what == "original":
+                originals[s] = value
+            else:
+                results.append(value)
+            done += 1
+            tick("compare: original + methods", done, total)
+    return originals, results
+
+
+def score(spec: CompareSpec, data: Data, originals: dict[int, OriginalInfo],
+          results: list[MethodResult]) -> list[dict[str, Any]]:
+    """One row per (method, seed): the metrics, seconds, speed-up and gap to retrain."""
+    labels = data.labels
+    by_seed: dict[int, dict[str, MethodResult]] = {}
+    for r in results:
+        by_seed.setdefault(r.seed, {})[r.method] = r
+    rows: list[dict[str, Any]] = []
+    for s in sorted(originals):
+        ref = by_seed[s]["retrain"]
+        inc = originals[s].incompetent_forget
+        entries: list[tuple[str, Outputs, float | None, bool]] = [
+            ("original", originals[s].outputs, None, False)]
+        entries += [(m, r.outputs, r.report["seconds"], r.report["changes_weights"])
+                    for m, r in by_seed[s].items()]
+        seed_rows = []
+        for name, outs, seconds, changes in entries:
+            row: dict[str, Any] = {"method": name, "seed": s, "changes_weights": changes}
+            row.update(evaluate(outs, labels, ref.outputs, inc, seed=s))
+            row["seconds"] = float("nan") if seconds is None else seconds
+            row["speedup"] = (float("nan") if seconds is None
+                              else speedup(seconds, ref.report["seconds"]))
+            seed_rows.append(row)
+        retrain_row = next(r for r in seed_rows if r["method"] == "retrain")
+        for row in seed_rows:
+            row["gap"] = float(np.mean([abs(row[k] - retrain_row[k]) for k in GAP_METRICS]))
+        rows += seed_rows
+    return rows
+
+
+def run_compare(spec: CompareSpec, out_dir: str | Path,
+                progress: Progress | None = None) -> dict[str, Any]:
+    """Run the comparison and write compare.csv / .md / .png (and per-seed rows, JSON)."""
+    from .plot import write_plot
+    from .summary import aggregate, write_csv, write_json, write_markdown
+
+    methods = check_spec(spec)
+    data = load_data(spec)
+    template = build_model(spec.model, data.input_shape, data.num_classes, spec.model_args)
+    t0 = time.perf_counter()
+    originals, results = execute(spec, methods, data, template, progress)
+    wall = time.perf_counter() - t0
+    per_seed = score(spec, data, originals, results)
+    order = ["retrain", "original"] + [m for m in methods if m != "retrain"]
+    rows = aggregate(per_seed, order)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "dataset": spec.dataset, "model": spec.model, "model_args": spec.model_args,
+        "forget": spec.forget, "seeds": [spec.seed + k for k in range(spec.seeds)],
+        "test_fraction": spec.test_fraction, "backend": spec.backend,
+        "rows": {"forget": len(data.forget), "retain": len(data.retain),
+                 "test": len(data.test)},
+        "recipe": asdict(spec.recipe),
+        "params": {m: method_settings(spec, m) for m in methods},
+        "original_train_seconds": [originals[s].seconds for s in sorted(originals)],
+        "wall_seconds": wall,
+    }
+    paths = {
+        "csv": write_csv(rows, out / "compare.csv"),
+        "seeds_csv": write_csv(per_seed, out / "compare_seeds.csv"),
+        "md": write_markdown(rows, meta, out / "compare.md"),
+        "png": write_plot(rows, meta, out / "compare.png"),
+    }
+    paths["json"] = write_json({"meta": meta, "rows": rows, "per_seed": per_seed,
+                                "reports": [r.report for r in results]}, out / "compare.json")
+    return {"out": str(out), "files": {k: str(v) for k, v in paths.items()}, "meta": meta,
+            "rows": rows}

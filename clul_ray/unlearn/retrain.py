@@ -1,0 +1,23 @@
+"""``retrain``: the reference. Fresh weights, trained on D_r alone with the original recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .base import MethodParams, Split, register_method
+from .training import TrainRecipe, train_from_scratch
+
+
+@dataclass
+class RetrainParams(MethodParams, TrainRecipe):
+    """The original training recipe (defaults: the SISA pipeline's, see TrainRecipe)."""
+
+
+@register_method("retrain", RetrainParams, changes_weights=True,
+                 summary="retrain from scratch on D_r with the original recipe (reference)")
+def retrain(model: nn.Module, forget: Split, retain: Split,
+            p: RetrainParams) -> tuple[nn.Module, dict[str, Any]]:
+    return train_from_scratch(model, retain, p, p.seed), {}

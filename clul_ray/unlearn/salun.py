@@ -1,0 +1,95 @@
+"""``salun``: saliency-masked random labelling (Fan et al., ICLR 2024).
+
+Mask: g = ∇_θ Σ_{x∈D_f} -CE(x) at θ_o in eval mode; keep the top ``keep_fraction`` of all
+parameters by |g| (exact top-k over the concatenation, ties broken by position).
+Training: random wrong labels y' != y on D_f plus CE on D_r, one shuffled loader per epoch
+(SGD momentum 0.9, weight decay 5e-4, lr 0.01, 10 epochs). Only masked weights move: the
+gradient, the weight-decay term and hence the momentum are all multiplied by the mask, and
+after each step frozen entries are restored from θ_o, so they stay bit-identical to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ClulError
+from .base import MethodParams, Split, num_outputs, register_method
+from .random_label import relabelled_union
+from .training import SALT_EPOCH, begin_epoch, check_optim, shuffled_batches
+
+
+@dataclass
+class SalUnParams(MethodParams):
+    epochs: int = 10
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    keep_fraction: float = 0.5
+
+    def check(self) -> None:
+        check_optim("sgd", self.lr, self.batch_size, self.epochs)
+        if not 0.0 < self.keep_fraction <= 1.0:
+            raise ClulError(f"salun.keep_fraction must be in (0, 1], got {self.keep_fraction}")
+
+
+def saliency_mask(model: nn.Module, forget: Split, keep_fraction: float,
+                  batch_size: int = 1024) -> dict[str, torch.Tensor]:
+    """name -> bool mask of the parameters whose |∂(-CE on D_f)/∂θ| is in the top fraction."""
+    was_training = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    for i in range(0, len(forget), batch_size):
+        loss = -F.cross_entropy(model(forget.x[i:i + batch_size]),
+                                forget.y[i:i + batch_size], reduction="sum")
+        loss.backward()
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    scores = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).abs().flatten()
+                        for _, p in named])
+    k = round(keep_fraction * len(scores))
+    order = torch.argsort(scores, descending=True, stable=True)
+    keep = torch.zeros(len(scores), dtype=torch.bool)
+    keep[order[:k]] = True
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    masks, start = {}, 0
+    for n, p in named:
+        masks[n] = keep[start:start + p.numel()].view_as(p)
+        start += p.numel()
+    return masks
+
+
+@register_method("salun", SalUnParams, changes_weights=True,
+                 summary="random wrong labels on D_f + CE on D_r, only salient weights move")
+def salun(model: nn.Module, forget: Split, retain: Split,
+          p: SalUnParams) -> tuple[nn.Module, dict[str, Any]]:
+    c = num_outputs(model, forget.x)
+    masks = saliency_mask(model, forget, p.keep_fraction)
+    params = dict(model.named_parameters())
+    frozen_values = {n: params[n].detach().clone() for n in masks}
+    opt = torch.optim.SGD([params[n] for n in masks], lr=p.lr, momentum=p.momentum)
+    for epoch in range(p.epochs):
+        s = begin_epoch(p.seed, SALT_EPOCH, epoch)
+        x, y = relabelled_union(forget, retain, c, s)
+        model.train()
+        for idx in shuffled_batches(len(y), p.batch_size, s):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            with torch.no_grad():
+                for n, m in masks.items():
+                    w = params[n]
+                    g = w.grad if w.grad is not None else torch.zeros_like(w)
+                    w.grad = torch.where(m, g + p.weight_decay * w, torch.zeros_like(w))
+            opt.step()
+            with torch.no_grad():
+                for n, m in masks.items():
+                    params[n].copy_(torch.where(m, params[n], frozen_values[n]))
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    return model, {"kept_parameters": kept, "total_parameters": total,
+                   "kept_fraction": kept / max(total, 1)}

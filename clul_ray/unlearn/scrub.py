@@ -1,0 +1,84 @@
+"""``scrub``: SCRUB (Kurmanji et al. 2023), teacher = the original model in eval mode.
+
+d(x) = KL(p_teacher || p_student)·T². Epoch e = 1..epochs: if e <= msteps, one pass over
+D_f minimising -d (the "max" step); then one pass over D_r minimising
+gamma·CE + alpha·d (the "min" step); one shared optimizer. Defaults: the paper's small
+scale (Adam lr 5e-4, weight decay 0.1, alpha 0.5, gamma 1, T 2, msteps 3, 10 epochs) with
+the batch sizes listed for its large scale (128 retain / 32 forget).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ClulError
+from ..hashing import derive_seed
+from .base import MethodParams, Split, register_method
+from .losses import distill_kl
+from .training import (
+    SALT_EPOCH,
+    SALT_FORGET,
+    begin_epoch,
+    check_optim,
+    make_optimizer,
+    shuffled_batches,
+)
+
+
+@dataclass
+class ScrubParams(MethodParams):
+    epochs: int = 10
+    msteps: int = 3
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+    alpha: float = 0.5
+    gamma: float = 1.0
+    temperature: float = 2.0
+    batch_size: int = 128
+    forget_batch_size: int = 32
+    optimizer: str = "adam"
+    momentum: float = 0.9
+
+    def check(self) -> None:
+        check_optim(self.optimizer, self.lr, self.batch_size, self.epochs)
+        if self.msteps < 0 or self.forget_batch_size < 1 or self.temperature <= 0:
+            raise ClulError("scrub needs msteps >= 0, forget_batch_size >= 1, temperature > 0")
+
+
+@register_method("scrub", ScrubParams, changes_weights=True,
+                 summary="max KL to the original on D_f, then min CE + KL on D_r")
+def scrub(model: nn.Module, forget: Split, retain: Split,
+          p: ScrubParams) -> tuple[nn.Module, dict[str, Any]]:
+    teacher = copy.deepcopy(model).eval()
+    opt = make_optimizer(model.parameters(), p.optimizer, p.lr, p.momentum, p.weight_decay)
+    max_steps = min_steps = 0
+    for epoch in range(1, p.epochs + 1):
+        s = begin_epoch(p.seed, SALT_EPOCH, epoch)
+        model.train()
+        if epoch <= p.msteps:
+            for idx in shuffled_batches(len(forget), p.forget_batch_size,
+                                        derive_seed(s, SALT_FORGET)):
+                x = forget.x[idx]
+                with torch.no_grad():
+                    t = teacher(x)
+                opt.zero_grad(set_to_none=True)
+                (-distill_kl(model(x), t, p.temperature)).backward()
+                opt.step()
+                max_steps += 1
+        for idx in shuffled_batches(len(retain), p.batch_size, s):
+            x, y = retain.x[idx], retain.y[idx]
+            with torch.no_grad():
+                t = teacher(x)
+            out = model(x)
+            opt.zero_grad(set_to_none=True)
+            (p.gamma * F.cross_entropy(out, y)
+             + p.alpha * distill_kl(out, t, p.temperature)).backward()
+            opt.step()
+            min_steps += 1
+    return model, {"max_steps": max_steps, "min_steps": min_steps}

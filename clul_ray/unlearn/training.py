@@ -1,0 +1,168 @@
+"""Plain, seeded torch training pieces shared by the methods and the comparison harness.
+
+Every shuffle comes from a ``torch.Generator`` seeded by ``derive_seed``; dropout draws from
+the global torch RNG, re-seeded per epoch. With the same torch thread count a run is
+bit-for-bit reproducible.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ClulError
+from ..hashing import derive_seed
+from ..models import Standardize
+from .base import Split
+
+# Salts of derive_seed, one per purpose, so no two random streams coincide.
+SALT_INIT = 1
+SALT_EPOCH = 2
+SALT_LABELS = 3
+SALT_SUBSET = 4
+SALT_FORGET = 5
+SALT_TEACHER = 6
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class TrainRecipe:
+    """How the original model is trained; ``retrain`` reuses it on D_r.
+
+    The defaults are the SISA pipeline's (``config.PipelineConfig``): Adam, lr 1e-3,
+    batch 64, 20 epochs, no weight decay, standardiser fitted on the training rows.
+    """
+
+    epochs: int = 20
+    lr: float = 1e-3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    normalize: bool = True
+
+    def check(self) -> None:
+        check_optim(self.optimizer, self.lr, self.batch_size, self.epochs)
+        if self.weight_decay < 0 or self.momentum < 0:
+            raise ClulError("weight_decay and momentum must be >= 0")
+
+
+def check_optim(optimizer: str, lr: float, batch_size: int, epochs: int) -> None:
+    if optimizer not in OPTIMIZERS:
+        raise ClulError(f"optimizer must be one of {OPTIMIZERS}, got '{optimizer}'")
+    if lr <= 0:
+        raise ClulError(f"lr must be positive, got {lr}")
+    if batch_size < 1:
+        raise ClulError(f"batch_size must be >= 1, got {batch_size}")
+    if epochs < 0:
+        raise ClulError(f"epochs must be >= 0, got {epochs}")
+
+
+def make_optimizer(params, name: str, lr: float, momentum: float = 0.9,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ClulError(f"optimizer must be one of {OPTIMIZERS}, got '{name}'")
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+    """A seeded permutation of range(n), cut into batches."""
+    if n == 0:
+        return []
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return list(perm.split(batch_size))
+
+
+def cycled_batches(n: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """Endless batches over range(n), reshuffled (seeded) on every pass."""
+    rnd = 0
+    while True:
+        yield from shuffled_batches(n, batch_size, derive_seed(seed, rnd))
+        rnd += 1
+
+
+def begin_epoch(seed: int, *parts: int) -> int:
+    """The epoch's seed; also re-seeds the global RNG that dropout draws from."""
+    s = derive_seed(seed, *parts)
+    torch.manual_seed(s)
+    return s
+
+
+def reinitialize(model: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``model`` with every parameterised submodule freshly initialised.
+
+    Buffers of the standardiser are kept (callers refit them where the data allows).
+    """
+    fresh = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in fresh.modules():
+            if m is not fresh and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    return fresh
+
+
+def fit_standardizer(model: nn.Module, x: torch.Tensor) -> None:
+    norm = getattr(model, "norm", None)
+    if isinstance(norm, Standardize):
+        norm.mean.zero_()
+        norm.std.fill_(1.0)
+        norm.fit(x)
+
+
+def train_supervised(model: nn.Module, data: Split, recipe: TrainRecipe, seed: int) -> nn.Module:
+    """Cross-entropy training in place, ``recipe.epochs`` seeded passes over ``data``."""
+    opt = make_optimizer(model.parameters(), recipe.optimizer, recipe.lr, recipe.momentum,
+                         recipe.weight_decay)
+    for epoch in range(recipe.epochs):
+        s = begin_epoch(seed, SALT_EPOCH, epoch)
+        model.train()
+        for idx in shuffled_batches(len(data), recipe.batch_size, s):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(data.x[idx]), data.y[idx]).backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+def train_from_scratch(template: nn.Module, data: Split, recipe: TrainRecipe,
+                       seed: int) -> nn.Module:
+    """Fresh weights (seeded), standardiser fitted on ``data``, then the recipe's training."""
+    recipe.check()
+    model = reinitialize(template, derive_seed(seed, SALT_INIT))
+    if recipe.normalize:
+        fit_standardizer(model, data.x)
+    with torch.random.fork_rng(devices=[]):
+        return train_supervised(model, data, recipe, derive_seed(seed, SALT_EPOCH))
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+    """Softmax probabilities in eval mode, as float64 numpy (n, C)."""
+    model.eval()
+    if len(x) == 0:
+        return np.zeros((0, 0))
+    out = [F.softmax(model(x[i:i + batch_size]).double(), dim=1)
+           for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def random_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator
+                        ) -> torch.Tensor:
+    """Labels drawn uniformly from the classes other than each row's own: y' != y always.
+
+    (The SalUn reference code draws from all classes, so y' can equal y.)
+    """
+    if num_classes < 2:
+        raise ClulError("random wrong labels need at least 2 classes")
+    shift = torch.randint(1, num_classes, y.shape, generator=generator)
+    return (y + shift) % num_classes
