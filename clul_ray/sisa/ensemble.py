@@ -10,7 +10,7 @@ from ..config import PipelineConfig
 from ..data.sources import features
 from ..store import Store
 from .aggregate import aggregate
-from .trainer import load_checkpoint_model
+from .approximate import load_shard_model
 
 
 class Ensemble:
@@ -20,9 +20,7 @@ class Ensemble:
         self.cfg = cfg
         self.device = device
         self.shards = [s["shard"] for s in state["shards"] if s["n_samples"] > 0]
-        last = cfg.slices - 1
-        self.models = [load_checkpoint_model(cfg, store, s["shard"], last, s["keys"][last],
-                                             device)
+        self.models = [load_shard_model(cfg, store, s, device)
                        for s in state["shards"] if s["n_samples"] > 0]
 
     @torch.no_grad()

@@ -1,7 +1,9 @@
 """The deletion ledger: an append-only record per request, written before any change.
 
-States advance ``planned -> data_removed -> checkpoints_discarded -> retrained ->
-committed``; each step is idempotent, so a request found in any state but ``committed``
+An exact deletion advances ``planned -> data_removed -> checkpoints_discarded -> retrained ->
+committed``; an approximate one (``kind="unlearn"``) edits the shard models first
+(``planned -> unlearned -> data_removed -> checkpoints_discarded -> committed``). Each
+step is idempotent, so a request found in any state but ``committed``
 is resumed from where it stopped.
 """
 
@@ -16,7 +18,8 @@ from ..hashing import sha256_ids
 from ..store import Store
 from .plan import DeletionPlan
 
-STATES = ("planned", "data_removed", "checkpoints_discarded", "retrained", "committed")
+STATES = ("planned", "unlearned", "data_removed", "checkpoints_discarded", "retrained",
+          "committed")
 
 
 @dataclass
@@ -29,17 +32,21 @@ class Request:
     created: float = field(default_factory=time.time)
     history: list[dict] = field(default_factory=list)
     result: dict = field(default_factory=dict)
+    kind: str = "delete"  # "delete" (exact) or "unlearn" (approximate, see approximate.py)
+    meta: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"request_id": self.request_id, "ids_sha256": self.ids_sha256,
                 "n_ids": self.n_ids, "plan": self.plan.to_dict(), "state": self.state,
-                "created": self.created, "history": self.history, "result": self.result}
+                "created": self.created, "history": self.history, "result": self.result,
+                "kind": self.kind, "meta": self.meta}
 
     @classmethod
     def from_dict(cls, d: dict) -> Request:
         return cls(d["request_id"], d["ids_sha256"], d["n_ids"],
                    DeletionPlan.from_dict(d["plan"]), d["state"], d["created"],
-                   d.get("history", []), d.get("result", {}))
+                   d.get("history", []), d.get("result", {}), d.get("kind", "delete"),
+                   d.get("meta", {}))
 
     @property
     def ids(self) -> np.ndarray:
@@ -65,11 +72,13 @@ class Ledger:
         parts = [r.ids for r in self.requests()]
         return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
-    def record(self, plan: DeletionPlan) -> Request:
+    def record(self, plan: DeletionPlan, kind: str = "delete",
+               meta: dict | None = None) -> Request:
         ids = np.array(sorted(plan.train_ids + plan.test_ids), dtype=np.int64)
         seq = len(self.store.list_files("ledger", ".json")) + 1
         digest = sha256_ids(ids)
-        req = Request(f"{seq:06d}-{digest[:8]}", digest, len(ids), plan)
+        req = Request(f"{seq:06d}-{digest[:8]}", digest, len(ids), plan, kind=kind,
+                      meta=meta or {})
         req.history.append({"state": "planned", "time": req.created})
         self.store.write_json(self._path(req.request_id), req.to_dict())
         return req

@@ -156,7 +156,8 @@ class Pipeline:
         return results, starts
 
     def _commit(self, cfg: PipelineConfig, operation: str, request_id: str | None,
-                starts: dict, results: list[SliceResult], timings: dict) -> dict:
+                starts: dict, results: list[SliceResult], timings: dict,
+                edited: dict[int, dict] | None = None) -> dict:
         """Write a new model version (after evaluating it) and drop stale checkpoints."""
         prev = self.store.read_json("state.json")
         prev_shards = {s["shard"]: s for s in prev["shards"]} if prev else {}
@@ -169,13 +170,18 @@ class Pipeline:
         for k in range(cfg.shards):
             keys = self.shard_keys(cfg, k)
             keep.update(self.store.checkpoint_path(k, r, key) for r, key in enumerate(keys))
-            if k in last:
+            if edited and k in edited:  # approximately unlearned: serves an edited artifact
+                e = edited[k]
+                info = {x: e[x] for x in ("n_samples", "model_sha256", "node_id", "seconds")}
+                info["artifact"] = e["artifact"]
+            elif k in last:
                 res = last[k]
                 info = {"n_samples": res.n_samples, "model_sha256": res.model_sha256,
                         "node_id": res.node_id, "seconds": seconds[k]}
             elif k in prev_shards and prev_shards[k]["keys"] == keys:
                 info = {x: prev_shards[k][x] for x in
-                        ("n_samples", "model_sha256", "node_id", "seconds")}
+                        ("n_samples", "model_sha256", "node_id", "seconds", "artifact")
+                        if x in prev_shards[k]}
             else:
                 ck = deserialize(self.store.read_bytes(
                     self.store.checkpoint_path(k, cfg.slices - 1, keys[-1])))
@@ -196,6 +202,10 @@ class Pipeline:
         self.store.write_json("state.json", state)
         for f in self.store.checkpoint_files():
             if f not in keep:
+                self.store.delete(f)
+        served = {s.get("artifact") for s in shards}
+        for f in self.store.list_files("unlearned", ".pt"):  # superseded edited models
+            if f not in served:
                 self.store.delete(f)
         return state
 
@@ -280,10 +290,48 @@ class Pipeline:
         out["wall_seconds"]["delete"] = time.perf_counter() - t0
         return out
 
+    def unlearn(self, method: str, forget: str, params: dict | None = None,
+                seed: int = 0) -> dict:
+        """Forget a scenario's rows approximately: edit the affected shards' models with
+        ``method`` instead of retraining (see :mod:`.approximate`). A new version."""
+        from ..unlearn import get_method
+        from .approximate import resolve_forget
+
+        t0 = time.perf_counter()
+        get_method(method).make_params(params or {}, seed=seed)  # refuse bad params early
+        cfg = self.config
+        _ = self.state
+        self.resume()
+        ids = resolve_forget(self.store, cfg, forget, seed)
+        plan = plan_deletion(*self.store.read_index(), self.store.test_ids(), ids)
+        if plan.unknown:  # pragma: no cover - resolve_forget only names training rows
+            raise ClulError(f"{len(plan.unknown)} unknown ids in the scenario")
+        ensure_ray(self.address)
+        req = self.ledger.record(plan, kind="unlearn", meta={
+            "method": method, "params": dict(params or {}), "seed": seed, "forget": forget})
+        state = self._execute(req)
+        out = self.summary(state)
+        out.update({"request_id": req.request_id, "method": method, "forget": forget,
+                    "deleted": len(plan.train_ids),
+                    "affected": {str(k): v for k, v in sorted(plan.affected.items())},
+                    "checkpoints_discarded": len(req.result.get("discarded", []))})
+        out["wall_seconds"]["unlearn"] = time.perf_counter() - t0
+        return out
+
     def _execute(self, req: Request) -> dict:
         cfg = self.config
         plan = req.plan
-        if req.state == "planned":
+        if req.kind == "unlearn" and req.state == "planned":
+            from .approximate import run_unlearning
+
+            m = req.meta
+            edited = run_unlearning(cfg, self.store, self.state, sorted(plan.affected),
+                                    plan.train_ids, m["method"], m["params"], m["seed"],
+                                    req.request_id, cfg.backend)
+            self.ledger.advance(req, "unlearned", edited={str(k): v for k, v in
+                                                          edited.items()})
+            self._crash("unlearned")
+        if (req.state == "planned" and req.kind == "delete") or req.state == "unlearned":
             train_ids = np.asarray(plan.train_ids, dtype=np.int64)
             for k, r0 in plan.affected.items():
                 for r in range(r0, cfg.slices):
@@ -303,7 +351,14 @@ class Pipeline:
             self._crash("checkpoints_discarded")
         if req.state == "checkpoints_discarded":
             current = self.store.read_json("state.json")
-            if current.get("request_id") != req.request_id:  # not committed before a crash
+            if current.get("request_id") == req.request_id:  # committed before a crash
+                pass
+            elif req.kind == "unlearn":
+                edited = {int(k): v for k, v in req.result["edited"].items()}
+                current = self._commit(cfg, f"unlearn:{req.meta['method']}", req.request_id,
+                                       {}, [], {"unlearn_seconds": max(
+                                           e["seconds"] for e in edited.values())}, edited)
+            else:
                 ensure_ray(self.address)
                 t0 = time.perf_counter()
                 results, starts = self._train_shards(cfg, sorted(plan.affected))
@@ -340,7 +395,8 @@ class Pipeline:
             "per_shard": [{"shard": s["shard"], "samples": s["n_samples"],
                            "accuracy": acc.get(str(s["shard"])),
                            "model_sha256": s["model_sha256"], "node_id": s["node_id"],
-                           "train_seconds": s["seconds"], "retrained_from": s["retrained_from"]}
+                           "train_seconds": s["seconds"], "retrained_from": s["retrained_from"],
+                           "approximate": bool(s.get("artifact"))}
                           for s in state["shards"]],
             "wall_seconds": dict(state.get("timings", {})),
         }

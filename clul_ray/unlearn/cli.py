@@ -1,4 +1,4 @@
-"""``clul-ray compare``: registered on the main app by :func:`register`.
+"""``clul-ray compare`` and ``clul-ray unlearn``: registered on the main app by :func:`register`.
 
 The main CLI module is imported lazily inside the command, so importing this module first
 (tests) and importing ``clul_ray.cli`` first (the entry point) both work.
@@ -24,7 +24,7 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise ClulError(f"bad --model-arg '{item}' (expected key=value, e.g. hidden=64)")
+            raise ClulError(f"bad key=value '{item}' (expected key=value, e.g. hidden=64)")
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -103,6 +103,32 @@ def show(console, result: dict[str, Any]) -> None:
         console.print(f"wall seconds (all tasks): {wall:.1f}", highlight=False)
 
 
+def unlearn(
+    root: Annotated[str, typer.Option("--root", help="storage root of a trained pipeline")],
+    method: Annotated[str, typer.Option(help="finetune | neggrad | random_label | "
+                                             "bad_teacher | scrub | salun | mi_reg | ...")],
+    forget: Annotated[str, typer.Option(help="class:C | random:P | ids:FILE")],
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="key=value for the method, repeatable (e.g. --param lr=0.01)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the method (and of random:P)")] = 0,
+    address: Annotated[str | None, typer.Option(
+        "--address", envvar="RAY_ADDRESS", help="Ray cluster address")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Forget rows approximately: edit each affected shard's model (in parallel on Ray)
+    instead of retraining. A new, approximate version; `clul-ray train` heals it exactly."""
+    from .. import cli as base
+
+    def body() -> None:
+        params = parse_model_args(param or [])
+        with base.RichProgress(not as_json) as prog:
+            result = base.pipeline(root, address, prog).unlearn(method, forget, params, seed)
+        base.emit(result, as_json)
+
+    base.run(body)
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``compare`` command to the main ``clul-ray`` app."""
+    """Add the ``compare`` and ``unlearn`` commands to the main ``clul-ray`` app."""
     app.command("compare")(compare)
+    app.command("unlearn")(unlearn)
