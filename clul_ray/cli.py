@@ -271,6 +271,7 @@ def quickstart(
     run(body)
 
 
+from .lineage.cli import register as _register_lineage; _register_lineage(app)  # noqa: E402, E702, I001
 
 
 from .unlearn.cli import register as _register_unlearn; _register_unlearn(app)  # noqa: E402,E702,I001

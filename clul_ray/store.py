@@ -10,6 +10,9 @@ Layout::
     state.json                        the current model version
     versions/vNNNNNN.json             every committed version
     ledger/NNNNNN-XXXXXXXX.json       deletion requests and their states (+ .ids.parquet)
+    lineage/vNNNNNN.json              a version's config and per-shard data digests
+    certificates/REQUEST.json         what a committed deletion removed, and its residue scan
+    mlflow.db, mlartifacts/           the MLflow lineage (default tracking store, local roots)
 
 A local folder on one machine; ``s3://`` / ``gs://`` (or a shared mount) on a cluster.
 """

@@ -58,3 +58,22 @@ def trained_root(trained_base, tmp_path):
     dst = tmp_path / "root"
     shutil.copytree(root, dst)
     return dst, result
+
+
+@pytest.fixture(scope="session")
+def deletion_case(tmp_path_factory):
+    """Ids D to delete and the reference: a fresh training on digits without D."""
+    base = tmp_path_factory.mktemp("ids")
+    from clul_ray.sisa.pipeline import Pipeline
+
+    probe = Pipeline(str(base / "probe"))
+    probe.train(tiny_config(epochs=1))
+    ids, shard, slc = probe.store.read_index()
+    # shard 0: slice 1 and 2; shard 2: slice 2; shard 1 untouched
+    d = [int(ids[(shard == 0) & (slc == 1)][0]), int(ids[(shard == 0) & (slc == 2)][3]),
+         int(ids[(shard == 2) & (slc == 2)][1])]
+    ref_root = tmp_path_factory.mktemp("ref") / "root"
+    data = digits_parquet(tmp_path_factory.mktemp("data") / "digits_minus_d.parquet", d)
+    ref = Pipeline(str(ref_root)).train(tiny_config(dataset=data, input_shape=[1, 8, 8],
+                                                    num_classes=10))
+    return d, ref

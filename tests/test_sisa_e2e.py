@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import digits_parquet, tiny_config
+from conftest import tiny_config
 
 from clul_ray.errors import ClulError
 from clul_ray.sisa.executor import LocalExecutor
@@ -28,25 +28,6 @@ def snapshot(root):
     """Digest of every file under the root (path and bytes)."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def deletion_case(tmp_path_factory):
-    """Ids D to delete and the reference: a fresh training on digits without D."""
-    from conftest import TINY  # noqa: F401 - same tiny config as the base
-
-    base = tmp_path_factory.mktemp("ids")
-    probe = Pipeline(str(base / "probe"))
-    probe.train(tiny_config(epochs=1))
-    ids, shard, slc = probe.store.read_index()
-    # shard 0: slice 1 and 2; shard 2: slice 2; shard 1 untouched
-    d = [int(ids[(shard == 0) & (slc == 1)][0]), int(ids[(shard == 0) & (slc == 2)][3]),
-         int(ids[(shard == 2) & (slc == 2)][1])]
-    ref_root = tmp_path_factory.mktemp("ref") / "root"
-    data = digits_parquet(tmp_path_factory.mktemp("data") / "digits_minus_d.parquet", d)
-    ref = Pipeline(str(ref_root)).train(tiny_config(dataset=data, input_shape=[1, 8, 8],
-                                                    num_classes=10))
-    return d, ref
 
 
 def test_deletion_equals_training_without_the_data(trained_root, deletion_case):

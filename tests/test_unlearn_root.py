@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import tiny_config
-from test_sisa_e2e import deletion_case, shas, snapshot  # noqa: F401 - fixture reuse
+from test_sisa_e2e import shas, snapshot
 
 from clul_ray.errors import ClulError
 from clul_ray.sisa.pipeline import Pipeline

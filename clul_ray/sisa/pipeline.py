@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import lineage
 from ..config import PipelineConfig, make_config
 from ..data.partition import assign, is_test
 from ..data.sources import open_source
@@ -207,6 +208,7 @@ class Pipeline:
         for f in self.store.list_files("unlearned", ".pt"):  # superseded edited models
             if f not in served:
                 self.store.delete(f)
+        lineage.on_commit(self.store, cfg.model_dump(), state)  # MLflow errors only warn
         return state
 
     # ---- predict / evaluate ----------------------------------------------------------
@@ -369,7 +371,9 @@ class Pipeline:
             self.ledger.advance(req, "retrained", version=current["version"])
             self._crash("retrained")
         if req.state == "retrained":
+            lineage.write_certificate(self.store, req)  # idempotent: rewritten on a resume
             self.ledger.advance(req, "committed")
+            lineage.mirror(self.store)  # the certificate, into the version's MLflow run
         return self.state
 
     def resume(self) -> list[str]:

@@ -1,0 +1,300 @@
+"""Mirror a root's versions into MLflow: one run per version, nested runs per retrained shard,
+the registered ensemble with the alias ``current``, certificates and taint marks.
+
+Failure policy: the store commits first and is the source of truth. The pipeline calls
+:func:`on_commit` only after ``state.json`` is written; MLflow errors there become a
+:class:`LineageWarning` and never undo or block the commit. :func:`sync` is idempotent: it
+logs every version of ``versions/`` that has no complete run (a crash mid-logging leaves a run
+without the ``clul_ray.recorded`` tag, which is deleted and logged again), so the next commit
+or ``clul-ray lineage --sync`` fills any gap, and a resumed request never logs a version twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+from ..hashing import sha256_ids
+from ..sisa.ledger import Ledger, Request
+from ..store import Store
+from . import history
+from .tracking import ALIAS, TAG, Tracking, enabled, flat_params, root_uri
+
+MODEL_CODE = os.path.join(os.path.dirname(__file__), "model_code.py")
+
+
+class LineageWarning(UserWarning):
+    """MLflow could not record a committed version; the store is unaffected."""
+
+
+# ---- the store side: what a version was trained on, written at commit -----------------
+def write_note(store: Store, config: dict, state: dict) -> dict:
+    """``lineage/vNNNNNN.json``: the version's config and per-shard data digests, taken while
+    its data is current (later deletions change the partitions)."""
+    shards = {}
+    for s in state["shards"]:
+        ids = [store.slice_ids(s["shard"], r) for r in range(len(s["keys"]))]
+        all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        shards[str(s["shard"])] = {"data_sha256": sha256_ids(all_ids), "n_ids": int(len(all_ids))}
+    note = {"version": state["version"], "root": root_uri(store), "config": config,
+            "shards": shards}
+    store.write_json(history.note_path(state["version"]), note)
+    return note
+
+
+def on_commit(store: Store, config: dict, state: dict) -> None:
+    """The pipeline's hook, after a version is committed: note it, then mirror to MLflow.
+    Never raises: the version is already committed (see the failure policy)."""
+    try:
+        write_note(store, config, state)
+    except Exception as e:
+        warnings.warn(f"lineage note of version {state['version']} not written ({e}); "
+                      "its data digests will be unknown", LineageWarning, stacklevel=2)
+    mirror(store)
+
+
+def mirror(store: Store) -> dict | None:
+    """:func:`sync`, turning any MLflow failure into a warning (see the failure policy)."""
+    if not enabled():
+        return None
+    try:
+        return sync(store)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        warnings.warn(f"lineage of {store.root} not recorded in MLflow ({type(e).__name__}: "
+                      f"{msg}); the store is committed, and the next commit or `clul-ray "
+                      f"lineage --sync` records it", LineageWarning, stacklevel=2)
+        return None
+
+
+# ---- the MLflow side ------------------------------------------------------------------
+def sync(store: Store) -> dict:
+    """Log what the store has and MLflow lacks; mark taint; point ``current`` at the current
+    version. Returns what it did."""
+    vs = history.versions(store)
+    done = {"logged": [], "certificates": [], "tainted": [], "alias": None}
+    if not vs:
+        return done
+    t = Tracking(store)
+    reqs = Ledger(store).requests()
+    by_id = {r.request_id: r for r in reqs}
+    runs = t.version_runs()
+    mvs = t.model_versions()
+    for v in vs:
+        n = v["version"]
+        run = runs.get(n)
+        if run is not None and run.data.tags.get(f"{TAG}recorded") == "true":
+            continue
+        _discard_partial(t, run, mvs.pop(n, None))
+        runs[n], mvs[n] = _log_version(t, store, v, by_id.get(v.get("request_id") or ""))
+        done["logged"].append(n)
+
+    versions_of = history.deletion_versions(vs, reqs)
+    for req in reqs:
+        n = versions_of.get(req.request_id)
+        cert = store.read_json(history.certificate_path(req.request_id))
+        run = runs.get(n) if n is not None else None
+        if cert is None or run is None or run.data.tags.get(f"{TAG}certificate") == \
+                req.request_id:
+            continue
+        t.client.log_dict(run.info.run_id, cert, f"certificate/{req.request_id}.json")
+        t.log_batch(run.info.run_id, tags={
+            f"{TAG}certificate": req.request_id,
+            f"{TAG}certificate_verified": str(cert["verification"]["ok"]).lower()})
+        done["certificates"].append(req.request_id)
+
+    tainted = history.taint(vs, reqs)
+    for n, rid in sorted(tainted.items()):
+        run = runs.get(n)
+        if run is None or run.data.tags.get(f"{TAG}tainted") == "true":
+            continue
+        t.log_batch(run.info.run_id, tags={f"{TAG}tainted": "true", f"{TAG}tainted_by": rid})
+        if (mv := mvs.get(n)) is not None:
+            t.client.set_model_version_tag(t.model_name, mv.version, f"{TAG}tainted", "true")
+            t.client.set_model_version_tag(t.model_name, mv.version, f"{TAG}tainted_by", rid)
+        done["tainted"].append(n)
+    shard_tainted = history.shard_taint(vs, reqs)
+    for child in t.runs("shard"):
+        tags = child.data.tags
+        key = (int(tags[f"{TAG}version"]), int(tags[f"{TAG}shard"]))
+        if key in shard_tainted and tags.get(f"{TAG}tainted") != "true":
+            t.client.set_tag(child.info.run_id, f"{TAG}tainted", "true")
+
+    state = store.read_json("state.json")
+    mv = mvs.get(state["version"]) if state else None
+    if mv is not None and str(t.aliases().get(ALIAS)) != str(mv.version):
+        t.client.set_registered_model_alias(t.model_name, ALIAS, str(mv.version))
+        done["alias"] = int(mv.version)
+    return done
+
+
+def _discard_partial(t: Tracking, run, mv) -> None:
+    """Remove what an interrupted attempt at logging one version left behind."""
+    if mv is not None:
+        t.client.delete_model_version(t.model_name, mv.version)
+    if run is None:
+        return
+    outputs = run.outputs.model_outputs if run.outputs else []
+    for model_id in {o.model_id for o in outputs}:
+        lm = t.client.get_logged_model(model_id)
+        t.artifact_repo(lm.artifact_location).delete_artifacts()
+        t.client.delete_logged_model(model_id)
+    runs = [c for c in t.runs("shard") if c.data.tags.get("mlflow.parentRunId") ==
+            run.info.run_id] + [run]
+    for r in runs:  # no orphaned artifacts: they may be a tainted version's
+        t.artifact_repo(r.info.artifact_uri).delete_artifacts()
+        t.client.delete_run(r.info.run_id)
+
+
+def _metrics(v: dict) -> dict:
+    m = v.get("metrics", {})
+    out = {"ensemble_accuracy": m.get("ensemble_accuracy"), "test_samples": m.get("test_samples"),
+           "samples": sum(s["n_samples"] for s in v["shards"])}
+    out.update({f"shard_accuracy/{k}": a for k, a in m.get("shard_accuracy", {}).items()})
+    out.update({f"seconds/{k.removesuffix('_seconds')}": s
+                for k, s in v.get("timings", {}).items()})
+    out.update({f"shard_seconds/{s['shard']}": s["seconds"] for s in v["shards"]
+                if s.get("retrained_from") is not None})
+    return out
+
+
+def checkpoint_listing(store: Store, v: dict, note: dict | None) -> dict:
+    """The version's shard checkpoints as pointers into the storage root (never copies)."""
+    root = root_uri(store)
+    digests = (note or {}).get("shards", {})
+
+    def pointers(s: dict) -> list[dict]:
+        return [{"slice": r, "key": key,
+                 "uri": f"{root}/{store.checkpoint_path(s['shard'], r, key)}"}
+                for r, key in enumerate(s["keys"])]
+
+    return {"root": root, "version": v["version"], "training_digest": v["training_digest"],
+            "shards": [{"shard": s["shard"], "n_samples": s["n_samples"],
+                        "model_sha256": s["model_sha256"],
+                        "data_sha256": digests.get(str(s["shard"]), {}).get("data_sha256"),
+                        "retrained_from": s.get("retrained_from"),
+                        "checkpoints": pointers(s)} for s in v["shards"]]}
+
+
+def _log_version(t: Tracking, store: Store, v: dict, req: Request | None):
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
+
+    n = v["version"]
+    note = store.read_json(history.note_path(n))
+    current = store.read_json("state.json") or {}
+    if note is None and current.get("version") == n:  # committed, but the note was not written
+        note = write_note(store, store.read_json("config.json"), v)
+    config = (note or {}).get("config") or store.read_json("config.json")
+    digests = (note or {}).get("shards", {})
+    created = int(v.get("created", time.time()) * 1000)
+    tags = {f"{TAG}kind": "version", f"{TAG}version": n, f"{TAG}parent_version": v["parent"],
+            f"{TAG}operation": v["operation"], f"{TAG}request_id": v.get("request_id"),
+            f"{TAG}removed_ids_sha256": req.ids_sha256 if req else None,
+            f"{TAG}removed_ids": req.n_ids if req else None,
+            f"{TAG}root": root_uri(store), f"{TAG}training_digest": v["training_digest"]}
+    for s in v["shards"]:
+        k = s["shard"]
+        tags[f"{TAG}shard.{k}.data_sha256"] = digests.get(str(k), {}).get("data_sha256",
+                                                                          "unknown")
+        tags[f"{TAG}shard.{k}.model_sha256"] = s["model_sha256"]
+        tags[f"{TAG}shard.{k}.checkpoint_key"] = s["keys"][-1] if s["keys"] else ""
+    run = t.client.create_run(t.experiment_id, start_time=created,
+                              run_name=f"v{n:06d}-{v['operation']}",
+                              tags={f"{TAG}kind": "version", f"{TAG}version": str(n)})
+    rid = run.info.run_id
+    t.log_batch(rid, params=flat_params(config), metrics=_metrics(v), tags=tags,
+                timestamp=created)
+    t.client.log_dict(rid, checkpoint_listing(store, v, note), "checkpoints.json")
+
+    for s in v["shards"]:
+        if s.get("retrained_from") is None:
+            continue
+        k = s["shard"]
+        data = digests.get(str(k), {}).get("data_sha256", "unknown")
+        child = t.client.create_run(
+            t.experiment_id, start_time=created, run_name=f"v{n:06d}-shard-{k}",
+            tags={MLFLOW_PARENT_RUN_ID: rid, f"{TAG}kind": "shard", f"{TAG}version": str(n),
+                  f"{TAG}shard": str(k)})
+        t.log_batch(child.info.run_id,
+                    params={"shard": str(k), "retrained_from": str(s["retrained_from"]),
+                            "slices_trained": str(len(s["keys"]) - s["retrained_from"])},
+                    metrics={"seconds": s["seconds"], "n_samples": s["n_samples"]},
+                    tags={f"{TAG}retrained_from": s["retrained_from"],
+                          f"{TAG}data_sha256": data, f"{TAG}model_sha256": s["model_sha256"],
+                          f"{TAG}checkpoint_key": s["keys"][-1] if s["keys"] else "",
+                          f"{TAG}node_id": s.get("node_id")},
+                    timestamp=created)
+        ds = _shard_dataset(store, k, data)
+        t.client.log_inputs(child.info.run_id, datasets=[DatasetInput(
+            ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training"),
+                                          InputTag(f"{TAG}data_sha256", data),
+                                          InputTag(f"{TAG}n_samples", str(s["n_samples"]))])])
+        t.client.set_terminated(child.info.run_id, "FINISHED")
+
+    model_id, artifact_location = _log_model(t, store, rid, n, config)
+    t.ensure_registered_model()
+    # The artifact location as the source (not models:/<id>): MLflow's SQL registry resolves
+    # models:/ sources with the process-wide tracking URI, not this client's.
+    mv = t.client.create_model_version(
+        t.model_name, source=artifact_location, run_id=rid, model_id=model_id,
+        tags={f"{TAG}version": str(n), f"{TAG}operation": v["operation"],
+              f"{TAG}request_id": v.get("request_id") or "", f"{TAG}root": root_uri(store)},
+        description=f"version {n} ({v['operation']}) of {root_uri(store)}")
+    t.log_batch(rid, tags={f"{TAG}registry_version": mv.version, f"{TAG}model_id": model_id,
+                           f"{TAG}recorded": "true"})
+    t.client.set_terminated(rid, "FINISHED")
+    return t.client.get_run(rid), mv
+
+
+def _shard_dataset(store: Store, shard: int, digest: str):
+    """An MLflow dataset for the data a shard trained on: where it lives and its digest."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    uri = f"{root_uri(store)}/data/train/shard={shard}"
+    try:
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways"
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(uri)
+    except Exception:
+        from mlflow.data.http_dataset_source import HTTPDatasetSource
+
+        source = HTTPDatasetSource(uri)
+    return MetaDataset(source, name=f"shard={shard}", digest=digest[:32])
+
+
+def _log_model(t: Tracking, store: Store, run_id: str, version: int,
+               config: dict) -> tuple[str, str]:
+    """Log the pointer-only pyfunc ensemble as an MLflow 3 logged model of ``run_id``."""
+    import mlflow.pyfunc
+    from mlflow.entities import LoggedModelOutput
+    from mlflow.models import Model
+
+    from .pyfunc import PIP_REQUIREMENTS
+
+    lm = t.client.create_logged_model(
+        t.experiment_id, name="ensemble", source_run_id=run_id, model_type="sisa-ensemble",
+        tags={f"{TAG}version": str(version), f"{TAG}root": root_uri(store)})
+    t.client.log_outputs(run_id, [LoggedModelOutput(lm.model_id, step=0)])
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/model"
+        pyfunc_log.setLevel(logging.ERROR)  # "Failed to infer model signature": by design
+        try:
+            mlflow.pyfunc.save_model(
+                path, python_model=MODEL_CODE, pip_requirements=PIP_REQUIREMENTS,
+                model_config={"root": root_uri(store), "version": version, "config": config},
+                mlflow_model=Model(artifact_path=lm.artifact_location, model_uuid=lm.model_id,
+                                   run_id=run_id, model_id=lm.model_id))
+        finally:
+            pyfunc_log.setLevel(level)
+        t.client.log_model_artifacts(lm.model_id, path)
+    t.client.finalize_logged_model(lm.model_id, "READY")
+    return lm.model_id, lm.artifact_location
