@@ -115,8 +115,9 @@ def unlearn(
         "--address", envvar="RAY_ADDRESS", help="Ray cluster address")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Forget rows approximately: edit each affected shard's model (in parallel on Ray)
-    instead of retraining. A new, approximate version; `clul-ray train` heals it exactly."""
+    """Forget rows approximately: edit affected shard models on Ray; `train` heals exactly.
+
+    A new version, marked approximate, goes through the deletion ledger like `delete`."""
     from .. import cli as base
 
     def body() -> None:
