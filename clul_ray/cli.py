@@ -115,7 +115,11 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="e0: epochs of a plain model")] = None,
     seed: Annotated[int | None, typer.Option(help="seed of placement and training")] = None,
     group_column: Annotated[str | None, typer.Option(help="keep a group in one shard")] = None,
-    backend: Annotated[str | None, typer.Option(help="ray | local")] = None,
+    backend: Annotated[str | None, typer.Option(help="ray | ray_train | local")] = None,
+    train_workers_per_shard: Annotated[int | None, typer.Option(
+        help="DDP workers per shard (ray_train)")] = None,
+    shared_storage: Annotated[bool, typer.Option(
+        help="the local-path root is a mount shared by every node")] = False,
     cpus_per_shard: Annotated[float | None, typer.Option(help="CPUs per shard worker")] = None,
     gpus_per_shard: Annotated[float | None, typer.Option(help="GPUs per shard (0.25 ok)")] = None,
     address: Address = None,
@@ -125,6 +129,8 @@ def train(
     opts = {"dataset": dataset, "data_dir": data_dir, "download": download or None,
             "shards": shards, "slices": slices, "model": model, "epochs": epochs, "seed": seed,
             "group_column": group_column, "backend": backend,
+            "train_workers_per_shard": train_workers_per_shard,
+            "shared_storage": shared_storage or None,
             "cpus_per_shard": cpus_per_shard, "gpus_per_shard": gpus_per_shard}
 
     def body():

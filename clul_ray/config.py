@@ -20,7 +20,7 @@ PARTITION_FIELDS = ("dataset", "shards", "slices", "seed", "test_fraction", "gro
 TRAINING_FIELDS = (
     "model", "model_args", "epochs", "epochs_per_slice", "batch_size", "lr", "optimizer",
     "momentum", "weight_decay", "seed", "normalize", "threads_per_shard", "num_classes",
-    "input_shape", "slices",
+    "input_shape", "slices", "train_workers_per_shard",
 )
 
 
@@ -53,8 +53,14 @@ class PipelineConfig(BaseModel):
     normalize: bool = True
 
     aggregation: Literal["vote", "mean"] = "vote"
-    backend: Literal["ray", "local"] = "ray"
+    backend: Literal["ray", "ray_train", "local"] = "ray"
     threads_per_shard: int = Field(default=1, ge=1)
+    train_workers_per_shard: int = Field(
+        default=1, ge=1, le=1024,
+        description="DDP workers per shard (backend ray_train); more than 1 changes float "
+                    "sums, so it is part of the training digest")
+    shared_storage: bool = Field(
+        default=False, description="a local-path root is a mount shared by every node")
     cpus_per_shard: float = Field(default=1.0, ge=0)
     gpus_per_shard: float = Field(default=0.0, ge=0)
 
@@ -68,9 +74,15 @@ class PipelineConfig(BaseModel):
     def device(self) -> str:
         return "cuda" if self.gpus_per_shard > 0 else "cpu"
 
+    @property
+    def ddp_world_size(self) -> int:
+        """Workers that average gradients per shard: 1 unless the backend is ray_train."""
+        return self.train_workers_per_shard if self.backend == "ray_train" else 1
+
     def training_digest(self) -> str:
         d = self.model_dump()
         fields = {k: d[k] for k in TRAINING_FIELDS}
+        fields["train_workers_per_shard"] = self.ddp_world_size
         fields["device"] = self.device
         return sha256_json(fields)
 

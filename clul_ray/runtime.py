@@ -41,3 +41,22 @@ def node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
+def check_storage_root(root: str, root_is_local: bool, alive_nodes: int,
+                       shared_storage: bool) -> None:
+    """Refuse a local-path root on a multi-node cluster unless it is a shared mount.
+
+    Shard workers on other nodes would write checkpoints to their own disks, and the
+    driver would never see them (or worse, see stale ones)."""
+    if root_is_local and alive_nodes > 1 and not shared_storage:
+        raise ClulError(
+            f"storage root {root} is a local path but the Ray cluster has {alive_nodes} "
+            "nodes: use s3:// or gs://, or set shared_storage: true (--shared-storage) "
+            "if the path is a mount shared by every node")
+
+
+def alive_nodes() -> int:
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive"))

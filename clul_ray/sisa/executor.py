@@ -3,13 +3,15 @@
 A shard's slice steps form a chain (slice r needs slice r-1's checkpoint); different
 shards run in parallel. The Ray executor submits one task per slice step, each depending
 on the previous step's result, so Ray orders them and retries a lost step alone (the
-checkpoint of the previous slice is in the store).
+checkpoint of the previous slice is in the store). The Ray Train executor runs one
+``TorchTrainer`` per shard job (DDP over ``train_workers_per_shard`` workers inside the
+shard); see :class:`RayTrainExecutor`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..config import PipelineConfig
 from ..errors import ClulError
@@ -83,9 +85,134 @@ class RayExecutor:
         return out
 
 
+def first_missing_slice(cfg: PipelineConfig, store: Store, shard: int, start: int,
+                        keys: list[str]) -> int:
+    """The first slice from ``start`` on without a checkpoint under its key (a resume point).
+
+    A checkpoint's key digests the training config and the ids of slices 0..r, so one found
+    under its key was trained on exactly this data: a retried trainer may start after it.
+    """
+    return next((r for r in range(start, cfg.slices)
+                 if not store.has_checkpoint(shard, r, keys[r])), cfg.slices)
+
+
+def _train_shard_loop(config: dict) -> None:
+    """Ray Train worker loop: the shard's slice steps, resumed from the store's checkpoints."""
+    import ray.train
+
+    from ..config import PipelineConfig
+
+    cfg = PipelineConfig(**config["cfg"])
+    store = Store(config["root"])
+    shard, keys = config["shard"], list(config["keys"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    node = ray.get_runtime_context().get_node_id()
+    # all ranks see the same store, so they agree on the resume point (rank 0 wrote it
+    # before the barrier of the previous attempt's last finished slice)
+    start = first_missing_slice(cfg, store, shard, config["start"], keys)
+    done: list[dict] = []
+    for r in range(start, cfg.slices):
+        res = train_slice(cfg, store, shard, r, keys, node, rank, world)
+        done.append(asdict(res))
+        if config.get("fail_after_slice") == r and rank == 0:  # fault injection, once
+            marker = f"_ray_train/fail-once-{shard}"
+            if not store.exists(marker):
+                store.write_bytes(marker, b"1")
+                raise RuntimeError(f"injected failure after shard {shard} slice {r}")
+        ray.train.report({"shard": shard, "slices": done})
+
+
+class RayTrainExecutor:
+    """One Ray Train ``TorchTrainer`` per shard job: ``train_workers_per_shard`` workers
+    (gloo / nccl DDP) train the shard's slice steps; rank 0 writes the same checkpoints as
+    the other backends.
+
+    Shard trainers run concurrently (``fit()`` in threads) as far as the cluster's CPUs
+    hold them all (``train_workers_per_shard * cpus_per_shard`` each), else in waves; with
+    one CPU per trainer's worth they run one after another. A failed worker restarts the
+    trainer (``FailureConfig(max_failures=2)``), which resumes from the shard's last slice
+    checkpoint in the store. ``on_step`` is called after each trainer finishes (not per
+    step). Ray Train's own run folders go under ``_ray_train/`` in the storage root.
+    """
+
+    max_failures = 2
+
+    def __init__(self, fail_after_slice: int | None = None):
+        self.fail_after_slice = fail_after_slice  # fault injection for the tests
+
+    def _fit(self, cfg: PipelineConfig, store: Store, job: ShardJob) -> list[SliceResult]:
+        import uuid
+
+        import ray.train
+        from ray.train.torch import TorchTrainer
+
+        per_worker = {"CPU": cfg.cpus_per_shard}
+        if cfg.gpus_per_shard > 0:
+            per_worker["GPU"] = cfg.gpus_per_shard
+        trainer = TorchTrainer(
+            _train_shard_loop,
+            train_loop_config={"cfg": cfg.model_dump(), "root": store.root, "shard": job.shard,
+                               "start": job.start, "keys": list(job.keys),
+                               "fail_after_slice": self.fail_after_slice},
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=cfg.train_workers_per_shard, use_gpu=cfg.gpus_per_shard > 0,
+                resources_per_worker=per_worker),
+            run_config=ray.train.RunConfig(
+                name=f"shard-{job.shard}-{uuid.uuid4().hex[:8]}",
+                storage_path=store.path("_ray_train"), storage_filesystem=store.fs,
+                failure_config=ray.train.FailureConfig(max_failures=self.max_failures)),
+        )
+        try:
+            result = trainer.fit()
+        except Exception as e:  # TrainingFailedError and friends, after the retries
+            cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise ClulError(f"training shard {job.shard} failed: {cause}") from e
+        reported = {d["slice"]: SliceResult(**d)
+                    for d in (result.metrics or {}).get("slices", [])}
+        out = []
+        for r in range(job.start, cfg.slices):
+            if r in reported:
+                out.append(reported[r])
+            else:  # trained by an attempt that failed later: read the stored checkpoint
+                out.append(_result_from_checkpoint(cfg, store, job.shard, r, job.keys[r]))
+        return out
+
+    def run(self, cfg: PipelineConfig, store: Store, jobs: list[ShardJob],
+            on_step: StepCallback | None = None) -> list[SliceResult]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        import ray
+
+        need = cfg.train_workers_per_shard * max(cfg.cpus_per_shard, 1e-9)
+        fit = int(ray.cluster_resources().get("CPU", 1) // need) if jobs else 1
+        out: list[SliceResult] = []
+        with ThreadPoolExecutor(max_workers=max(1, min(fit, len(jobs)))) as pool:
+            for results in pool.map(lambda j: self._fit(cfg, store, j), jobs):
+                for res in results:
+                    out.append(res)
+                    if on_step:
+                        on_step(res)
+        store.delete("_ray_train")
+        return out
+
+
+def _result_from_checkpoint(cfg: PipelineConfig, store: Store, shard: int, slc: int,
+                            key: str) -> SliceResult:
+    from ..models import build_model
+    from .trainer import deserialize, model_sha256
+
+    ck = deserialize(store.read_bytes(store.checkpoint_path(shard, slc, key)))
+    m = build_model(cfg.model, cfg.input_shape, cfg.num_classes, cfg.model_args)
+    m.load_state_dict(ck["model"])
+    return SliceResult(shard, slc, key, ck["n_samples"], 0.0, "unknown", model_sha256(m))
+
+
 def make_executor(backend: str):
     if backend == "local":
         return LocalExecutor()
     if backend == "ray":
         return RayExecutor()
-    raise ClulError(f"unknown backend '{backend}' (ray or local)")
+    if backend == "ray_train":
+        return RayTrainExecutor()
+    raise ClulError(f"unknown backend '{backend}' (ray, ray_train or local)")

@@ -19,9 +19,9 @@ from ..data.partition import assign, is_test
 from ..data.sources import open_source
 from ..errors import ClulError
 from ..models import build_model
-from ..runtime import ensure_ray
+from ..runtime import alive_nodes, check_storage_root, ensure_ray
 from ..store import Store
-from .executor import ShardJob, make_executor
+from .executor import LocalExecutor, ShardJob, make_executor
 from .ledger import Ledger, Request
 from .plan import checkpoint_keys, plan_deletion
 from .trainer import SliceResult, deserialize, model_sha256
@@ -64,6 +64,11 @@ class Pipeline:
     def executor(self, cfg: PipelineConfig):
         return self._executor or make_executor(cfg.backend)
 
+    def _check_root(self, cfg: PipelineConfig) -> None:
+        """A local-path root on a multi-node cluster only as a declared shared mount."""
+        check_storage_root(self.store.root, self.store.is_local, alive_nodes(),
+                           cfg.shared_storage)
+
     def _crash(self, stage: str) -> None:
         if self._crash_after == stage:
             raise RuntimeError(f"injected crash after {stage}")
@@ -87,6 +92,7 @@ class Pipeline:
                                 f"{', '.join(diff)}; use a new --root")
             self.resume()
         ensure_ray(self.address)
+        self._check_root(cfg)  # before Ray Data writes partitions from any node
         if existing is None:
             self._partition(cfg, source)
         self.store.write_json("config.json", cfg.model_dump())
@@ -153,6 +159,8 @@ class Pipeline:
             done += 1
             self.progress("training slices", done, total)
 
+        if jobs and not isinstance(self.executor(cfg), LocalExecutor):
+            self._check_root(cfg)
         results = self.executor(cfg).run(cfg, self.store, jobs, on_step) if jobs else []
         return results, starts
 

@@ -92,8 +92,17 @@ def device_for(cfg: PipelineConfig) -> str:
 
 
 def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
-                keys: list[str], node_id: str = "local") -> SliceResult:
-    """Train slice ``slc`` of ``shard`` from the checkpoint of slice ``slc-1`` and store it."""
+                keys: list[str], node_id: str = "local", rank: int = 0,
+                world_size: int = 1) -> SliceResult:
+    """Train slice ``slc`` of ``shard`` from the checkpoint of slice ``slc-1`` and store it.
+
+    With ``world_size > 1`` (Ray Train, inside an initialised ``torch.distributed`` group)
+    the model is wrapped in DistributedDataParallel: every rank draws the same seeded
+    permutation and global batch, and takes the rows ``batch[rank::world_size]``, so the
+    optimizer makes the same steps over the same batches; gradient averaging changes float
+    sums, so results differ from ``world_size == 1`` but are deterministic per world size.
+    Rank 0 writes the checkpoint; the other ranks wait for it at a barrier.
+    """
     t0 = time.perf_counter()
     torch.set_num_threads(cfg.threads_per_shard)
     device = device_for(cfg)
@@ -118,6 +127,11 @@ def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
         opt.load_state_dict(ck["optimizer"])
 
     loss_fn = nn.CrossEntropyLoss()
+    net: nn.Module = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model)
     n = len(y)
     for epoch in range(epochs_per_slice(cfg.epochs, cfg.slices, cfg.epochs_per_slice)):
         if n == 0:
@@ -130,7 +144,12 @@ def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
         for i in range(0, n, cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
             opt.zero_grad(set_to_none=True)
-            loss_fn(model(x[idx]), y[idx]).backward()
+            if world_size == 1:
+                loss_fn(model(x[idx]), y[idx]).backward()
+            else:  # this rank's share; DDP's mean over ranks makes it the batch mean
+                mine = idx[rank::world_size]
+                loss = nn.functional.cross_entropy(net(x[mine]), y[mine], reduction="sum")
+                (loss * (world_size / len(idx))).backward()
             opt.step()
     model.eval()
     state = {
@@ -140,7 +159,10 @@ def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
         "key": keys[slc], "shard": shard, "slice": slc, "n_samples": n,
         "training_digest": cfg.training_digest(),
     }
-    store.write_bytes(store.checkpoint_path(shard, slc, keys[slc]), serialize(state))
+    if rank == 0:
+        store.write_bytes(store.checkpoint_path(shard, slc, keys[slc]), serialize(state))
+    if world_size > 1:
+        torch.distributed.barrier()  # the next slice (any rank) reads this checkpoint
     return SliceResult(shard, slc, keys[slc], n, time.perf_counter() - t0, node_id,
                        model_sha256(model))
 
