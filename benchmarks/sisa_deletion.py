@@ -25,8 +25,10 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -43,7 +45,7 @@ from clul_ray.sisa.trainer import train_slice
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
-console = Console()
+console = Console(width=200)
 
 
 def log(msg: str) -> None:
@@ -64,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--hidden", type=int, default=512, help="MLP hidden width")
     ap.add_argument("--depth", type=int, default=2, help="MLP hidden layers")
     ap.add_argument("--batch-ids", type=int, default=100, help="ids in the batched request")
-    ap.add_argument("--single-requests", type=int, default=1,
+    ap.add_argument("--single-requests", type=int, default=3,
                     help="how many one-id requests to time (each its own request)")
     ap.add_argument("--seed", type=int, default=0, help="partition seed and id draw seed")
     ap.add_argument("--root", default=None, help="storage root (default: a fresh temp dir, "
@@ -73,6 +75,85 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", default=None, help="JSON output path (default: "
                     "benchmarks/out/sisa_deletion-<time>.json)")
     return ap.parse_args(argv)
+
+
+# ---- CPU accounting (is anything else using the machine?) --------------------------------
+def _tree_cpu(root_pid: int) -> dict[tuple[int, int], float]:
+    """{(pid, start tick): utime+stime seconds} of ``root_pid`` and its descendants (Ray's
+    raylet, GCS and workers). Linux /proc; empty elsewhere."""
+    if not os.path.isdir("/proc"):
+        return {}
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, cpu = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        rest = raw[raw.rfind(")") + 2:].split()
+        pid = int(d)
+        parent[pid] = int(rest[1])
+        cpu[pid] = ((pid, int(rest[19])), (int(rest[11]) + int(rest[12])) / tick)
+    children: dict[int, list[int]] = {}
+    for pid, pp in parent.items():
+        children.setdefault(pp, []).append(pid)
+    out, todo = {}, [root_pid]
+    while todo:
+        pid = todo.pop()
+        if pid in cpu:
+            key, sec = cpu[pid]
+            out[key] = sec
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _machine_busy() -> float | None:
+    """Busy CPU seconds of the whole machine since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(v[:8]) - v[3] - v[4]) / tick  # all but idle and iowait
+
+
+class CpuMeter:
+    """Wall, machine-wide busy CPU, and this benchmark's own CPU over a phase.
+
+    The machine may be shared: ``foreign_cpu`` (busy CPU seconds not spent by this process
+    tree) says how much of the two cores other work took meanwhile. A thread samples the
+    process tree twice a second so that Ray workers which exit during the phase still count
+    (up to their last sample).
+    """
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.t, self.busy = time.perf_counter(), _machine_busy()
+        self.first = _tree_cpu(os.getpid())
+        self.last = dict(self.first)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.last.update(_tree_cpu(os.getpid()))
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        self.last.update(_tree_cpu(os.getpid()))
+        wall = time.perf_counter() - self.t
+        busy = _machine_busy()
+        if busy is None or self.busy is None:
+            return {"wall": wall}
+        mb = busy - self.busy
+        mo = sum(v - self.first.get(k, 0.0) for k, v in self.last.items())
+        return {"wall": wall, "machine_cpu": mb, "own_cpu": mo,
+                "foreign_cpu": max(0.0, mb - mo), "loadavg": os.getloadavg()}
 
 
 # ---- the plan's own cost accounting ---------------------------------------------------
@@ -156,14 +237,18 @@ def pure_compute(root: str, cfg: PipelineConfig, steps: list[tuple[int, int]],
 def timed_delete(p: Pipeline, ids: list[int], cfg: PipelineConfig, eps: int,
                  n_before: int, label: str) -> dict:
     log(f"{label}: deleting {len(ids)} id(s)")
+    meter = CpuMeter()
     out = p.delete(ids)
+    cpu_delete = meter.stop()
     ws = out["wall_seconds"]
     affected = {int(k): int(v) for k, v in out["affected"].items()}
     index = p.store.read_index()
     pc = plan_cost(index, affected, cfg.slices, eps)
     log(f"{label}: affected {affected}, retrain wall {ws['retrain_seconds']:.1f}s; "
         f"timing the same {pc['n_steps']} slice step(s) in-process")
+    meter = CpuMeter()
     pure = pure_compute(p.store.root, cfg, pc["steps"], p.state)
+    cpu_pure = meter.stop()
     chains = pure.pop("chains")
     workers = min(ray_slots(cfg), max(1, len(chains)))
     ideal = lpt_makespan(chains, workers)
@@ -185,6 +270,7 @@ def timed_delete(p: Pipeline, ids: list[int], cfg: PipelineConfig, eps: int,
         "expected": exp,
         "ensemble_accuracy": out["ensemble_accuracy"],
         "samples_after": out["samples"],
+        "cpu": {"delete": cpu_delete, "pure": cpu_pure},
     }
 
 
@@ -193,67 +279,173 @@ def fmt(x: float | None, nd: int = 1) -> str:
     return "-" if x is None else f"{x:,.{nd}f}"
 
 
-def report(res: dict) -> None:
-    full, cfg = res["full"], res["config"]
-    t = Table(title=f"SISA deletion benchmark -- {cfg['dataset']}, S={cfg['shards']}, "
-                    f"R={cfg['slices']}, e0={cfg['epochs']} (eps={res['epochs_per_slice']}), "
-                    f"mlp hidden={cfg['model_args']['hidden']}, batch {cfg['batch_size']}, "
-                    f"{res['machine']['cpus']} CPUs")
-    t.add_column("figure")
-    t.add_column("full training", justify="right")
-    for d in res["deletions"]:
-        t.add_column(f"{d['label']} ({d['ids']} id{'s' if d['ids'] > 1 else ''})",
-                     justify="right")
-    dels = res["deletions"]
+def title(res: dict) -> str:
+    cfg = res["config"]
+    return (f"SISA deletion benchmark: {cfg['dataset']}, S={cfg['shards']}, R={cfg['slices']}, "
+            f"e0={cfg['epochs']} (eps={res['epochs_per_slice']} per slice step), mlp "
+            f"hidden={cfg['model_args']['hidden']}x{cfg['model_args']['depth']}, batch "
+            f"{cfg['batch_size']}, {res['machine']['cpus']} CPUs")
+
+
+def rows(res: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the figures table (one column per operation)."""
+    full, dels = res["full"], res["deletions"]
+    header = ["figure", "full training"] + [
+        f"{d['label']} ({d['ids']} id{'s' if d['ids'] > 1 else ''})" for d in dels]
+    out: list[list[str]] = []
 
     def row(name: str, full_v: str, key) -> None:
-        t.add_row(name, full_v, *[key(d) for d in dels])
+        out.append([name, full_v, *[key(d) for d in dels]])
 
     row("training rows before", f"{full['samples']:,}", lambda d: f"{d['n_before']:,}")
-    row("shards retrained {shard: from slice}", "all from 0",
-        lambda d: str(d["affected"]))
+    row("retrained {shard: from slice}", "all from 0", lambda d: str(d["affected"]))
     row("slice steps trained", str(full["steps"]), lambda d: str(d["plan"]["n_steps"]))
-    row("partition seconds (Ray Data)", fmt(full["partition_seconds"]), lambda d: "-")
-    row("train / retrain wall seconds (Ray)", fmt(full["train_seconds"]),
+    row("partition s (Ray Data)", fmt(full["partition_seconds"]), lambda d: "-")
+    row("**train / retrain wall s (Ray)**", fmt(full["train_seconds"]),
         lambda d: fmt(d["retrain_seconds"]))
-    row("in-task compute seconds, sum (Ray)", fmt(full["compute_seconds_ray"]),
+    row("in-task compute s, sum (Ray)", fmt(full["compute_seconds_ray"]),
         lambda d: fmt(d["retrain_compute_seconds_ray"]))
-    row("pure compute seconds, sum (no Ray)", "-", lambda d: fmt(d["pure_compute_seconds"]))
-    row("ideal wall on CPUs (pure chains, LPT)", fmt(full["ideal_parallel_seconds_ray_tasks"]),
+    row("pure compute s, sum (in-process, no Ray)", "-",
+        lambda d: fmt(d["pure_compute_seconds"]))
+    row("ideal wall s on Ray's CPUs (LPT of shard chains)",
+        f"{fmt(full['ideal_parallel_seconds_ray_tasks'])} (of Ray in-task)",
         lambda d: f"{fmt(d['ideal_parallel_seconds'])} ({d['parallel_workers']} CPU)")
-    row("Ray overhead s = retrain wall - ideal", "-", lambda d: fmt(d["ray_overhead_seconds"]))
+    row("**Ray overhead s = retrain wall - ideal**",
+        fmt(full["train_seconds"] - full["ideal_parallel_seconds_ray_tasks"]),
+        lambda d: fmt(d["ray_overhead_seconds"]))
     row("  retrain wall - pure compute sum", "-",
         lambda d: fmt(d["ray_overhead_vs_serial_seconds"]))
-    row("  in-task (Ray) - pure compute sum", "-",
+    row("  in-task sum (Ray) - pure compute sum", "-",
         lambda d: fmt(d["retrain_compute_seconds_ray"] - d["pure_compute_seconds"]))
-    row("evaluate seconds (Ray Data, test set)", fmt(full["evaluate_seconds"]),
+    row("  retrain wall - in-task sum / parallel CPUs", "-",
+        lambda d: fmt(d["retrain_seconds"] - d["retrain_compute_seconds_ray"]
+                      / d["parallel_workers"]))
+    row("evaluate s (Ray Data, test split)", fmt(full["evaluate_seconds"]),
         lambda d: fmt(d["evaluate_seconds"]))
-    row("other seconds of the request", "-", lambda d: fmt(d["other_seconds"]))
-    row("whole request seconds", fmt(full["total_seconds"]), lambda d: fmt(d["delete_seconds"]))
+    row("rest of the request s (plan, remove rows, ledger)", "-",
+        lambda d: fmt(d["other_seconds"]))
+    row("whole operation s", fmt(full["total_seconds"]), lambda d: fmt(d["delete_seconds"]))
+    row("CPU s of this benchmark's processes (delete / pure)",
+        fmt(full["cpu"]["train"].get("own_cpu")),
+        lambda d: f"{fmt(d['cpu']['delete'].get('own_cpu'))} / "
+                  f"{fmt(d['cpu']['pure'].get('own_cpu'))}")
+    row("CPU s used by OTHER processes (delete / pure)",
+        fmt(full["cpu"]["train"].get("foreign_cpu")),
+        lambda d: f"{fmt(d['cpu']['delete'].get('foreign_cpu'))} / "
+                  f"{fmt(d['cpu']['pure'].get('foreign_cpu'))}")
     row("retrain bit-identical in-process", "-",
         lambda d: "yes" if d["pure"]["bit_identical"] else "NO")
     row("sample-epochs, plan (actual)", f"{full['sample_epochs']:,}",
         lambda d: f"{d['plan']['sample_epochs']:,}")
-    row("sample-epochs, formula", f"{full['formula_sample_epochs']:,.0f}",
+    row("sample-epochs, formula (expected)", f"{full['formula_sample_epochs']:,.0f}",
         lambda d: (f"{d['expected']['one_request_sample_epochs']:,.0f}" if d["ids"] == 1
                    else "-"))
     row("samples in retrained shards, plan", f"{full['samples']:,}",
         lambda d: f"{d['plan']['samples_in_affected_shards']:,}")
-    row("samples, formula (batched, unsliced)", "-",
+    row("samples, formula N(1-(1-1/S)^K)-K", "-",
         lambda d: f"{d['expected']['batched_samples']:,.0f}")
-    row("speed-up, wall (full train / retrain)", "1.00",
-        lambda d: f"{d['speedup']['wall']:.2f}x")
-    row("speed-up, whole request (incl. eval)", "1.00",
+    row("**speed-up, wall (train / retrain)**", "1", lambda d: f"{d['speedup']['wall']:.2f}x")
+    row("speed-up, whole operation (incl. evaluate)", "1",
         lambda d: f"{d['speedup']['request']:.2f}x")
-    row("speed-up, compute (Ray in-task sums)", "1.00",
+    row("speed-up, compute (Ray in-task sums)", "1",
         lambda d: f"{d['speedup']['compute']:.2f}x")
-    row("speed-up, plan sample-epochs", "1.00",
-        lambda d: f"{d['speedup']['plan']:.2f}x")
-    row("speed-up, formula", "1.00", lambda d: (f"{d['speedup']['formula']:.2f}x"
-                                                 if d["speedup"]["formula"] else "-"))
+    row("speed-up, plan sample-epochs", "1", lambda d: f"{d['speedup']['plan']:.2f}x")
+    row("speed-up, formula (expected)", "1",
+        lambda d: f"{d['speedup']['formula']:.2f}x" if d["speedup"]["formula"] else "-")
     row("ensemble accuracy", fmt(full["ensemble_accuracy"], 4),
         lambda d: fmt(d["ensemble_accuracy"], 4))
+    return header, out
+
+
+def report(res: dict) -> None:
+    header, body = rows(res)
+    t = Table(title=title(res))
+    for i, h in enumerate(header):
+        t.add_column(h, justify="left" if i == 0 else "right")
+    for r in body:
+        t.add_row(*[c.replace("**", "") for c in r])
     console.print(t)
+    if res.get("singles_mean"):
+        console.print(summary_line(res), highlight=False)
+    m = res["machine"]
+    console.print(f"one-time costs outside the table: fresh python importing torch + trainer "
+                  f"{m['fresh_process_import_seconds']:.1f}s; first slice step (2,000 rows) in a "
+                  f"process {m['driver_warmup_seconds']:.2f}s (the pure-compute runs are "
+                  f"timed after it)", highlight=False)
+
+
+def singles_summary(res: dict) -> dict | None:
+    """Means over the one-id requests (each hit a random slice; the formula is a mean)."""
+    one = [d for d in res["deletions"] if d["ids"] == 1]
+    if not one:
+        return None
+    full = res["full"]
+
+    def mean(f) -> float:
+        return float(np.mean([f(d) for d in one]))
+
+    return {"requests": len(one),
+            "retrain_seconds": mean(lambda d: d["retrain_seconds"]),
+            "pure_compute_seconds": mean(lambda d: d["pure_compute_seconds"]),
+            "ray_overhead_seconds": mean(lambda d: d["ray_overhead_seconds"]),
+            "plan_sample_epochs": mean(lambda d: d["plan"]["sample_epochs"]),
+            "formula_sample_epochs": one[0]["expected"]["one_request_sample_epochs"],
+            "speedup_wall": full["train_seconds"] / mean(lambda d: d["retrain_seconds"]),
+            "speedup_plan": full["sample_epochs"] / mean(lambda d: d["plan"]["sample_epochs"]),
+            "speedup_formula": one[0]["speedup"]["formula"]}
+
+
+def summary_line(res: dict) -> str:
+    m = res.get("singles_mean")
+    if not m:
+        return ""
+    return (f"Mean of {m['requests']} one-id requests: retrain wall {m['retrain_seconds']:.1f}s, "
+            f"pure compute {m['pure_compute_seconds']:.1f}s, Ray overhead "
+            f"{m['ray_overhead_seconds']:.1f}s; sample-epochs {m['plan_sample_epochs']:,.0f} "
+            f"(formula {m['formula_sample_epochs']:,.0f}); speed-up wall "
+            f"{m['speedup_wall']:.2f}x, plan {m['speedup_plan']:.2f}x, formula "
+            f"{m['speedup_formula']:.2f}x.")
+
+
+def markdown(res: dict) -> str:
+    header, body = rows(res)
+    lines = [f"**{title(res)}**", "", "| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    m = res["machine"]
+    lines += ["", summary_line(res), "",
+              f"Fresh python importing torch + trainer: {m['fresh_process_import_seconds']:.1f}s; "
+              f"first slice step (2,000 rows) in a fresh process: "
+              f"{m['driver_warmup_seconds']:.2f}s."]
+    return "\n".join(lines) + "\n"
+
+
+def warm_up(cfg: PipelineConfig) -> float:
+    """Warm this process up for the pure-compute timings; returns the first step's seconds.
+
+    The first slice step in a process pays one-time costs (torch's first optimizer step
+    alone takes ~1 s, plus first Parquet reads and ``torch.save``). A tiny pipeline with
+    the same model, trained in-process (backend local), goes through every such path once.
+    """
+    tiny = make_config(**{**cfg.model_dump(), "dataset": "synthetic:2000", "shards": 1,
+                          "slices": 1, "epochs": 1, "backend": "local",
+                          "num_classes": None, "input_shape": None})
+    if cfg.dataset.count(":") > 1:  # keep the same feature dimension
+        tiny = make_config(**{**tiny.model_dump(), "dataset": "synthetic:2000:"
+                              + cfg.dataset.split(":", 2)[2]})
+    scratch = tempfile.mkdtemp(prefix="clul-bench-warm-")
+    try:
+        out = Pipeline(os.path.join(scratch, "root")).train(tiny)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return out["per_shard"][0]["train_seconds"]
+
+
+def fresh_import_seconds() -> float:
+    """Start-up of a fresh python that imports torch and the trainer (what a new worker pays)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, clul_ray.sisa.trainer"], check=True)
+    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,9 +473,10 @@ def main(argv: list[str] | None = None) -> int:
         p = Pipeline(root)
         log(f"root {root}; training {dataset} S={cfg.shards} R={cfg.slices} e0={cfg.epochs} "
             f"(eps={eps}) batch {cfg.batch_size}")
-        t0 = time.perf_counter()
+        meter = CpuMeter()
         tr = p.train(cfg)
-        total = time.perf_counter() - t0
+        cpu_train = meter.stop()
+        total = cpu_train["wall"]
         cfg = p.config
         ws = tr["wall_seconds"]
         log(f"trained {tr['samples']:,} rows in {ws['train_seconds']:.1f}s "
@@ -303,10 +496,15 @@ def main(argv: list[str] | None = None) -> int:
                 "sample_epochs": fc,
                 "formula_sample_epochs": expected_cost(n_train, cfg.shards, cfg.slices, 1,
                                                        cfg.epochs)["full_sample_epochs"],
-                "ensemble_accuracy": tr["ensemble_accuracy"]}
+                "ensemble_accuracy": tr["ensemble_accuracy"], "cpu": {"train": cpu_train}}
 
+        machine["driver_warmup_seconds"] = warm_up(cfg)
+        machine["fresh_process_import_seconds"] = fresh_import_seconds()
+
+        # the index's row order follows Ray Data's write order, so sort before drawing
         rng = np.random.default_rng([a.seed, 0xBE9C])
-        draw = rng.choice(index[0], size=a.single_requests + a.batch_ids, replace=False)
+        draw = rng.choice(np.sort(index[0]), size=a.single_requests + a.batch_ids,
+                          replace=False)
         requests = [(f"delete #{i + 1}", [int(draw[i])]) for i in range(a.single_requests)]
         if a.batch_ids:
             requests.append(("batch", [int(x) for x in draw[a.single_requests:]]))
@@ -336,12 +534,14 @@ def main(argv: list[str] | None = None) -> int:
                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine,
                "config": cfg.model_dump(), "epochs_per_slice": eps,
                "full": full, "deletions": deletions}
+        res["singles_mean"] = singles_summary(res)
         report(res)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path(a.out) if a.out else OUT_DIR / f"sisa_deletion-{stamp}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2, default=str))
-        log(f"wrote {out}")
+        out.with_suffix(".md").write_text(markdown(res))
+        log(f"wrote {out} and {out.with_suffix('.md').name}")
     finally:
         try:
             import ray
