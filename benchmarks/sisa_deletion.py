@@ -254,10 +254,13 @@ def timed_delete(p: Pipeline, ids: list[int], cfg: PipelineConfig, eps: int,
     ideal = lpt_makespan(chains, workers)
     exp = expected_cost(n_before, cfg.shards, cfg.slices, len(ids), cfg.epochs)
     return {
-        "label": label, "ids": len(ids), "affected": affected,
+        "label": label, "ids": len(ids), "id_values": [int(i) for i in ids],
+        "affected": affected,
         "retrained": out["retrained"], "delete_seconds": ws["delete"],
         "retrain_seconds": ws["retrain_seconds"],
         "retrain_compute_seconds_ray": ws["retrain_compute_seconds"],
+        "per_shard_seconds_ray": {str(s["shard"]): s["train_seconds"] for s in out["per_shard"]
+                                  if s["retrained_from"] is not None},
         "evaluate_seconds": ws["evaluate_seconds"],
         "other_seconds": ws["delete"] - ws["retrain_seconds"] - ws["evaluate_seconds"],
         "pure_compute_seconds": pure["compute_seconds"],
