@@ -61,6 +61,10 @@ class PipelineConfig(BaseModel):
                     "sums, so it is part of the training digest")
     shared_storage: bool = Field(
         default=False, description="a local-path root is a mount shared by every node")
+    placement: Literal["spread", "default"] = Field(
+        default="spread",
+        description="where Ray puts slice steps: spread over the nodes (shards are independent)"
+                    " or Ray's default (fill the local node first); never changes a model")
     cpus_per_shard: float = Field(default=1.0, ge=0)
     gpus_per_shard: float = Field(default=0.0, ge=0)
 

@@ -1,34 +1,51 @@
 #!/usr/bin/env bash
-# A two-node Ray cluster on this one machine, driven through Ray Jobs:
-#   head  (1 CPU)  + worker node (1 CPU, custom resource {"clul_worker_node": 1})
-#   1. ray job submit  clul-ray train  (4 shards: tasks land on both nodes)
-#   2. ray job submit  clul-ray delete (a second job on the same root)
-#   3. ray stop
-# Usage: cluster/local_two_node.sh [ROOT]     (default: a fresh temp folder)
+# A two-node Ray cluster on this one machine, driven through Ray Jobs, checked against the
+# same pipeline run on one node.
+#
+#   0. reference: `clul-ray train` then `clul-ray delete` on an embedded one-node Ray
+#   1. `mlflow server` on localhost (SQLite backend, proxied artifacts under OUT)
+#   2. `ray start --head` (1 CPU) + `ray start --address` (1 CPU, custom resource
+#      {"clul_worker_node": 1}, its own temp dir): two raylets, one cluster
+#   3. `ray job submit --working-dir .`  clul-ray train   (shards land on both nodes)
+#   4. `ray job submit --working-dir .`  clul-ray delete  (a second job, same root)
+#   5. summary: node ids per shard, model digests against the reference, the lineage the
+#      jobs recorded in the MLflow server; exit 1 if the cluster result differs
+#   6. the cluster and the server are stopped on exit
+#
+# Usage: cluster/local_two_node.sh [OUT]   (default: a fresh temp folder)
+#   OUT/root         the cluster run's storage root      OUT/ref   the one-node reference
+#   OUT/summary.json what step 5 found                   OUT/*.log job and server logs
+# Knobs (environment): CLUL_BIN (default .venv/bin), CLUL_CONFIG (pipelines/digits.yaml),
+#   CLUL_EPOCHS (4), CLUL_RAY_PORT / CLUL_DASH_PORT / CLUL_MLFLOW_PORT (free ports).
+#
 # Both "nodes" see the same disk, so the local root is declared shared (--shared-storage);
-# without it clul-ray refuses a local root on a multi-node cluster.
+# without it clul-ray refuses a local root on a multi-node cluster. Each node has its own
+# --temp-dir, as two machines would: sharing one would let one node's runtime-env agent
+# delete the unpacked working_dir under the other's job driver.
 #
-# Needs ray[default] (the dashboard hosts the Jobs API that `ray job submit` talks to);
-# this project's venv has ray[train,tune,data] only, so `pip install "ray[default]"` first.
+# Needs ray[default] (the dashboard hosts the Jobs API; a dependency of this project).
 # `ray stop` at the end stops every Ray instance of this user on the machine, so the script
-# refuses to start when another one is running.
-# STATUS: written against Ray 2.60's CLI but not run end to end in this repository's
-# sandbox (no ray[default] there); treat it as a recipe until it has been run.
+# refuses to start when another one is running (exit 2).
 #
-# Auth: Ray 2.60 local clusters use token auth by default. `ray start --head` writes the
-# token to ~/.ray/auth_token (generated if missing); `ray start --address` and
-# `ray job submit` read it from there, or from RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH.
-# We export RAY_AUTH_TOKEN_PATH explicitly so the clients use the head's token.
+# Auth: Ray 2.60 turns token auth on by itself only for a head it starts locally, so every
+# process here runs with RAY_AUTH_MODE=token; `ray start --head` writes the token to
+# ~/.ray/auth_token (generated if missing), which the second node and `ray job submit` read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${CLUL_BIN:-$PWD/.venv/bin}
-export PATH="$BIN:$PATH" RAY_USAGE_STATS_ENABLED=0
-PORT=${CLUL_RAY_PORT:-6391}
-DASH=${CLUL_DASH_PORT:-8271}
-ROOT=${1:-$(mktemp -d /tmp/clul_two_node.XXXXXX)/root}
-TMP_HEAD=$(mktemp -d /tmp/ray_head.XXXXXX)
-OUT=${CLUL_OUT:-$(dirname "$ROOT")}
+export PATH="$BIN:$PATH" RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=token
+export MLFLOW_DISABLE_TELEMETRY=true
+CONFIG=${CLUL_CONFIG:-pipelines/digits.yaml}
+EPOCHS=${CLUL_EPOCHS:-4}
+OUT=${1:-$(mktemp -d /tmp/clul_two_node.XXXXXX)}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+ROOT=$OUT/root
+REF=$OUT/ref
+if [ -e "$ROOT" ] || [ -e "$REF" ]; then
+  echo "$OUT already holds a run (root/ or ref/); give an empty or new folder" >&2
+  exit 2
+fi
 
 python -c "import aiohttp_cors" 2>/dev/null || {
   echo "needs ray[default] for the dashboard / Jobs API: pip install 'ray[default]'" >&2
@@ -37,57 +54,138 @@ if pgrep -u "$(id -u)" -x raylet >/dev/null; then
   echo "another Ray instance of this user is running; stop it first (ray stop)" >&2
   exit 2
 fi
-cleanup() { ray stop >/dev/null 2>&1 || true; }
+free_port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=${CLUL_RAY_PORT:-$(free_port)}
+DASH=${CLUL_DASH_PORT:-$(free_port)}
+MLP=${CLUL_MLFLOW_PORT:-$(free_port)}
+MLFLOW_URI=http://127.0.0.1:$MLP
+
+MLFLOW_PID=
+cleanup() {
+  ray stop >/dev/null 2>&1 || true
+  [ -n "$MLFLOW_PID" ] && kill "$MLFLOW_PID" 2>/dev/null || true
+}
 trap cleanup EXIT
 
-echo "== head node (1 CPU) on port $PORT, dashboard $DASH"
-ray start --head --port "$PORT" --num-cpus 1 --include-dashboard true \
-  --dashboard-port "$DASH" --temp-dir "$TMP_HEAD" --disable-usage-stats >/dev/null
-export RAY_AUTH_TOKEN_PATH=${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}
-echo "== second node (1 CPU, custom resource clul_worker_node)"
-# a second raylet on the same host needs its own agent / metrics ports
-ray start --address "127.0.0.1:$PORT" --num-cpus 1 \
-  --resources '{"clul_worker_node": 1}' \
-  --dashboard-agent-listen-port 52371 --dashboard-agent-grpc-port 52372 \
-  --runtime-env-agent-port 52373 --metrics-export-port 52374 \
-  --disable-usage-stats >/dev/null
-python - <<PY
-import ray
-ray.init(address="127.0.0.1:$PORT", logging_level="ERROR")
-alive = [n for n in ray.nodes() if n["Alive"]]
-print("nodes:", [(n["NodeID"][:12], n["Resources"].get("CPU")) for n in alive])
-assert len(alive) == 2, alive
-PY
-
-export RAY_ADDRESS="http://127.0.0.1:$DASH"
-echo "== job 1: train ($ROOT)"
-t0=$(date +%s)
-# the venv is shared by both nodes here, so working_dir alone makes `clul_ray` importable
-# from the uploaded tree; on real nodes add --runtime-env cluster/runtime_env.yaml
-ray job submit --working-dir . --entrypoint-num-cpus 0 -- \
-  clul-ray train --root "$ROOT" --config pipelines/digits.yaml --epochs 4 \
-  --shared-storage --json | tee "$OUT/train.log"
-echo "   train job: $(( $(date +%s) - t0 )) s"
-
-IDS=$(python - "$ROOT" <<'PY'
+# first id of slice 1 in shards 0 and 2: both retrain from slice 1, shards 1 and 3 are kept
+pick_ids() {
+  python - "$1" <<'PY'
 import sys
 from clul_ray.store import Store
 ids, shard, slc = Store(sys.argv[1]).read_index()
 print(",".join(str(int(ids[(shard == k) & (slc == 1)][0])) for k in (0, 2)))
 PY
-)
-echo "== job 2: delete ids $IDS"
-t0=$(date +%s)
-ray job submit --working-dir . --entrypoint-num-cpus 0 -- \
-  clul-ray delete --root "$ROOT" --ids "$IDS" --json | tee "$OUT/delete.log"
-echo "   delete job: $(( $(date +%s) - t0 )) s"
+}
 
-python - "$ROOT" <<'PY'
-import json, sys
-from clul_ray.store import Store
-st = Store(sys.argv[1]).read_json("state.json")
-print("node_id per shard:", {s["shard"]: s["node_id"][:12] for s in st["shards"]})
-print("distinct nodes in this version:", len({s["node_id"] for s in st["shards"]}))
-print(json.dumps({s["shard"]: s["model_sha256"] for s in st["shards"]}))
+echo "== 0. reference on one node (embedded Ray): $REF"
+CLUL_RAY_LINEAGE=0 clul-ray train --root "$REF" --config "$CONFIG" --epochs "$EPOCHS" \
+  --json > "$OUT/ref_train.json"
+IDS=$(pick_ids "$REF")
+CLUL_RAY_LINEAGE=0 clul-ray delete --root "$REF" --ids "$IDS" --json > "$OUT/ref_delete.json"
+echo "   deleted ids $IDS"
+
+echo "== 1. mlflow server on $MLFLOW_URI"
+mlflow server --host 127.0.0.1 --port "$MLP" --workers 1 \
+  --backend-store-uri "sqlite:///$OUT/mlflow-server.db" \
+  --artifacts-destination "$OUT/mlflow-artifacts" > "$OUT/mlflow-server.log" 2>&1 &
+MLFLOW_PID=$!
+for _ in $(seq 120); do
+  python -c "import urllib.request; urllib.request.urlopen('$MLFLOW_URI/health', timeout=1)" \
+    2>/dev/null && break
+  kill -0 "$MLFLOW_PID" 2>/dev/null || { tail -5 "$OUT/mlflow-server.log" >&2; exit 1; }
+  sleep 0.5
+done
+
+echo "== 2. head node (1 CPU) on port $PORT, dashboard $DASH; second node (1 CPU)"
+ray start --head --port "$PORT" --num-cpus 1 --include-dashboard true \
+  --dashboard-port "$DASH" --temp-dir "$(mktemp -d /tmp/ray_head.XXXXXX)" \
+  --disable-usage-stats >/dev/null
+# a second raylet on the same host needs its own temp dir and agent / metrics ports
+ray start --address "127.0.0.1:$PORT" --num-cpus 1 \
+  --resources '{"clul_worker_node": 1}' --temp-dir "$(mktemp -d /tmp/ray_node2.XXXXXX)" \
+  --dashboard-agent-listen-port "$(free_port)" --dashboard-agent-grpc-port "$(free_port)" \
+  --runtime-env-agent-port "$(free_port)" --metrics-export-port "$(free_port)" \
+  --disable-usage-stats >/dev/null
+python - "$PORT" <<'PY'
+import sys
+import ray
+ray.init(address=f"127.0.0.1:{sys.argv[1]}", logging_level="ERROR")
+alive = [n for n in ray.nodes() if n["Alive"]]
+print("   nodes:", [(n["NodeID"][:12], n["Resources"].get("CPU")) for n in alive])
+assert len(alive) == 2, alive
 PY
-echo "== stopping the cluster"
+
+export RAY_ADDRESS="http://127.0.0.1:$DASH"
+# the venv is shared by both nodes here, so working_dir alone makes `clul_ray` importable
+# from the uploaded tree; on real nodes use --runtime-env cluster/runtime_env.yaml
+RUNTIME_ENV="{\"env_vars\": {\"MLFLOW_TRACKING_URI\": \"$MLFLOW_URI\"}}"
+submit() {  # submit NAME -- ARGS...: one Ray job, waited for; fails unless it SUCCEEDED
+  local name=$1; shift 2
+  local id="clul-$name-$(date +%s)-$$"
+  local t0=$SECONDS
+  ray job submit --submission-id "$id" --working-dir . --runtime-env-json "$RUNTIME_ENV" \
+    --entrypoint-num-cpus 0 -- "$@" > "$OUT/$name.log" 2>&1 || true
+  grep '^{' "$OUT/$name.log" | tail -1 > "$OUT/$name.json" || true
+  local status
+  status=$(ray job status "$id" 2>&1 || true)
+  if [[ $status != *"Job '$id' succeeded"* ]]; then
+    echo "job $id ($name) did not succeed: ${status##*$'\n'}; its log:" >&2
+    tail -30 "$OUT/$name.log" >&2
+    exit 1
+  fi
+  echo "   job $id succeeded in $(( SECONDS - t0 )) s"
+}
+
+echo "== 3. job: train ($ROOT)"
+submit train -- clul-ray train --root "$ROOT" --config "$CONFIG" --epochs "$EPOCHS" \
+  --shared-storage --json
+echo "== 4. job: delete ids $IDS"
+submit delete -- clul-ray delete --root "$ROOT" --ids "$IDS" --json
+
+echo "== 5. summary ($OUT/summary.json)"
+MLFLOW_TRACKING_URI=$MLFLOW_URI clul-ray lineage --root "$ROOT" --json > "$OUT/lineage.json"
+python - "$OUT" <<'PY'
+import json
+import sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+load = lambda name: json.loads((out / name).read_text())  # noqa: E731
+train, delete = load("train.json"), load("delete.json")
+ref_train, ref_delete = load("ref_train.json"), load("ref_delete.json")
+lineage = load("lineage.json")
+sha = lambda r: {s["shard"]: s["model_sha256"] for s in r["per_shard"]}  # noqa: E731
+nodes = lambda r: {s["shard"]: s["node_id"] for s in r["per_shard"]}  # noqa: E731
+summary = {
+    "train_node_ids": nodes(train),
+    "delete_node_ids": nodes(delete),
+    "distinct_train_nodes": len(set(nodes(train).values())),
+    "retrained": delete["retrained"],
+    "train_equal_to_one_node": sha(train) == sha(ref_train),
+    "delete_equal_to_one_node": sha(delete) == sha(ref_delete),
+    "ensemble_accuracy": {"cluster": delete["ensemble_accuracy"],
+                          "one_node": ref_delete["ensemble_accuracy"]},
+    "mlflow": {"tracking_uri": lineage.get("tracking_uri"),
+               "versions": [{k: v.get(k) for k in ("version", "operation", "run_id", "recorded",
+                                                   "mlflow_tainted", "registry_version",
+                                                   "registry_current")}
+                            for v in lineage.get("versions", [])]},
+}
+(out / "summary.json").write_text(json.dumps(summary, indent=1))
+short = lambda d: {k: v[:12] for k, v in d.items()}  # noqa: E731
+print("   node_id per shard, train: ", short(summary["train_node_ids"]))
+print("   node_id per shard, delete:", short(summary["delete_node_ids"]),
+      "retrained (shard: from slice):", summary["retrained"])
+print("   model digests equal to the one-node run: train",
+      summary["train_equal_to_one_node"], "| after delete", summary["delete_equal_to_one_node"])
+print("   MLflow versions:", [(v["version"], v["operation"], (v["run_id"] or "-")[:8])
+                            for v in summary["mlflow"]["versions"]])
+mlflow_ok = [(v["version"], v["recorded"], v["registry_current"])
+             for v in summary["mlflow"]["versions"]] == [(1, True, False), (2, True, True)]
+summary["mlflow"]["ok"] = mlflow_ok
+(out / "summary.json").write_text(json.dumps(summary, indent=1))
+ok = (summary["distinct_train_nodes"] == 2 and mlflow_ok and summary["train_equal_to_one_node"]
+      and summary["delete_equal_to_one_node"])
+sys.exit(0 if ok else 1)
+PY
+echo "== 6. stopping the cluster and the MLflow server"

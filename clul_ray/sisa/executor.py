@@ -53,7 +53,11 @@ def _remote_step(cfg: PipelineConfig, store: Store, shard: int, slc: int,
 
 
 class RayExecutor:
-    """One Ray task per slice step, with ``cpus_per_shard`` / ``gpus_per_shard`` each."""
+    """One Ray task per slice step, with ``cpus_per_shard`` / ``gpus_per_shard`` each.
+
+    Steps are placed with Ray's ``SPREAD`` strategy unless ``placement: default``: shards are
+    independent and every step reads its start checkpoint from the shared store, so spreading
+    them balances a multi-node cluster (one node is no different)."""
 
     def run(self, cfg: PipelineConfig, store: Store, jobs: list[ShardJob],
             on_step: StepCallback | None = None) -> list[SliceResult]:
@@ -61,7 +65,8 @@ class RayExecutor:
 
         step = ray.remote(_remote_step).options(
             num_cpus=cfg.cpus_per_shard, num_gpus=cfg.gpus_per_shard, max_retries=3,
-            name="clul_ray.train_slice")
+            name="clul_ray.train_slice",
+            scheduling_strategy="SPREAD" if cfg.placement == "spread" else "DEFAULT")
         refs, where = [], {}
         for job in jobs:
             prev = None
