@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test lint bench
+.PHONY: install quickstart test test-cluster lint bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,13 @@ quickstart: install
 lint: install
 	$(BIN)/ruff check clul_ray tests benchmarks examples
 
+# the `cluster` tests start and stop a two-node Ray cluster of their own: a session apart
 test: lint
 	RAY_USAGE_STATS_ENABLED=0 $(BIN)/pytest -q -m "not cluster"
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/pytest -q -m cluster
+
+test-cluster: install
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/pytest -q -m cluster
 
 bench: install
 	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python benchmarks/sisa_deletion.py

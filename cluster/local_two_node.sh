@@ -81,6 +81,7 @@ echo "== 0. reference on one node (embedded Ray): $REF"
 CLUL_RAY_LINEAGE=0 clul-ray train --root "$REF" --config "$CONFIG" --epochs "$EPOCHS" \
   --json > "$OUT/ref_train.json"
 IDS=$(pick_ids "$REF")
+echo "$IDS" > "$OUT/ids.txt"
 CLUL_RAY_LINEAGE=0 clul-ray delete --root "$REF" --ids "$IDS" --json > "$OUT/ref_delete.json"
 echo "   deleted ids $IDS"
 
@@ -156,10 +157,13 @@ ref_train, ref_delete = load("ref_train.json"), load("ref_delete.json")
 lineage = load("lineage.json")
 sha = lambda r: {s["shard"]: s["model_sha256"] for s in r["per_shard"]}  # noqa: E731
 nodes = lambda r: {s["shard"]: s["node_id"] for s in r["per_shard"]}  # noqa: E731
+step_nodes = lambda r: {n for s in r["per_shard"] for n in s["step_nodes"].values()}  # noqa: E731
 summary = {
     "train_node_ids": nodes(train),
     "delete_node_ids": nodes(delete),
-    "distinct_train_nodes": len(set(nodes(train).values())),
+    "distinct_train_nodes": len(step_nodes(train)),
+    "distinct_delete_nodes": len(step_nodes(delete)),
+    "train_step_nodes": {s["shard"]: s["step_nodes"] for s in train["per_shard"]},
     "retrained": delete["retrained"],
     "train_equal_to_one_node": sha(train) == sha(ref_train),
     "delete_equal_to_one_node": sha(delete) == sha(ref_delete),
@@ -173,9 +177,10 @@ summary = {
 }
 (out / "summary.json").write_text(json.dumps(summary, indent=1))
 short = lambda d: {k: v[:12] for k, v in d.items()}  # noqa: E731
-print("   node_id per shard, train: ", short(summary["train_node_ids"]))
-print("   node_id per shard, delete:", short(summary["delete_node_ids"]),
-      "retrained (shard: from slice):", summary["retrained"])
+for k, steps in summary["train_step_nodes"].items():
+    print(f"   train shard {k}: node of slice steps", [steps[r][:8] for r in sorted(steps)])
+print("   distinct nodes: train", summary["distinct_train_nodes"], "| delete",
+      summary["distinct_delete_nodes"], "| retrained (shard: from slice):", summary["retrained"])
 print("   model digests equal to the one-node run: train",
       summary["train_equal_to_one_node"], "| after delete", summary["delete_equal_to_one_node"])
 print("   MLflow versions:", [(v["version"], v["operation"], (v["run_id"] or "-")[:8])

@@ -20,11 +20,17 @@ TINY = dict(shards=3, slices=3, epochs=4, batch_size=32, model_args={"hidden": 3
 
 
 @pytest.fixture(scope="session", autouse=True)
-def ray_session():
+def ray_session(request):
+    """One embedded Ray for the session; none when only `cluster` tests run (they start and
+    stop a cluster of their own)."""
     import ray
 
     from clul_ray.runtime import ensure_ray
 
+    items = request.session.items
+    if items and all(it.get_closest_marker("cluster") for it in items):
+        yield
+        return
     ensure_ray(num_cpus=2)
     yield
     ray.shutdown()

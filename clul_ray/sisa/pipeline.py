@@ -186,11 +186,13 @@ class Pipeline:
             elif k in last:
                 res = last[k]
                 info = {"n_samples": res.n_samples, "model_sha256": res.model_sha256,
-                        "node_id": res.node_id, "seconds": seconds[k]}
+                        "node_id": res.node_id, "seconds": seconds[k],
+                        "step_nodes": {str(r.slice): r.node_id for r in results
+                                       if r.shard == k}}
             elif k in prev_shards and prev_shards[k]["keys"] == keys:
                 info = {x: prev_shards[k][x] for x in
-                        ("n_samples", "model_sha256", "node_id", "seconds", "artifact")
-                        if x in prev_shards[k]}
+                        ("n_samples", "model_sha256", "node_id", "seconds", "artifact",
+                         "step_nodes") if x in prev_shards[k]}
             else:
                 ck = deserialize(self.store.read_bytes(
                     self.store.checkpoint_path(k, cfg.slices - 1, keys[-1])))
@@ -407,6 +409,7 @@ class Pipeline:
             "per_shard": [{"shard": s["shard"], "samples": s["n_samples"],
                            "accuracy": acc.get(str(s["shard"])),
                            "model_sha256": s["model_sha256"], "node_id": s["node_id"],
+                           "step_nodes": s.get("step_nodes", {}),
                            "train_seconds": s["seconds"], "retrained_from": s["retrained_from"],
                            "approximate": bool(s.get("artifact"))}
                           for s in state["shards"]],

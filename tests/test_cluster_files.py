@@ -1,0 +1,82 @@
+"""The files under cluster/ are valid for the tools that read them (no cloud needed).
+
+The launcher YAMLs go through Ray's own ``prepare_config`` + ``validate_config`` (what
+``ray up`` does before touching a provider); the runtime env through ``RuntimeEnv``; the
+KubeRay manifests are checked for what a user would otherwise find out at deploy time: the
+Ray version, token auth, and an entrypoint whose pipeline file exists and is a valid config.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from clul_ray.config import PipelineConfig
+
+CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
+REPO = CLUSTER.parent
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((CLUSTER / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["aws.yaml", "local.yaml"])
+def test_launcher_yaml_passes_ray_validation(name):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = prepare_config(load(name))
+    validate_config(cfg)
+    assert cfg["provider"]["type"] == {"aws.yaml": "aws", "local.yaml": "local"}[name]
+    cmds = " ".join(cfg.get("setup_commands", []) + cfg.get("head_setup_commands", []))
+    assert "clul" in cmds  # the project is installed on the nodes
+
+
+def test_runtime_env_is_a_valid_ray_runtime_env():
+    from ray.runtime_env import RuntimeEnv
+
+    env = RuntimeEnv(**load("runtime_env.yaml"))
+    assert env["working_dir"] == "."
+    assert env["env_vars"]["RAY_USAGE_STATS_ENABLED"] == "0"
+
+
+def _cluster_spec(doc: dict) -> dict:
+    return doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+
+
+@pytest.mark.parametrize("name", ["kuberay-raycluster.yaml", "kuberay-rayjob.yaml"])
+def test_kuberay_manifests(name):
+    doc = load(name)
+    assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] in ("RayCluster", "RayJob")
+    spec = _cluster_spec(doc)
+    assert spec["rayVersion"] == ray.__version__
+    assert spec["authOptions"] == {"mode": "token"}
+    pods = [spec["headGroupSpec"]] + spec["workerGroupSpecs"]
+    for group in pods:
+        (container,) = group["template"]["spec"]["containers"]
+        assert container["image"]
+    head_env = {e["name"]: e.get("value") for e in
+                spec["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    assert head_env["MLFLOW_TRACKING_URI"].startswith("http")  # lineage via a server
+
+
+def test_rayjob_entrypoint_runs_a_pipeline_from_pipelines():
+    doc = load("kuberay-rayjob.yaml")
+    argv = shlex.split(doc["spec"]["entrypoint"])
+    assert argv[:2] == ["clul-ray", "train"]
+    config = argv[argv.index("--config") + 1]
+    assert config.startswith("pipelines/")
+    PipelineConfig.from_yaml(REPO / config)  # exists and validates
+    root = argv[argv.index("--root") + 1]
+    assert "://" in root  # object storage: every pod sees it
+
+
+def test_dockerfile_matches_ray_version():
+    text = (CLUSTER / "Dockerfile").read_text()
+    assert f"rayproject/ray:{ray.__version__}" in text
+    ignore = (REPO / ".dockerignore").read_text().split()
+    assert ".venv" in ignore or ".venv/" in ignore
