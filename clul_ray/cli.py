@@ -95,6 +95,10 @@ def show(r: dict) -> None:
                                "requests", "deleted_ids", "checkpoints") if k in r}
     for k, v in extra.items():
         out.print(f"{k}: {v}", highlight=False)
+    if r.get("locked_by"):
+        from .lock import describe
+
+        out.print(f"locked by {describe(r['locked_by'])}", highlight=False)
     if r.get("wall_seconds"):
         out.print("seconds: " + ", ".join(f"{k}={v:.2f}" for k, v in r["wall_seconds"].items()),
                   highlight=False)
@@ -200,6 +204,22 @@ def evaluate(root: Root = "runs/default", address: Address = None,
 def status(root: Root = "runs/default", as_json: AsJson = False) -> None:
     """The current version, its shards, and the deletion ledger (starts no Ray)."""
     run(lambda: emit(pipeline(root, None).status(), as_json))
+
+
+@app.command()
+def unlock(root: Root = "runs/default") -> None:
+    """Remove the root's lock left by a command that died (only when none is running)."""
+
+    def body():
+        from .lock import describe
+        from .lock import unlock as do_unlock
+        from .store import Store
+
+        held = do_unlock(Store(root))
+        out.print(f"removed the lock of {describe(held)}" if held else f"{root} is not locked",
+                  highlight=False)
+
+    run(body)
 
 
 @app.command()

@@ -41,6 +41,8 @@ def test_runtime_env_is_a_valid_ray_runtime_env():
 
     env = RuntimeEnv(**load("runtime_env.yaml"))
     assert env["working_dir"] == "."
+    # pip runs in its own folder: only the agent's placeholder names the uploaded tree
+    assert env["pip"]["packages"] == ["${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}"]
     assert env["env_vars"]["RAY_USAGE_STATS_ENABLED"] == "0"
 
 

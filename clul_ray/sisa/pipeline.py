@@ -7,7 +7,8 @@ shard training); planning, keys and aggregation are the pure functions of ``plan
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,7 @@ from ..config import PipelineConfig, make_config
 from ..data.partition import assign, is_test
 from ..data.sources import open_source
 from ..errors import ClulError
+from ..lock import locked, read_lock
 from ..models import build_model
 from ..runtime import alive_nodes, check_storage_root, ensure_ray
 from ..store import Store
@@ -45,6 +47,21 @@ class Pipeline:
         self.address = address
         self._executor = executor
         self.progress = progress or _noop
+        self._lock: dict | None = None
+
+    @contextmanager
+    def writing(self, command: str) -> Iterator[None]:
+        """Hold the root's lock (see :mod:`clul_ray.lock`) while changing it; reentrant
+        within this Pipeline, so ``train`` can ``resume`` under the lock it holds."""
+        if self._lock is not None:
+            yield
+            return
+        with locked(self.store, command) as holder:
+            self._lock = holder
+            try:
+                yield
+            finally:
+                self._lock = None
 
     # ---- reading state ---------------------------------------------------------------
     @property
@@ -77,12 +94,16 @@ class Pipeline:
     def train(self, cfg: PipelineConfig) -> dict:
         """Partition (once per root) and train every shard; reuse matching checkpoints."""
         t0 = time.perf_counter()
-        existing = self.store.read_json("config.json")
         source = open_source(cfg.dataset, cfg.data_dir, cfg.download, cfg.num_classes,
                              cfg.input_shape, cfg.group_column)
         cfg = make_config(**{**cfg.model_dump(), "num_classes": cfg.num_classes
                              or source.num_classes, "input_shape": list(source.input_shape)})
         build_model(cfg.model, cfg.input_shape, cfg.num_classes, cfg.model_args)  # fails early
+        with self.writing("train"):
+            return self._train(cfg, source, t0)
+
+    def _train(self, cfg: PipelineConfig, source, t0: float) -> dict:
+        existing = self.store.read_json("config.json")  # read under the lock
         if existing is not None:
             old = PipelineConfig(**existing)
             if old.partition_dict() != cfg.partition_dict():
@@ -276,6 +297,10 @@ class Pipeline:
             rep = ", ".join(str(int(i)) for i in uniq[counts > 1][:5])
             raise ClulError(f"ids repeated in the request: {rep}")
         _ = self.state  # refuses a root with no trained model
+        with self.writing("delete"):
+            return self._delete(uniq, t0)
+
+    def _delete(self, uniq: np.ndarray, t0: float) -> dict:
         self.resume()
         gone = np.isin(uniq, self.ledger.deleted_ids())
         already, fresh = uniq[gone].tolist(), uniq[~gone]
@@ -307,12 +332,18 @@ class Pipeline:
         """Forget a scenario's rows approximately: edit the affected shards' models with
         ``method`` instead of retraining (see :mod:`.approximate`). A new version."""
         from ..unlearn import get_method
-        from .approximate import resolve_forget
 
         t0 = time.perf_counter()
         get_method(method).make_params(params or {}, seed=seed)  # refuse bad params early
         cfg = self.config
         _ = self.state
+        with self.writing(f"unlearn {method}"):
+            return self._unlearn(cfg, method, forget, params, seed, t0)
+
+    def _unlearn(self, cfg: PipelineConfig, method: str, forget: str, params: dict | None,
+                 seed: int, t0: float) -> dict:
+        from .approximate import resolve_forget
+
         self.resume()
         ids = resolve_forget(self.store, cfg, forget, seed)
         plan = plan_deletion(*self.store.read_index(), self.store.test_ids(), ids)
@@ -389,9 +420,12 @@ class Pipeline:
     def resume(self) -> list[str]:
         """Finish every deletion request that a crash left unfinished, in order."""
         done = []
-        for req in self.ledger.pending():
-            self._execute(req)
-            done.append(req.request_id)
+        if not self.ledger.pending():
+            return done
+        with self.writing("resume"):
+            for req in self.ledger.pending():
+                self._execute(req)
+                done.append(req.request_id)
         return done
 
     # ---- reports ---------------------------------------------------------------------
@@ -426,4 +460,5 @@ class Pipeline:
                            "pending": [r.request_id for r in reqs if r.state != "committed"]}
         out["deleted_ids"] = int(sum(r.n_ids for r in reqs))
         out["checkpoints"] = len(self.store.checkpoint_files())
+        out["locked_by"] = read_lock(self.store)
         return out
