@@ -19,32 +19,21 @@ from torch import nn
 
 from ..errors import ClulError
 from ..hashing import derive_seed
-from .base import MethodParams, Split, register_method
+from .base import Split, register_method
 from .losses import bad_teacher_loss
-from .training import (
-    SALT_EPOCH,
-    SALT_SUBSET,
-    SALT_TEACHER,
-    begin_epoch,
-    check_optim,
-    make_optimizer,
-    reinitialize,
-    shuffled_batches,
-)
+from .training import SALT_SUBSET, SALT_TEACHER, OptimParams, reinitialize, run_epochs
 
 
 @dataclass
-class BadTeacherParams(MethodParams):
+class BadTeacherParams(OptimParams):
     epochs: int = 1
     lr: float = 1e-4
     batch_size: int = 256
     temperature: float = 1.0
     retain_fraction: float = 0.3
-    optimizer: str = "adam"
-    momentum: float = 0.9
 
     def check(self) -> None:
-        check_optim(self.optimizer, self.lr, self.batch_size, self.epochs)
+        super().check()
         if not 0.0 <= self.retain_fraction <= 1.0:
             raise ClulError(f"bad_teacher.retain_fraction must be in [0, 1], got "
                             f"{self.retain_fraction}")
@@ -66,15 +55,8 @@ def bad_teacher(model: nn.Module, forget: Split, retain: Split,
                            torch.zeros(k, dtype=torch.bool)])
     with torch.no_grad():
         t_comp, t_incomp = competent(x), incompetent(x)
-    opt = make_optimizer(model.parameters(), p.optimizer, p.lr, p.momentum)
-    steps = 0
-    for epoch in range(p.epochs):
-        s = begin_epoch(p.seed, SALT_EPOCH, epoch)
-        model.train()
-        for idx in shuffled_batches(len(x), p.batch_size, s):
-            opt.zero_grad(set_to_none=True)
-            bad_teacher_loss(model(x[idx]), t_comp[idx], t_incomp[idx], is_forget[idx],
-                             p.temperature).backward()
-            opt.step()
-            steps += 1
+    steps = run_epochs(
+        model, p.optimizer_for(model.parameters()), p.seed, p.epochs, len(x), p.batch_size,
+        lambda idx, _: bad_teacher_loss(model(x[idx]), t_comp[idx], t_incomp[idx],
+                                        is_forget[idx], p.temperature))
     return model, {"retain_rows_used": k, "steps": steps}

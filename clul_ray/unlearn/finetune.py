@@ -8,21 +8,13 @@ from typing import Any
 from torch import nn
 
 from ..hashing import derive_seed
-from .base import MethodParams, Split, register_method
-from .training import SALT_EPOCH, TrainRecipe, check_optim, train_supervised
+from .base import Split, register_method
+from .training import SALT_EPOCH, OptimParams, TrainRecipe, train_supervised
 
 
 @dataclass
-class FinetuneParams(MethodParams):
-    epochs: int = 5
-    lr: float = 1e-3
-    batch_size: int = 64
-    optimizer: str = "adam"
-    momentum: float = 0.9
+class FinetuneParams(OptimParams):
     weight_decay: float = 0.0
-
-    def check(self) -> None:
-        check_optim(self.optimizer, self.lr, self.batch_size, self.epochs)
 
 
 @register_method("finetune", FinetuneParams, changes_weights=True,

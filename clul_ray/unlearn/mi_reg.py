@@ -21,31 +21,18 @@ from torch import nn
 
 from ..errors import ClulError
 from ..hashing import derive_seed
-from .base import MethodParams, Split, register_method
+from .base import Split, register_method
 from .losses import plugin_mutual_information
-from .training import (
-    SALT_EPOCH,
-    SALT_FORGET,
-    begin_epoch,
-    check_optim,
-    cycled_batches,
-    make_optimizer,
-    shuffled_batches,
-)
+from .training import SALT_FORGET, OptimParams, cycled_batches, run_epochs
 
 
 @dataclass
-class MIRegParams(MethodParams):
+class MIRegParams(OptimParams):
     gamma: float = 3.5
-    epochs: int = 5
-    lr: float = 1e-3
-    batch_size: int = 64
     forget_batch_size: int = 16
-    optimizer: str = "adam"
-    momentum: float = 0.9
 
     def check(self) -> None:
-        check_optim(self.optimizer, self.lr, self.batch_size, self.epochs)
+        super().check()
         if self.gamma < 0 or self.forget_batch_size < 1:
             raise ClulError("mi_reg needs gamma >= 0 and forget_batch_size >= 1")
 
@@ -56,26 +43,22 @@ def mi_reg(model: nn.Module, forget: Split, retain: Split,
            p: MIRegParams) -> tuple[nn.Module, dict[str, Any]]:
     if len(retain) == 0:
         raise ClulError("mi_reg needs a non-empty retain set")
-    opt = make_optimizer(model.parameters(), p.optimizer, p.lr, p.momentum)
     retain_stream = cycled_batches(len(retain), p.batch_size, derive_seed(p.seed, SALT_FORGET))
-    last_mi = float("nan")
-    steps = 0
-    for epoch in range(p.epochs):
-        s = begin_epoch(p.seed, SALT_EPOCH, epoch)
-        model.train()
-        for fidx in shuffled_batches(len(forget), p.forget_batch_size, s):
-            ridx = next(retain_stream)
-            n_r = len(ridx)
-            logits = model(torch.cat([retain.x[ridx], forget.x[fidx]]))
-            ce = F.cross_entropy(logits[:n_r], retain.y[ridx])
-            probs = F.softmax(logits, dim=1)
-            probs_all = torch.cat([probs, probs[:n_r]])
-            z = torch.cat([torch.zeros(len(probs), dtype=torch.long),
-                           torch.ones(n_r, dtype=torch.long)])
-            mi = plugin_mutual_information(probs_all, z)
-            opt.zero_grad(set_to_none=True)
-            (ce + p.gamma * mi).backward()
-            opt.step()
-            last_mi = float(mi.detach())
-            steps += 1
-    return model, {"steps": steps, "last_mi_nats": last_mi}
+    last_mi = [float("nan")]
+
+    def loss(fidx, _):
+        ridx = next(retain_stream)
+        n_r = len(ridx)
+        logits = model(torch.cat([retain.x[ridx], forget.x[fidx]]))
+        ce = F.cross_entropy(logits[:n_r], retain.y[ridx])
+        probs = F.softmax(logits, dim=1)
+        probs_all = torch.cat([probs, probs[:n_r]])
+        z = torch.cat([torch.zeros(len(probs), dtype=torch.long),
+                       torch.ones(n_r, dtype=torch.long)])
+        mi = plugin_mutual_information(probs_all, z)
+        last_mi[0] = float(mi.detach())
+        return ce + p.gamma * mi
+
+    steps = run_epochs(model, p.optimizer_for(model.parameters()), p.seed, p.epochs,
+                       len(forget), p.forget_batch_size, loss)
+    return model, {"steps": steps, "last_mi_nats": last_mi[0]}

@@ -17,31 +17,18 @@ from torch import nn
 
 from ..errors import ClulError
 from ..hashing import derive_seed
-from .base import MethodParams, Split, register_method, register_variant
-from .training import (
-    SALT_EPOCH,
-    SALT_FORGET,
-    begin_epoch,
-    check_optim,
-    cycled_batches,
-    make_optimizer,
-    shuffled_batches,
-)
+from .base import Split, register_method, register_variant
+from .training import SALT_FORGET, OptimParams, cycled_batches, run_epochs
 
 
 @dataclass
-class NegGradParams(MethodParams):
-    epochs: int = 5
-    lr: float = 1e-3
-    batch_size: int = 64
+class NegGradParams(OptimParams):
     forget_batch_size: int = 16
-    optimizer: str = "adam"
-    momentum: float = 0.9
     plus: bool = False
     beta: float = 0.999
 
     def check(self) -> None:
-        check_optim(self.optimizer, self.lr, self.batch_size, self.epochs)
+        super().check()
         if not 0.0 <= self.beta <= 1.0:
             raise ClulError(f"neggrad.beta must be in [0, 1], got {self.beta}")
         if self.forget_batch_size < 1:
@@ -52,30 +39,22 @@ class NegGradParams(MethodParams):
                  summary="gradient ascent on D_f (plus=true: NegGrad+ with CE on D_r)")
 def neggrad(model: nn.Module, forget: Split, retain: Split,
             p: NegGradParams) -> tuple[nn.Module, dict[str, Any]]:
-    opt = make_optimizer(model.parameters(), p.optimizer, p.lr, p.momentum)
+    opt = p.optimizer_for(model.parameters())
     use_plus = p.plus and len(retain) > 0
+    if not use_plus:
+        steps = run_epochs(model, opt, p.seed, p.epochs, len(forget), p.batch_size,
+                           lambda idx, _: -F.cross_entropy(model(forget.x[idx]), forget.y[idx]))
+        return model, {"variant": "neggrad", "steps": steps}
     forget_stream = cycled_batches(len(forget), p.forget_batch_size,
                                    derive_seed(p.seed, SALT_FORGET))
-    steps = 0
-    for epoch in range(p.epochs):
-        s = begin_epoch(p.seed, SALT_EPOCH, epoch)
-        model.train()
-        if not use_plus:
-            for idx in shuffled_batches(len(forget), p.batch_size, s):
-                opt.zero_grad(set_to_none=True)
-                (-F.cross_entropy(model(forget.x[idx]), forget.y[idx])).backward()
-                opt.step()
-                steps += 1
-            continue
-        for idx in shuffled_batches(len(retain), p.batch_size, s):
-            fidx = next(forget_stream)
-            opt.zero_grad(set_to_none=True)
-            loss = (p.beta * F.cross_entropy(model(retain.x[idx]), retain.y[idx])
-                    - (1.0 - p.beta) * F.cross_entropy(model(forget.x[fidx]), forget.y[fidx]))
-            loss.backward()
-            opt.step()
-            steps += 1
-    return model, {"variant": "neggrad+" if use_plus else "neggrad", "steps": steps}
+
+    def plus_loss(idx, _):
+        fidx = next(forget_stream)
+        return (p.beta * F.cross_entropy(model(retain.x[idx]), retain.y[idx])
+                - (1.0 - p.beta) * F.cross_entropy(model(forget.x[fidx]), forget.y[fidx]))
+
+    steps = run_epochs(model, opt, p.seed, p.epochs, len(retain), p.batch_size, plus_loss)
+    return model, {"variant": "neggrad+", "steps": steps}
 
 
 register_variant("neggrad+", "neggrad", {"plus": True},

@@ -15,28 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..hashing import derive_seed
-from .base import MethodParams, Split, num_outputs, register_method
-from .training import (
-    SALT_EPOCH,
-    SALT_LABELS,
-    begin_epoch,
-    check_optim,
-    make_optimizer,
-    random_wrong_labels,
-    shuffled_batches,
-)
+from .base import Split, num_outputs, register_method
+from .training import SALT_LABELS, OptimParams, random_wrong_labels, run_epochs
 
 
 @dataclass
-class RandomLabelParams(MethodParams):
-    epochs: int = 5
-    lr: float = 1e-3
-    batch_size: int = 64
-    optimizer: str = "adam"
-    momentum: float = 0.9
-
-    def check(self) -> None:
-        check_optim(self.optimizer, self.lr, self.batch_size, self.epochs)
+class RandomLabelParams(OptimParams):
+    pass
 
 
 def relabelled_union(forget: Split, retain: Split, num_classes: int,
@@ -52,13 +37,12 @@ def relabelled_union(forget: Split, retain: Split, num_classes: int,
 def random_label(model: nn.Module, forget: Split, retain: Split,
                  p: RandomLabelParams) -> tuple[nn.Module, dict[str, Any]]:
     c = num_outputs(model, forget.x)
-    opt = make_optimizer(model.parameters(), p.optimizer, p.lr, p.momentum)
-    for epoch in range(p.epochs):
-        s = begin_epoch(p.seed, SALT_EPOCH, epoch)
-        x, y = relabelled_union(forget, retain, c, s)
-        model.train()
-        for idx in shuffled_batches(len(y), p.batch_size, s):
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
+    run_epochs(model, p.optimizer_for(model.parameters()), p.seed, p.epochs,
+               len(forget) + len(retain), p.batch_size, relabelled_ce(model),
+               prepare=lambda s: relabelled_union(forget, retain, c, s))
     return model, {}
+
+
+def relabelled_ce(model: nn.Module):
+    """The batch loss over a prepared ``relabelled_union``: CE on its rows ``idx``."""
+    return lambda idx, xy: F.cross_entropy(model(xy[0][idx]), xy[1][idx])

@@ -19,8 +19,8 @@ from torch import nn
 
 from ..errors import ClulError
 from .base import MethodParams, Split, num_outputs, register_method
-from .random_label import relabelled_union
-from .training import SALT_EPOCH, begin_epoch, check_optim, shuffled_batches
+from .random_label import relabelled_ce, relabelled_union
+from .training import check_optim, run_epochs
 
 
 @dataclass
@@ -73,22 +73,22 @@ def salun(model: nn.Module, forget: Split, retain: Split,
     params = dict(model.named_parameters())
     frozen_values = {n: params[n].detach().clone() for n in masks}
     opt = torch.optim.SGD([params[n] for n in masks], lr=p.lr, momentum=p.momentum)
-    for epoch in range(p.epochs):
-        s = begin_epoch(p.seed, SALT_EPOCH, epoch)
-        x, y = relabelled_union(forget, retain, c, s)
-        model.train()
-        for idx in shuffled_batches(len(y), p.batch_size, s):
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            with torch.no_grad():
-                for n, m in masks.items():
-                    w = params[n]
-                    g = w.grad if w.grad is not None else torch.zeros_like(w)
-                    w.grad = torch.where(m, g + p.weight_decay * w, torch.zeros_like(w))
-            opt.step()
-            with torch.no_grad():
-                for n, m in masks.items():
-                    params[n].copy_(torch.where(m, params[n], frozen_values[n]))
+
+    @torch.no_grad()
+    def mask_gradients() -> None:  # salient weights get CE + weight decay, the rest none
+        for n, m in masks.items():
+            w = params[n]
+            g = w.grad if w.grad is not None else torch.zeros_like(w)
+            w.grad = torch.where(m, g + p.weight_decay * w, torch.zeros_like(w))
+
+    @torch.no_grad()
+    def restore_frozen() -> None:  # momentum must not move a non-salient weight either
+        for n, m in masks.items():
+            params[n].copy_(torch.where(m, params[n], frozen_values[n]))
+
+    run_epochs(model, opt, p.seed, p.epochs, len(forget) + len(retain), p.batch_size,
+               relabelled_ce(model), prepare=lambda s: relabelled_union(forget, retain, c, s),
+               before_step=mask_gradients, after_step=restore_frozen)
     kept = sum(int(m.sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
     return model, {"kept_parameters": kept, "total_parameters": total,

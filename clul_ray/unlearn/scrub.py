@@ -19,20 +19,13 @@ from torch import nn
 
 from ..errors import ClulError
 from ..hashing import derive_seed
-from .base import MethodParams, Split, register_method
+from .base import Split, register_method
 from .losses import distill_kl
-from .training import (
-    SALT_EPOCH,
-    SALT_FORGET,
-    begin_epoch,
-    check_optim,
-    make_optimizer,
-    shuffled_batches,
-)
+from .training import SALT_EPOCH, SALT_FORGET, OptimParams, begin_epoch, shuffled_batches
 
 
 @dataclass
-class ScrubParams(MethodParams):
+class ScrubParams(OptimParams):
     epochs: int = 10
     msteps: int = 3
     lr: float = 5e-4
@@ -42,11 +35,9 @@ class ScrubParams(MethodParams):
     temperature: float = 2.0
     batch_size: int = 128
     forget_batch_size: int = 32
-    optimizer: str = "adam"
-    momentum: float = 0.9
 
     def check(self) -> None:
-        check_optim(self.optimizer, self.lr, self.batch_size, self.epochs)
+        super().check()
         if self.msteps < 0 or self.forget_batch_size < 1 or self.temperature <= 0:
             raise ClulError("scrub needs msteps >= 0, forget_batch_size >= 1, temperature > 0")
 
@@ -56,7 +47,7 @@ class ScrubParams(MethodParams):
 def scrub(model: nn.Module, forget: Split, retain: Split,
           p: ScrubParams) -> tuple[nn.Module, dict[str, Any]]:
     teacher = copy.deepcopy(model).eval()
-    opt = make_optimizer(model.parameters(), p.optimizer, p.lr, p.momentum, p.weight_decay)
+    opt = p.optimizer_for(model.parameters(), p.weight_decay)
     max_steps = min_steps = 0
     for epoch in range(1, p.epochs + 1):
         s = begin_epoch(p.seed, SALT_EPOCH, epoch)

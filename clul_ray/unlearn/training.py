@@ -8,8 +8,9 @@ bit-for-bit reproducible.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 from ..errors import ClulError
 from ..hashing import derive_seed
 from ..models import Standardize
-from .base import Split
+from .base import MethodParams, Split
 
 # Salts of derive_seed, one per purpose, so no two random streams coincide.
 SALT_INIT = 1
@@ -74,6 +75,54 @@ def make_optimizer(params, name: str, lr: float, momentum: float = 0.9,
     raise ClulError(f"optimizer must be one of {OPTIMIZERS}, got '{name}'")
 
 
+@dataclass
+class OptimParams(MethodParams):
+    """The optimisation fields the gradient-based methods share; a method redeclares a
+    field to change its default and extends ``check`` with its own fields."""
+
+    epochs: int = 5
+    lr: float = 1e-3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    momentum: float = 0.9
+
+    def check(self) -> None:
+        check_optim(self.optimizer, self.lr, self.batch_size, self.epochs)
+
+    def optimizer_for(self, params, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+        return make_optimizer(params, self.optimizer, self.lr, self.momentum, weight_decay)
+
+
+def run_epochs(model: nn.Module, opt: torch.optim.Optimizer, seed: int, epochs: int, n: int,
+               batch_size: int, batch_loss: Callable[[torch.Tensor, Any], torch.Tensor],
+               prepare: Callable[[int], Any] | None = None,
+               before_step: Callable[[], None] | None = None,
+               after_step: Callable[[], None] | None = None) -> int:
+    """The methods' shared loop; returns the number of optimiser steps.
+
+    Per epoch: ``begin_epoch(seed, SALT_EPOCH, epoch)`` (which re-seeds dropout), then
+    ``prepare(epoch_seed)`` (e.g. fresh random labels), train mode, and one seeded shuffled
+    pass over ``range(n)`` in batches, minimising ``batch_loss(idx, prepared)``.
+    ``before_step`` / ``after_step`` run around each ``opt.step()`` (gradient and weight
+    masks).
+    """
+    steps = 0
+    for epoch in range(epochs):
+        s = begin_epoch(seed, SALT_EPOCH, epoch)
+        prepared = prepare(s) if prepare is not None else None
+        model.train()
+        for idx in shuffled_batches(n, batch_size, s):
+            opt.zero_grad(set_to_none=True)
+            batch_loss(idx, prepared).backward()
+            if before_step is not None:
+                before_step()
+            opt.step()
+            if after_step is not None:
+                after_step()
+            steps += 1
+    return steps
+
+
 def shuffled_batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
     """A seeded permutation of range(n), cut into batches."""
     if n == 0:
@@ -123,13 +172,8 @@ def train_supervised(model: nn.Module, data: Split, recipe: TrainRecipe, seed: i
     """Cross-entropy training in place, ``recipe.epochs`` seeded passes over ``data``."""
     opt = make_optimizer(model.parameters(), recipe.optimizer, recipe.lr, recipe.momentum,
                          recipe.weight_decay)
-    for epoch in range(recipe.epochs):
-        s = begin_epoch(seed, SALT_EPOCH, epoch)
-        model.train()
-        for idx in shuffled_batches(len(data), recipe.batch_size, s):
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(data.x[idx]), data.y[idx]).backward()
-            opt.step()
+    run_epochs(model, opt, seed, recipe.epochs, len(data), recipe.batch_size,
+               lambda idx, _: F.cross_entropy(model(data.x[idx]), data.y[idx]))
     model.eval()
     return model
 
