@@ -62,3 +62,43 @@ def test_local_root_on_a_multi_node_cluster_is_refused():
     check_storage_root("/mnt/nfs/run", True, 3, True)
     with pytest.raises(ClulError, match="local path but the Ray cluster has 3 nodes"):
         check_storage_root("/data/run", True, 3, False)
+
+
+def test_progress_reports_each_step_once_as_its_checkpoint_lands(tmp_path):
+    """The Ray Train backend's per-step progress: a step is reported when its checkpoint
+    appears in the store (before its trainer returns), and never twice."""
+    import time
+
+    from clul_ray.sisa.executor import ShardJob, _CheckpointWatcher
+    from clul_ray.sisa.trainer import SliceResult
+    from clul_ray.store import Store
+
+    store = Store(str(tmp_path / "root"))
+    jobs = [ShardJob(shard=0, start=1, keys=("k0", "k1", "k2")),
+            ShardJob(shard=1, start=0, keys=("j0", "j1", "j2"))]
+    got = []
+    w = _CheckpointWatcher(store, jobs, 3, got.append, poll_seconds=0.05)
+    try:
+        store.write_bytes(store.checkpoint_path(1, 0, "j0"), b"x")
+        store.write_bytes(store.checkpoint_path(0, 0, "k0"), b"x")  # before start: not a step
+        store.write_bytes(store.checkpoint_path(1, 1, "stale"), b"x")  # another key
+        deadline = time.time() + 5
+        while not got and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert [(r.shard, r.slice, r.node_id) for r in got] == [(1, 0, "pending")]
+        w.notify(SliceResult(1, 0, "j0", 10, 1.0, "node-a", "sha"))  # already reported
+        w.notify(SliceResult(0, 2, "k2", 10, 1.0, "node-a", "sha"))
+        assert [(r.shard, r.slice) for r in got] == [(1, 0), (0, 2)]
+    finally:
+        w.stop()
+
+
+def test_pipeline_progress_counts_every_ray_train_step(tmp_path):
+    calls = []
+    p = Pipeline(str(tmp_path / "rt"), progress=lambda d, done, total: calls.append(
+        (d, done, total)))
+    p.train(tiny_config(**dict(SMALL, shards=1), backend="ray_train"))
+    steps = [c for c in calls if c[0] == "training slices"]
+    assert steps[-1][1] == steps[-1][2] == SMALL.get("slices", 3)
+    assert [c[1] for c in steps] == sorted({c[1] for c in steps})  # each count once

@@ -137,11 +137,17 @@ class RayTrainExecutor:
     hold them all (``train_workers_per_shard * cpus_per_shard`` each), else in waves; with
     one CPU per trainer's worth they run one after another. A failed worker restarts the
     trainer (``FailureConfig(max_failures=2)``), which resumes from the shard's last slice
-    checkpoint in the store. ``on_step`` is called after each trainer finishes (not per
-    step). Ray Train's own run folders go under ``_ray_train/`` in the storage root.
+    checkpoint in the store. Ray Train's own run folders go under ``_ray_train/`` in the
+    storage root.
+
+    Progress: ``on_step`` is called once per slice step as soon as its checkpoint lands in
+    the store (one listing of ``checkpoints/`` every ``poll_seconds``, so object stores see
+    one LIST per poll, not a request per step); such an early result carries only shard,
+    slice and key (``node_id`` "pending"). The full results are the ones ``run`` returns.
     """
 
     max_failures = 2
+    poll_seconds = 2.0
 
     def __init__(self, fail_after_slice: int | None = None):
         self.fail_after_slice = fail_after_slice  # fault injection for the tests
@@ -192,14 +198,61 @@ class RayTrainExecutor:
         need = cfg.train_workers_per_shard * max(cfg.cpus_per_shard, 1e-9)
         fit = int(ray.cluster_resources().get("CPU", 1) // need) if jobs else 1
         out: list[SliceResult] = []
-        with ThreadPoolExecutor(max_workers=max(1, min(fit, len(jobs)))) as pool:
-            for results in pool.map(lambda j: self._fit(cfg, store, j), jobs):
-                for res in results:
-                    out.append(res)
-                    if on_step:
-                        on_step(res)
+        progress = _CheckpointWatcher(store, jobs, cfg.slices, on_step, self.poll_seconds)
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, min(fit, len(jobs)))) as pool:
+                for results in pool.map(lambda j: self._fit(cfg, store, j), jobs):
+                    for res in results:
+                        out.append(res)
+                        progress.notify(res)
+        finally:
+            progress.stop()
         store.delete("_ray_train")
         return out
+
+
+class _CheckpointWatcher:
+    """Calls ``on_step`` once per expected slice step: when its checkpoint appears in the
+    store (a background thread) or when its trainer returns, whichever comes first."""
+
+    def __init__(self, store: Store, jobs: list[ShardJob], slices: int,
+                 on_step: StepCallback | None, poll_seconds: float):
+        import threading
+
+        self.on_step = on_step
+        self.expected = {store.checkpoint_path(j.shard, r, j.keys[r]): (j.shard, r, j.keys[r])
+                         for j in jobs for r in range(j.start, slices)}
+        self.seen: set[tuple[int, int]] = set()
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = None
+        if on_step is not None and self.expected:
+            self.store, self.poll_seconds = store, poll_seconds
+            self.thread = threading.Thread(target=self._watch, daemon=True,
+                                           name="clul-ray-train-progress")
+            self.thread.start()
+
+    def notify(self, res: SliceResult) -> None:
+        with self.lock:
+            if (res.shard, res.slice) in self.seen or self.on_step is None:
+                return
+            self.seen.add((res.shard, res.slice))
+            self.on_step(res)
+
+    def _watch(self) -> None:
+        while not self.done.wait(self.poll_seconds):
+            try:
+                present = set(self.store.checkpoint_files())
+            except OSError:  # a listing racing a write; the next poll sees it
+                continue
+            for path in present & self.expected.keys():
+                shard, r, key = self.expected[path]
+                self.notify(SliceResult(shard, r, key, 0, 0.0, "pending", ""))
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
 
 
 def _result_from_checkpoint(cfg: PipelineConfig, store: Store, shard: int, slc: int,
