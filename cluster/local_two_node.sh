@@ -6,7 +6,9 @@
 #   1. `mlflow server` on localhost (SQLite backend, proxied artifacts under OUT)
 #   2. `ray start --head` (1 CPU) + `ray start --address` (1 CPU, custom resource
 #      {"clul_worker_node": 1}, its own temp dir): two raylets, one cluster
-#   3. `ray job submit --working-dir .`  clul-ray train   (shards land on both nodes)
+#   3. `ray job submit --working-dir .`  clul-ray train: first on a local root without
+#      --shared-storage (must fail with a one-line error, creating nothing), then for real
+#      (shards land on both nodes)
 #   4. `ray job submit --working-dir .`  clul-ray delete  (a second job, same root)
 #   5. summary: node ids per shard, model digests against the reference, the lineage the
 #      jobs recorded in the MLflow server; exit 1 if the cluster result differs
@@ -137,7 +139,23 @@ submit() {  # submit NAME -- ARGS...: one Ray job, waited for; fails unless it S
   echo "   job $id succeeded in $(( SECONDS - t0 )) s"
 }
 
-echo "== 3. job: train ($ROOT)"
+echo "== 3a. job: train on a local root without --shared-storage: must be refused"
+REFUSED=$OUT/refused_root
+id="clul-refused-$(date +%s)-$$"
+ray job submit --submission-id "$id" --working-dir . --runtime-env-json "$RUNTIME_ENV" \
+  --entrypoint-num-cpus 0 -- clul-ray train --root "$REFUSED" --config "$CONFIG" \
+  --epochs "$EPOCHS" > "$OUT/refused.log" 2>&1 || true
+status=$(ray job status "$id" 2>&1 || true)
+if [[ $status != *"Job '$id' failed"* ]] || ! grep -q "is a local path but the Ray cluster has 2 nodes" \
+    "$OUT/refused.log" || [ -e "$REFUSED" ]; then
+  echo "a local root without --shared-storage was not refused cleanly:" >&2
+  tail -20 "$OUT/refused.log" >&2
+  exit 1
+fi
+echo "   refused: $(grep -o 'error: .*' "$OUT/refused.log" | head -1 | cut -c1-100)..."
+echo "   (and $REFUSED was not created)"
+
+echo "== 3b. job: train ($ROOT)"
 submit train -- clul-ray train --root "$ROOT" --config "$CONFIG" --epochs "$EPOCHS" \
   --shared-storage --json
 echo "== 4. job: delete ids $IDS"

@@ -106,3 +106,11 @@ def test_lineage_recorded_in_mlflow_server(two_node_run):
     assert (v2["version"], v2["operation"], v2["recorded"], v2["mlflow_tainted"]) == \
         (2, "delete", True, False)
     assert v2["registry_current"] and not v1["registry_current"]
+
+
+def test_local_root_without_shared_storage_is_refused_by_the_cluster(two_node_run):
+    out, _ = two_node_run
+    log = (out / "refused.log").read_text()
+    assert "is a local path but the Ray cluster has 2 nodes" in log
+    assert "error:" in log and "Traceback" not in log  # one line, not a stack
+    assert not (out / "refused_root").exists()  # nothing written

@@ -88,3 +88,30 @@ def test_cli_unlock_and_status(trained_root):
     assert not (root / lock.LOCK).exists()
     r = CliRunner().invoke(app, ["unlock", "--root", str(root)])
     assert r.exit_code == 0 and "not locked" in r.output
+
+
+def test_two_concurrent_deletions_the_second_is_refused(trained_root):
+    """Two writers at once on one root: the second is refused while the first runs, and the
+    first's deletion commits as if it had been alone."""
+    import threading
+
+    root, before = trained_root
+    ids, _, _ = Store(str(root)).read_index()
+    first: dict = {}
+
+    def run_first():
+        first["out"] = Pipeline(str(root)).delete([int(ids[0])])
+
+    t = threading.Thread(target=run_first)
+    t.start()
+    deadline = time.time() + 60
+    while not (root / lock.LOCK).exists() and t.is_alive() and time.time() < deadline:
+        time.sleep(0.01)
+    assert (root / lock.LOCK).exists(), "the first deletion never held the root"
+    with pytest.raises(ClulError, match=r"in use by `delete`"):
+        Pipeline(str(root)).delete([int(ids[1])])
+    t.join()
+    assert first["out"]["version"] == before["version"] + 1
+    assert first["out"]["deleted"] == 1
+    left, _, _ = Store(str(root)).read_index()
+    assert int(ids[0]) not in left and int(ids[1]) in left

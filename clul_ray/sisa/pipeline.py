@@ -99,6 +99,8 @@ class Pipeline:
         cfg = make_config(**{**cfg.model_dump(), "num_classes": cfg.num_classes
                              or source.num_classes, "input_shape": list(source.input_shape)})
         build_model(cfg.model, cfg.input_shape, cfg.num_classes, cfg.model_args)  # fails early
+        ensure_ray(self.address)
+        self._check_root(cfg)  # before the lock or Ray Data write anything under the root
         with self.writing("train"):
             return self._train(cfg, source, t0)
 
@@ -112,8 +114,6 @@ class Pipeline:
                 raise ClulError(f"{self.store.root} was partitioned with other "
                                 f"{', '.join(diff)}; use a new --root")
             self.resume()
-        ensure_ray(self.address)
-        self._check_root(cfg)  # before Ray Data writes partitions from any node
         if existing is None:
             self._partition(cfg, source)
         self.store.write_json("config.json", cfg.model_dump())
