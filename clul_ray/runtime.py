@@ -56,6 +56,29 @@ def check_storage_root(root: str, root_is_local: bool, alive_nodes: int,
             "if the path is a mount shared by every node")
 
 
+def check_shard_fits(nodes: list[dict[str, float]], cpus: float, gpus: float,
+                     workers: int = 1) -> None:
+    """Refuse per-shard resources that no alive node can hold: Ray would queue such tasks
+    forever (an "infeasible" warning in its logs, a hang for the user).
+
+    ``nodes`` are the alive nodes' total resources; each of a shard's ``workers`` needs
+    ``cpus`` CPUs and ``gpus`` GPUs on one node."""
+    if any(n.get("CPU", 0.0) >= cpus and n.get("GPU", 0.0) >= gpus for n in nodes):
+        return
+    have = "; ".join(f"{n.get('CPU', 0.0):g} CPU, {n.get('GPU', 0.0):g} GPU" for n in nodes)
+    per = f"each of a shard's {workers} Ray Train workers" if workers > 1 else "each shard"
+    raise ClulError(
+        f"{per} needs {cpus:g} CPU and {gpus:g} GPU on one node, but no node of the Ray "
+        f"cluster has that (nodes: {have or 'none'}): lower cpus_per_shard / gpus_per_shard "
+        "or add such a node (an autoscaling cluster: set CLUL_RAY_WAIT_FOR_RESOURCES=1)")
+
+
+def node_resources() -> list[dict[str, float]]:
+    import ray
+
+    return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+
+
 def alive_nodes() -> int:
     import ray
 

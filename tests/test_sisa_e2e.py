@@ -145,3 +145,30 @@ def test_retrain_with_same_config_reuses_every_checkpoint(trained_root):
     again = Pipeline(str(root)).train(tiny_config())
     assert all(s["retrained_from"] is None for s in again["per_shard"])
     assert shas(again) == shas(before)
+
+
+# ---- shard resources no node can hold are refused, not queued forever -------------------
+@pytest.mark.parametrize("nodes,cpus,gpus,ok", [
+    ([{"CPU": 2.0}], 1, 0.0, True),
+    ([{"CPU": 2.0}], 1, 0.25, False),            # fractional GPU on a CPU-only cluster
+    ([{"CPU": 2.0}, {"CPU": 8.0, "GPU": 1.0}], 4, 0.25, True),
+    ([{"CPU": 2.0}, {"CPU": 1.0, "GPU": 1.0}], 2, 0.5, False),  # no single node has both
+    ([], 1, 0.0, False),
+])
+def test_check_shard_fits(nodes, cpus, gpus, ok):
+    from clul_ray.runtime import check_shard_fits
+
+    if ok:
+        check_shard_fits(nodes, cpus, gpus)
+    else:
+        with pytest.raises(ClulError, match="no node of the Ray cluster has that"):
+            check_shard_fits(nodes, cpus, gpus)
+
+
+def test_gpu_shards_on_a_cluster_without_them_are_refused_before_writing(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.delenv("CLUL_RAY_WAIT_FOR_RESOURCES", raising=False)
+    root = tmp_path / "root"
+    with pytest.raises(ClulError, match=r"needs 1 CPU and 64 GPU on one node"):
+        Pipeline(str(root)).train(tiny_config(gpus_per_shard=64))
+    assert not root.exists()

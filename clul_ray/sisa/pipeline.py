@@ -6,6 +6,7 @@ shard training); planning, keys and aggregation are the pure functions of ``plan
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +22,13 @@ from ..data.sources import open_source
 from ..errors import ClulError
 from ..lock import locked, read_lock
 from ..models import build_model
-from ..runtime import alive_nodes, check_storage_root, ensure_ray
+from ..runtime import (
+    alive_nodes,
+    check_shard_fits,
+    check_storage_root,
+    ensure_ray,
+    node_resources,
+)
 from ..store import Store
 from .executor import LocalExecutor, ShardJob, make_executor
 from .ledger import Ledger, Request
@@ -82,9 +89,14 @@ class Pipeline:
         return self._executor or make_executor(cfg.backend)
 
     def _check_root(self, cfg: PipelineConfig) -> None:
-        """A local-path root on a multi-node cluster only as a declared shared mount."""
+        """A local-path root on a multi-node cluster only as a declared shared mount; shard
+        resources that some node can hold (unless ``CLUL_RAY_WAIT_FOR_RESOURCES=1``: an
+        autoscaling cluster adds such nodes on demand)."""
         check_storage_root(self.store.root, self.store.is_local, alive_nodes(),
                            cfg.shared_storage)
+        if os.environ.get("CLUL_RAY_WAIT_FOR_RESOURCES", "0") not in ("1", "true", "yes"):
+            check_shard_fits(node_resources(), cfg.cpus_per_shard, cfg.gpus_per_shard,
+                             cfg.ddp_world_size)
 
     def _crash(self, stage: str) -> None:
         if self._crash_after == stage:
