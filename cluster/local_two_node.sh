@@ -12,13 +12,16 @@
 #   4. `ray job submit --working-dir .`  clul-ray delete  (a second job, same root)
 #   5. summary: node ids per shard, model digests against the reference, the lineage the
 #      jobs recorded in the MLflow server; exit 1 if the cluster result differs
-#   6. the cluster and the server are stopped on exit
+#   6. node loss: a longer `train` job, and the second node's processes are SIGKILLed once
+#      a few slice steps are done; the job must finish on the head with the models of the
+#      same run on one node (CLUL_NODE_LOSS=0 skips this)
+#   7. the cluster and the server are stopped on exit
 #
 # Usage: cluster/local_two_node.sh [OUT]   (default: a fresh temp folder)
 #   OUT/root         the cluster run's storage root      OUT/ref   the one-node reference
 #   OUT/summary.json what step 5 found                   OUT/*.log job and server logs
 # Knobs (environment): CLUL_BIN (default .venv/bin), CLUL_CONFIG (pipelines/digits.yaml),
-#   CLUL_EPOCHS (4), CLUL_RAY_PORT / CLUL_DASH_PORT / CLUL_MLFLOW_PORT (free ports).
+#   CLUL_EPOCHS (4), CLUL_LONG_EPOCHS (40, step 6), CLUL_RAY_PORT / CLUL_DASH_PORT / CLUL_MLFLOW_PORT (free ports).
 #
 # Both "nodes" see the same disk, so the local root is declared shared (--shared-storage);
 # without it clul-ray refuses a local root on a multi-node cluster. Each node has its own
@@ -39,6 +42,8 @@ export PATH="$BIN:$PATH" RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=token
 export MLFLOW_DISABLE_TELEMETRY=true
 CONFIG=${CLUL_CONFIG:-pipelines/digits.yaml}
 EPOCHS=${CLUL_EPOCHS:-4}
+NODE_LOSS=${CLUL_NODE_LOSS:-1}            # 0 skips step 6
+LONG_EPOCHS=${CLUL_LONG_EPOCHS:-40}       # step 6 trains longer, so a node can die mid-way
 OUT=${1:-$(mktemp -d /tmp/clul_two_node.XXXXXX)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -86,6 +91,11 @@ IDS=$(pick_ids "$REF")
 echo "$IDS" > "$OUT/ids.txt"
 CLUL_RAY_LINEAGE=0 clul-ray delete --root "$REF" --ids "$IDS" --json > "$OUT/ref_delete.json"
 echo "   deleted ids $IDS"
+if [ "$NODE_LOSS" = 1 ]; then
+  CLUL_RAY_LINEAGE=0 clul-ray train --root "$OUT/ref_long" --config "$CONFIG" \
+    --epochs "$LONG_EPOCHS" --json > "$OUT/ref_long.json"
+  echo "   and a $LONG_EPOCHS-epoch training for step 6"
+fi
 
 echo "== 1. mlflow server on $MLFLOW_URI"
 mlflow server --host 127.0.0.1 --port "$MLP" --workers 1 \
@@ -104,8 +114,9 @@ ray start --head --port "$PORT" --num-cpus 1 --include-dashboard true \
   --dashboard-port "$DASH" --temp-dir "$(mktemp -d /tmp/ray_head.XXXXXX)" \
   --disable-usage-stats >/dev/null
 # a second raylet on the same host needs its own temp dir and agent / metrics ports
+NODE2_TMP=$(mktemp -d /tmp/ray_node2.XXXXXX)
 ray start --address "127.0.0.1:$PORT" --num-cpus 1 \
-  --resources '{"clul_worker_node": 1}' --temp-dir "$(mktemp -d /tmp/ray_node2.XXXXXX)" \
+  --resources '{"clul_worker_node": 1}' --temp-dir "$NODE2_TMP" \
   --dashboard-agent-listen-port "$(free_port)" --dashboard-agent-grpc-port "$(free_port)" \
   --runtime-env-agent-port "$(free_port)" --metrics-export-port "$(free_port)" \
   --disable-usage-stats >/dev/null
@@ -211,4 +222,59 @@ ok = (summary["distinct_train_nodes"] == 2 and mlflow_ok and summary["train_equa
       and summary["delete_equal_to_one_node"])
 sys.exit(0 if ok else 1)
 PY
-echo "== 6. stopping the cluster and the MLflow server"
+if [ "$NODE_LOSS" = 1 ]; then
+  echo "== 6. node loss: the second node dies mid-training; the job must finish on the head"
+  ROOT2=$OUT/root_node_loss
+  id="clul-node-loss-$(date +%s)-$$"
+  t0=$SECONDS
+  ray job submit --no-wait --submission-id "$id" --working-dir . \
+    --runtime-env-json "$RUNTIME_ENV" --entrypoint-num-cpus 0 -- clul-ray train \
+    --root "$ROOT2" --config "$CONFIG" --epochs "$LONG_EPOCHS" --shared-storage --json \
+    > "$OUT/node_loss_submit.log" 2>&1
+  # kill the node once a few slice steps are done (both nodes busy by then)
+  for _ in $(seq 600); do
+    n=$( (find "$ROOT2/checkpoints" -name '*.pt' 2>/dev/null || true) | wc -l)
+    [ "$n" -ge 4 ] && break
+    sleep 0.5
+  done
+  echo "   $n checkpoints written; killing every process of the second node (SIGKILL)"
+  pkill -9 -f -- "$NODE2_TMP" || true
+  status=
+  for _ in $(seq 600); do
+    status=$(ray job status "$id" 2>&1 || true)
+    [[ $status == *"Job '$id' succeeded"* || $status == *"Job '$id' failed"* ||
+       $status == *"Job '$id' was stopped"* ]] && break
+    sleep 1
+  done
+  ray job logs "$id" > "$OUT/node_loss.log" 2>&1 || true
+  grep '^{' "$OUT/node_loss.log" | tail -1 > "$OUT/node_loss.json" || true
+  if [[ $status != *"Job '$id' succeeded"* ]]; then
+    echo "the job did not survive the node loss: ${status##*$'\n'}" >&2
+    tail -30 "$OUT/node_loss.log" >&2
+    exit 1
+  fi
+  echo "   job $id succeeded in $(( SECONDS - t0 )) s"
+  python - "$OUT" "$PORT" <<'PY'
+import json
+import sys
+from pathlib import Path
+
+import ray
+
+out = Path(sys.argv[1])
+ray.init(address=f"127.0.0.1:{sys.argv[2]}", logging_level="ERROR")
+alive = sum(1 for n in ray.nodes() if n["Alive"])
+got = json.loads((out / "node_loss.json").read_text())
+ref = json.loads((out / "ref_long.json").read_text())
+sha = lambda r: {s["shard"]: s["model_sha256"] for s in r["per_shard"]}  # noqa: E731
+res = {"alive_nodes_after": alive, "equal_to_one_node": sha(got) == sha(ref),
+       "step_nodes": {s["shard"]: s["step_nodes"] for s in got["per_shard"]}}
+summary = json.loads((out / "summary.json").read_text())
+summary["node_loss"] = res
+(out / "summary.json").write_text(json.dumps(summary, indent=1))
+print(f"   alive nodes now: {alive}; models equal to the one-node run: "
+      f"{res['equal_to_one_node']}")
+sys.exit(0 if res["equal_to_one_node"] and alive == 1 else 1)
+PY
+fi
+echo "== 7. stopping the cluster and the MLflow server"

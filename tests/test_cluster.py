@@ -114,3 +114,15 @@ def test_local_root_without_shared_storage_is_refused_by_the_cluster(two_node_ru
     assert "is a local path but the Ray cluster has 2 nodes" in log
     assert "error:" in log and "Traceback" not in log  # one line, not a stack
     assert not (out / "refused_root").exists()  # nothing written
+
+
+def test_job_survives_losing_a_node_mid_training(two_node_run):
+    """Step 6 of the script: the second node's processes are SIGKILLed after a few slice
+    steps; Ray retries the lost steps on the head and the job's models equal the one-node
+    run (evaluation then runs on the single CPU left)."""
+    out, s = two_node_run
+    nl = s["node_loss"]
+    assert nl["alive_nodes_after"] == 1
+    assert nl["equal_to_one_node"]
+    got = json.loads((out / "node_loss.json").read_text())
+    assert got["operation"] == "train" and got["ensemble_accuracy"] is not None

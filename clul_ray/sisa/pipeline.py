@@ -36,6 +36,9 @@ from .plan import checkpoint_keys, plan_deletion
 from .trainer import SliceResult, deserialize, model_sha256
 
 Progress = Callable[[str, int, int], None]  # (description, done, total)
+# Evaluation's one predictor actor reserves no CPU: with a whole CPU it starves Ray Data's
+# read tasks on a cluster with a single CPU left (seen as a hang after a node loss).
+EVAL_CPUS = 0.0
 
 
 def _noop(desc: str, done: int, total: int) -> None:
@@ -267,7 +270,7 @@ class Pipeline:
             BatchPredictor, fn_constructor_kwargs={"cfg": cfg.model_dump(),
                                                    "root": self.store.root,
                                                    "state": state or self.state},
-            batch_size=4096, batch_format="pyarrow", num_cpus=1,
+            batch_size=4096, batch_format="pyarrow", num_cpus=EVAL_CPUS,
             compute=ray.data.ActorPoolStrategy(size=1))
 
     def _evaluate(self, cfg: PipelineConfig, state: dict) -> dict:
