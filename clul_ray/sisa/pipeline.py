@@ -273,7 +273,24 @@ class Pipeline:
             batch_size=4096, batch_format="pyarrow", num_cpus=EVAL_CPUS,
             compute=ray.data.ActorPoolStrategy(size=1))
 
-    def _evaluate(self, cfg: PipelineConfig, state: dict) -> dict:
+    def _evaluate(self, cfg: PipelineConfig, state: dict, attempts: int = 3) -> dict:
+        """Evaluation is a pure read: a Ray failure in it (a node lost while Ray Data placed
+        an actor there, before the cluster marked the node dead) is retried."""
+        import ray.exceptions
+
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._evaluate_once(cfg, state)
+            except ray.exceptions.RayError as e:
+                if attempt == attempts:
+                    raise
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                self.progress(f"evaluation failed ({first[:80]}); retrying", attempt,
+                              attempts)
+                time.sleep(10 * attempt)
+        raise AssertionError("unreachable")
+
+    def _evaluate_once(self, cfg: PipelineConfig, state: dict) -> dict:
         import ray.data
 
         if not self.store.list_files("data/test", ".parquet"):
