@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -70,11 +71,12 @@ def pipeline(root: str, address: str | None, progress=None):
     return Pipeline(root, address=address, progress=progress)
 
 
-def emit(result: dict, as_json: bool) -> None:
+def emit(result: dict, as_json: bool, printer: Callable[[dict], None] | None = None) -> None:
+    """One JSON object with --json, else a table (``show``, or the command's own printer)."""
     if as_json:
         sys.stdout.write(json.dumps(result, default=str) + "\n")
     else:
-        show(result)
+        (printer or show)(result)
 
 
 def show(r: dict) -> None:

@@ -77,9 +77,3 @@ def node_resources() -> list[dict[str, float]]:
     import ray
 
     return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
-
-
-def alive_nodes() -> int:
-    import ray
-
-    return sum(1 for n in ray.nodes() if n.get("Alive"))

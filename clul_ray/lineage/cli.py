@@ -100,10 +100,7 @@ def show_purge(r: dict) -> None:
 def _emit(result: dict, as_json: bool, show) -> None:
     from ..cli import emit
 
-    if as_json:
-        emit(result, True)
-    else:
-        show(result)
+    emit(result, as_json, show)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from ..config import PipelineConfig
 from ..errors import ClulError
 from ..store import Store
-from .trainer import SliceResult, train_slice
+from .trainer import SliceResult, result_from_checkpoint, train_slice
 
 StepCallback = Callable[[SliceResult], None]
 
@@ -186,7 +186,7 @@ class RayTrainExecutor:
             if r in reported:
                 out.append(reported[r])
             else:  # trained by an attempt that failed later: read the stored checkpoint
-                out.append(_result_from_checkpoint(cfg, store, job.shard, r, job.keys[r]))
+                out.append(result_from_checkpoint(cfg, store, job.shard, r, job.keys[r]))
         return out
 
     def run(self, cfg: PipelineConfig, store: Store, jobs: list[ShardJob],
@@ -253,17 +253,6 @@ class _CheckpointWatcher:
         self.done.set()
         if self.thread is not None:
             self.thread.join()
-
-
-def _result_from_checkpoint(cfg: PipelineConfig, store: Store, shard: int, slc: int,
-                            key: str) -> SliceResult:
-    from ..models import build_model
-    from .trainer import deserialize, model_sha256
-
-    ck = deserialize(store.read_bytes(store.checkpoint_path(shard, slc, key)))
-    m = build_model(cfg.model, cfg.input_shape, cfg.num_classes, cfg.model_args)
-    m.load_state_dict(ck["model"])
-    return SliceResult(shard, slc, key, ck["n_samples"], 0.0, "unknown", model_sha256(m))
 
 
 def make_executor(backend: str):

@@ -23,7 +23,6 @@ from ..errors import ClulError
 from ..lock import locked, read_lock
 from ..models import build_model
 from ..runtime import (
-    alive_nodes,
     check_shard_fits,
     check_storage_root,
     ensure_ray,
@@ -33,7 +32,7 @@ from ..store import Store
 from .executor import LocalExecutor, ShardJob, make_executor
 from .ledger import Ledger, Request
 from .plan import checkpoint_keys, plan_deletion
-from .trainer import SliceResult, deserialize, model_sha256
+from .trainer import SliceResult, result_from_checkpoint
 
 Progress = Callable[[str, int, int], None]  # (description, done, total)
 # Evaluation's one predictor actor reserves no CPU: with a whole CPU it starves Ray Data's
@@ -95,10 +94,11 @@ class Pipeline:
         """A local-path root on a multi-node cluster only as a declared shared mount; shard
         resources that some node can hold (unless ``CLUL_RAY_WAIT_FOR_RESOURCES=1``: an
         autoscaling cluster adds such nodes on demand)."""
-        check_storage_root(self.store.root, self.store.is_local, alive_nodes(),
+        nodes = node_resources()  # the alive nodes
+        check_storage_root(self.store.root, self.store.is_local, len(nodes),
                            cfg.shared_storage)
         if os.environ.get("CLUL_RAY_WAIT_FOR_RESOURCES", "0") not in ("1", "true", "yes"):
-            check_shard_fits(node_resources(), cfg.cpus_per_shard, cfg.gpus_per_shard,
+            check_shard_fits(nodes, cfg.cpus_per_shard, cfg.gpus_per_shard,
                              cfg.ddp_world_size)
 
     def _crash(self, stage: str) -> None:
@@ -195,9 +195,10 @@ class Pipeline:
             done += 1
             self.progress("training slices", done, total)
 
-        if jobs and not isinstance(self.executor(cfg), LocalExecutor):
+        executor = self.executor(cfg)
+        if jobs and not isinstance(executor, LocalExecutor):
             self._check_root(cfg)
-        results = self.executor(cfg).run(cfg, self.store, jobs, on_step) if jobs else []
+        results = executor.run(cfg, self.store, jobs, on_step) if jobs else []
         return results, starts
 
     def _commit(self, cfg: PipelineConfig, operation: str, request_id: str | None,
@@ -230,12 +231,9 @@ class Pipeline:
                         ("n_samples", "model_sha256", "node_id", "seconds", "artifact",
                          "step_nodes") if x in prev_shards[k]}
             else:
-                ck = deserialize(self.store.read_bytes(
-                    self.store.checkpoint_path(k, cfg.slices - 1, keys[-1])))
-                m = build_model(cfg.model, cfg.input_shape, cfg.num_classes, cfg.model_args)
-                m.load_state_dict(ck["model"])
-                info = {"n_samples": ck["n_samples"], "model_sha256": model_sha256(m),
-                        "node_id": "unknown", "seconds": 0.0}
+                res = result_from_checkpoint(cfg, self.store, k, cfg.slices - 1, keys[-1])
+                info = {"n_samples": res.n_samples, "model_sha256": res.model_sha256,
+                        "node_id": res.node_id, "seconds": res.seconds}
             shards.append({"shard": k, "keys": keys, "retrained_from": starts.get(k), **info})
         version = (prev["version"] + 1) if prev else 1
         state = {"version": version, "parent": prev["version"] if prev else None,
@@ -278,17 +276,15 @@ class Pipeline:
         an actor there, before the cluster marked the node dead) is retried."""
         import ray.exceptions
 
-        for attempt in range(1, attempts + 1):
+        for attempt in range(1, attempts):
             try:
                 return self._evaluate_once(cfg, state)
             except ray.exceptions.RayError as e:
-                if attempt == attempts:
-                    raise
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 self.progress(f"evaluation failed ({first[:80]}); retrying", attempt,
                               attempts)
                 time.sleep(10 * attempt)
-        raise AssertionError("unreachable")
+        return self._evaluate_once(cfg, state)  # the last attempt raises what it meets
 
     def _evaluate_once(self, cfg: PipelineConfig, state: dict) -> dict:
         import ray.data
@@ -452,10 +448,10 @@ class Pipeline:
     def resume(self) -> list[str]:
         """Finish every deletion request that a crash left unfinished, in order."""
         done = []
-        if not self.ledger.pending():
+        if not self.ledger.pending():  # nothing to do: no need for the lock
             return done
         with self.writing("resume"):
-            for req in self.ledger.pending():
+            for req in self.ledger.pending():  # read again under the lock
                 self._execute(req)
                 done.append(req.request_id)
         return done

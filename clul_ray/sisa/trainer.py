@@ -79,12 +79,25 @@ def deserialize(data: bytes, device: str = "cpu") -> dict:
     return torch.load(io.BytesIO(data), map_location=device, weights_only=False)
 
 
-def load_checkpoint_model(cfg: PipelineConfig, store: Store, shard: int, slc: int,
-                          key: str, device: str = "cpu") -> nn.Module:
+def _read_checkpoint(cfg: PipelineConfig, store: Store, shard: int, slc: int, key: str,
+                     device: str = "cpu") -> tuple[nn.Module, dict]:
     ck = deserialize(store.read_bytes(store.checkpoint_path(shard, slc, key)), device)
     model = build_model(cfg.model, cfg.input_shape, cfg.num_classes, cfg.model_args)
     model.load_state_dict(ck["model"])
+    return model, ck
+
+
+def load_checkpoint_model(cfg: PipelineConfig, store: Store, shard: int, slc: int,
+                          key: str, device: str = "cpu") -> nn.Module:
+    model, _ = _read_checkpoint(cfg, store, shard, slc, key, device)
     return model.to(device).eval()
+
+
+def result_from_checkpoint(cfg: PipelineConfig, store: Store, shard: int, slc: int,
+                           key: str) -> SliceResult:
+    """A stored step's result, read back from its checkpoint (its time and node unknown)."""
+    model, ck = _read_checkpoint(cfg, store, shard, slc, key)
+    return SliceResult(shard, slc, key, ck["n_samples"], 0.0, "unknown", model_sha256(model))
 
 
 def device_for(cfg: PipelineConfig) -> str:
