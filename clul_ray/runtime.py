@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from .errors import ClulError
+from .errors import ClulError, first_line, last_line
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -24,7 +26,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = addr or "a local instance"
-        raise ClulError(f"cannot connect to Ray at {where}: {str(e).splitlines()[0]}") from None
+        raise ClulError(f"cannot connect to Ray at {where}: {first_line(e)}") from None
     quiet_ray_data()
 
 
@@ -38,9 +40,38 @@ def quiet_ray_data() -> None:
 
 
 def node_id() -> str:
+    """The Ray node this code runs on ("local" outside Ray)."""
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
+def gather(labels: Mapping[Any, str],
+           on_result: Callable[[Any, Any], None] | None = None) -> dict[Any, Any]:
+    """Wait for Ray object refs as they finish; ``labels`` names each ref's work.
+
+    ``on_result(ref, value)`` is called in completion order. A task that raised a
+    :class:`ClulError` re-raises it as is (bad input found remotely); any other failure
+    becomes ``ClulError("<label> failed: <the remote exception's line>")``.
+    """
+    import ray
+
+    out: dict[Any, Any] = {}
+    pending = list(labels)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        for ref in done:
+            try:
+                value = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                cause = getattr(e, "cause", None)
+                if isinstance(cause, ClulError):
+                    raise cause from None
+                raise ClulError(f"{labels[ref]} failed: {last_line(cause or e)}") from e
+            out[ref] = value
+            if on_result is not None:
+                on_result(ref, value)
+    return out
 
 
 def check_storage_root(root: str, root_is_local: bool, alive_nodes: int,
