@@ -196,7 +196,7 @@ def ray_slots(cfg: PipelineConfig) -> int:
     import ray
 
     cpus = ray.cluster_resources().get("CPU", 1.0)
-    return max(1, int(cpus // cfg.cpus_per_shard)) if cfg.cpus_per_shard > 0 else 1
+    return max(1, int(cpus // cfg.compute.cpus_per_shard)) if cfg.compute.cpus_per_shard > 0 else 1
 
 
 # ---- pure compute (no Ray) ------------------------------------------------------------
@@ -221,7 +221,7 @@ def pure_compute(root: str, cfg: PipelineConfig, steps: list[tuple[int, int]],
             per_step.append({"shard": k, "slice": r, "seconds": res.seconds,
                              "n_samples": res.n_samples})
             chains[k] = chains.get(k, 0.0) + res.seconds
-            if r == cfg.slices - 1:
+            if r == cfg.partition.slices - 1:
                 last_sha[k] = res.model_sha256
         wall = time.perf_counter() - t0
     finally:
@@ -243,7 +243,7 @@ def timed_delete(p: Pipeline, ids: list[int], cfg: PipelineConfig, eps: int,
     ws = out["wall_seconds"]
     affected = {int(k): int(v) for k, v in out["affected"].items()}
     index = p.store.read_index()
-    pc = plan_cost(index, affected, cfg.slices, eps)
+    pc = plan_cost(index, affected, cfg.partition.slices, eps)
     log(f"{label}: affected {affected}, retrain wall {ws['retrain_seconds']:.1f}s; "
         f"timing the same {pc['n_steps']} slice step(s) in-process")
     meter = CpuMeter()
@@ -252,7 +252,7 @@ def timed_delete(p: Pipeline, ids: list[int], cfg: PipelineConfig, eps: int,
     chains = pure.pop("chains")
     workers = min(ray_slots(cfg), max(1, len(chains)))
     ideal = lpt_makespan(chains, workers)
-    exp = expected_cost(n_before, cfg.shards, cfg.slices, len(ids), cfg.epochs)
+    exp = expected_cost(n_before, cfg.partition.shards, cfg.partition.slices, len(ids), cfg.train.epochs)
     return {
         "label": label, "ids": len(ids), "id_values": [int(i) for i in ids],
         "affected": affected,
@@ -430,12 +430,11 @@ def warm_up(cfg: PipelineConfig) -> float:
     alone takes ~1 s, plus first Parquet reads and ``torch.save``). A tiny pipeline with
     the same model, trained in-process (backend local), goes through every such path once.
     """
-    tiny = make_config(**{**cfg.model_dump(), "dataset": "synthetic:2000", "shards": 1,
-                          "slices": 1, "epochs": 1, "backend": "local",
-                          "num_classes": None, "input_shape": None})
-    if cfg.dataset.count(":") > 1:  # keep the same feature dimension
-        tiny = make_config(**{**tiny.model_dump(), "dataset": "synthetic:2000:"
-                              + cfg.dataset.split(":", 2)[2]})
+    dataset = "synthetic:2000"
+    if cfg.data.dataset.count(":") > 1:  # keep the same feature dimension
+        dataset += ":" + cfg.data.dataset.split(":", 2)[2]
+    tiny = cfg.updated(dataset=dataset, shards=1, slices=1, epochs=1, backend="local",
+                       num_classes=None, input_shape=None)
     scratch = tempfile.mkdtemp(prefix="clul-bench-warm-")
     try:
         out = Pipeline(os.path.join(scratch, "root")).train(tiny)
@@ -464,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
                       model="mlp", model_args={"hidden": a.hidden, "depth": a.depth},
                       epochs=a.epochs, batch_size=a.batch_size, backend="ray",
                       threads_per_shard=1, cpus_per_shard=1.0)
-    eps = epochs_per_slice(cfg.epochs, cfg.slices, cfg.epochs_per_slice)
+    eps = epochs_per_slice(cfg.train.epochs, cfg.partition.slices, cfg.train.epochs_per_slice)
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(),
                "processor": platform.processor(), "python": sys.version.split()[0]}
     try:
@@ -474,8 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         machine.update({"ray": ray.__version__, "torch": torch.__version__,
                         "cuda": torch.cuda.is_available()})
         p = Pipeline(root)
-        log(f"root {root}; training {dataset} S={cfg.shards} R={cfg.slices} e0={cfg.epochs} "
-            f"(eps={eps}) batch {cfg.batch_size}")
+        log(f"root {root}; training {dataset} S={cfg.partition.shards} R={cfg.partition.slices} e0={cfg.train.epochs} "
+            f"(eps={eps}) batch {cfg.train.batch_size}")
         meter = CpuMeter()
         tr = p.train(cfg)
         cpu_train = meter.stop()
@@ -487,18 +486,18 @@ def main(argv: list[str] | None = None) -> int:
         index = p.store.read_index()
         n_train = len(index[0])
         per_shard = {s["shard"]: s["train_seconds"] for s in tr["per_shard"]}
-        fc = full_cost(index, cfg.shards, cfg.slices, eps)
-        full = {"samples": tr["samples"], "steps": cfg.shards * cfg.slices,
+        fc = full_cost(index, cfg.partition.shards, cfg.partition.slices, eps)
+        full = {"samples": tr["samples"], "steps": cfg.partition.shards * cfg.partition.slices,
                 "partition_seconds": ws["partition_seconds"],
                 "train_seconds": ws["train_seconds"],
                 "evaluate_seconds": ws["evaluate_seconds"], "total_seconds": total,
                 "compute_seconds_ray": sum(per_shard.values()),
                 "per_shard_seconds_ray": {str(k): v for k, v in per_shard.items()},
                 "ideal_parallel_seconds_ray_tasks": lpt_makespan(
-                    per_shard, min(cfg.shards, ray_slots(cfg))),
+                    per_shard, min(cfg.partition.shards, ray_slots(cfg))),
                 "sample_epochs": fc,
-                "formula_sample_epochs": expected_cost(n_train, cfg.shards, cfg.slices, 1,
-                                                       cfg.epochs)["full_sample_epochs"],
+                "formula_sample_epochs": expected_cost(n_train, cfg.partition.shards, cfg.partition.slices, 1,
+                                                       cfg.train.epochs)["full_sample_epochs"],
                 "ensemble_accuracy": tr["ensemble_accuracy"], "cpu": {"train": cpu_train}}
 
         machine["driver_warmup_seconds"] = warm_up(cfg)

@@ -7,11 +7,11 @@ from .models import register_model
 __version__ = "0.1.0"
 
 
-def Pipeline(root: str, **kwargs):  # noqa: N802 - a lazy re-export of the class
-    """The SISA pipeline on a storage root (see :class:`clul_ray.sisa.pipeline.Pipeline`)."""
-    from .sisa.pipeline import Pipeline as _Pipeline
+def Pipeline(root: str, **kwargs):  # noqa: N802 - a lazy front door, reads like the class
+    """The SISA pipeline on a storage root, with lineage (:func:`clul_ray.api.open_pipeline`)."""
+    from .api import open_pipeline
 
-    return _Pipeline(root, **kwargs)
+    return open_pipeline(root, **kwargs)
 
 
 __all__ = ["ClulError", "Pipeline", "PipelineConfig", "make_config", "register_model"]

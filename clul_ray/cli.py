@@ -281,10 +281,10 @@ def quickstart(
         out.print(tt)
         # The work this deletion redid, against a full training, in sample-epochs.
         _, shard_b, slc_b = before_index
-        counts = np.zeros((cfg.shards, cfg.slices), np.int64)
+        counts = np.zeros((cfg.partition.shards, cfg.partition.slices), np.int64)
         np.add.at(counts, (shard_b, slc_b), 1)
-        eps = epochs_per_slice(cfg.epochs, cfg.slices, cfg.epochs_per_slice)
-        full_work = sample_epochs(counts, {k: 0 for k in range(cfg.shards)}, eps)
+        eps = epochs_per_slice(cfg.train.epochs, cfg.partition.slices, cfg.train.epochs_per_slice)
+        full_work = sample_epochs(counts, {k: 0 for k in range(cfg.partition.shards)}, eps)
         redo = sample_epochs(counts, {int(k): v for k, v in deleted["affected"].items()}, eps)
         out.print(f"affected shards -> earliest slice: {deleted['affected']}; "
                   f"checkpoints discarded: {deleted['checkpoints_discarded']}", highlight=False)

@@ -1,8 +1,14 @@
-"""Pipeline configuration: one pydantic model, loadable from YAML, with digests.
+"""Pipeline configuration: pydantic models in groups, loadable from YAML, with digests.
 
-The *partition* fields decide where every id lives; they are fixed for a storage root.
-The *training* fields decide what a shard model is; their digest keys every checkpoint,
-so a changed config can never reuse a stale checkpoint.
+Groups: ``data`` (what to read), ``partition`` (where every id lives: fixed for a storage
+root), ``train`` (what a shard model is), ``compute`` (where and how it runs) and
+``serve`` (how the ensemble predicts). The training digest keys every checkpoint, so a
+changed training config can never reuse a stale checkpoint; the partition seed and the
+training seed are separate, so changing training randomness never repartitions.
+
+A flat mapping (``{"dataset": "digits", "shards": 4, "seed": 0}``, the format of the
+first stored configs and YAML files) loads too: each key is routed to its group, and a
+flat ``seed`` is the placement seed (training follows it unless ``train.seed`` is set).
 """
 
 from __future__ import annotations
@@ -13,34 +19,31 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import ClulError
+from .errors import ClulError, first_line
 from .hashing import sha256_json
 
-PARTITION_FIELDS = ("dataset", "shards", "slices", "seed", "test_fraction", "group_column")
-TRAINING_FIELDS = (
-    "model", "model_args", "epochs", "epochs_per_slice", "batch_size", "lr", "optimizer",
-    "momentum", "weight_decay", "seed", "normalize", "threads_per_shard", "num_classes",
-    "input_shape", "slices", "train_workers_per_shard",
-)
 
-
-class PipelineConfig(BaseModel):
-    """Everything that defines a SISA pipeline on one storage root."""
-
+class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+
+class DataConfig(_Group):
     dataset: str = "digits"
     data_dir: str | None = None
     download: bool = False
     num_classes: int | None = Field(default=None, ge=2)
     input_shape: list[int] | None = None
 
+
+class PartitionConfig(_Group):
     shards: int = Field(default=4, ge=1, le=4096)
     slices: int = Field(default=4, ge=1, le=1024)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, description="seed of placement and the test split")
     test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     group_column: str | None = None
 
+
+class TrainConfig(_Group):
     model: str = "mlp"
     model_args: dict[str, Any] = Field(default_factory=dict)
     epochs: int = Field(default=20, ge=1, description="epochs e0 of a plain (unsliced) model")
@@ -51,8 +54,12 @@ class PipelineConfig(BaseModel):
     momentum: float = Field(default=0.9, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
     normalize: bool = True
+    seed: int | None = Field(default=None, ge=0,
+                             description="seed of training randomness (default: the "
+                                         "partition seed)")
 
-    aggregation: Literal["vote", "mean"] = "vote"
+
+class ComputeConfig(_Group):
     backend: Literal["ray", "ray_train", "local"] = "ray"
     threads_per_shard: int = Field(default=1, ge=1)
     train_workers_per_shard: int = Field(
@@ -69,52 +76,121 @@ class PipelineConfig(BaseModel):
     gpus_per_shard: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
-    def _check(self) -> PipelineConfig:
+    def _whole_gpus(self) -> ComputeConfig:
         if self.gpus_per_shard > 1 and self.gpus_per_shard != int(self.gpus_per_shard):
             raise ValueError("gpus_per_shard above 1 must be a whole number")
         return self
 
+
+class ServeConfig(_Group):
+    aggregation: Literal["vote", "mean"] = "vote"
+
+
+GROUPS: dict[str, type[_Group]] = {"data": DataConfig, "partition": PartitionConfig,
+                                   "train": TrainConfig, "compute": ComputeConfig,
+                                   "serve": ServeConfig}
+# flat key -> its group (a flat "seed" is the placement seed)
+FLAT = {k: g for g, cls in GROUPS.items() for k in cls.model_fields
+        if not (g == "train" and k == "seed")}
+
+
+def route(flat: dict[str, Any], into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Move flat keys into their groups (over ``into``'s nested values); unknown keys stay
+    at the top, where validation refuses them."""
+    out = {g: dict(v) for g, v in (into or {}).items()}
+    for k, v in flat.items():
+        if k in GROUPS and isinstance(v, dict):
+            out.setdefault(k, {}).update(v)
+        elif k in FLAT:
+            out.setdefault(FLAT[k], {})[k] = v
+        else:
+            out[k] = v
+    return out
+
+
+class PipelineConfig(BaseModel):
+    """Everything that defines a SISA pipeline on one storage root."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and any(k in FLAT for k in raw):
+            nested = {k: v for k, v in raw.items() if k in GROUPS}
+            clash = [k for k, v in raw.items() if k in FLAT and k in nested.get(FLAT[k], {})]
+            if clash:
+                raise ValueError(f"{clash[0]} is given both flat and under "
+                                 f"{FLAT[clash[0]]}")
+            return route({k: v for k, v in raw.items() if k not in GROUPS}, nested)
+        return raw
+
+    @property
+    def train_seed(self) -> int:
+        return self.partition.seed if self.train.seed is None else self.train.seed
+
     @property
     def device(self) -> str:
-        return "cuda" if self.gpus_per_shard > 0 else "cpu"
+        return "cuda" if self.compute.gpus_per_shard > 0 else "cpu"
 
     @property
     def ddp_world_size(self) -> int:
         """Workers that average gradients per shard: 1 unless the backend is ray_train."""
-        return self.train_workers_per_shard if self.backend == "ray_train" else 1
+        c = self.compute
+        return c.train_workers_per_shard if c.backend == "ray_train" else 1
 
     def training_digest(self) -> str:
-        d = self.model_dump()
-        fields = {k: d[k] for k in TRAINING_FIELDS}
-        fields["train_workers_per_shard"] = self.ddp_world_size
-        fields["device"] = self.device
-        return sha256_json(fields)
+        """What a shard model depends on; keys every checkpoint (its field names are those
+        of the first, flat config, so stored checkpoints keep their keys)."""
+        t = self.train
+        return sha256_json({
+            "model": t.model, "model_args": t.model_args, "epochs": t.epochs,
+            "epochs_per_slice": t.epochs_per_slice, "batch_size": t.batch_size, "lr": t.lr,
+            "optimizer": t.optimizer, "momentum": t.momentum,
+            "weight_decay": t.weight_decay, "seed": self.train_seed,
+            "normalize": t.normalize, "threads_per_shard": self.compute.threads_per_shard,
+            "num_classes": self.data.num_classes, "input_shape": self.data.input_shape,
+            "slices": self.partition.slices, "train_workers_per_shard": self.ddp_world_size,
+            "device": self.device})
 
     def partition_dict(self) -> dict[str, Any]:
-        d = self.model_dump()
-        return {k: d[k] for k in PARTITION_FIELDS}
+        """What decides where every id lives; fixed for a storage root."""
+        return {"dataset": self.data.dataset, **self.partition.model_dump()}
+
+    def updated(self, **flat: Any) -> PipelineConfig:
+        """A copy with flat or grouped settings replaced."""
+        return make_config(**route(flat, self.model_dump()))
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> PipelineConfig:
+        """A YAML file (flat or grouped); ``overrides`` (flat, None ignored) win."""
         p = Path(path)
         if not p.is_file():
             raise ClulError(f"config file not found: {p}")
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ClulError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from e
+            raise ClulError(f"config file {p} is not valid YAML: {first_line(e)}") from e
         if not isinstance(raw, dict):
             raise ClulError(f"config file {p} must hold a mapping of settings")
         raw.pop("root", None)
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-        return make_config(**raw)
+        return make_config(**raw).updated(**{k: v for k, v in overrides.items()
+                                             if v is not None})
 
 
 def make_config(**kwargs: Any) -> PipelineConfig:
-    """Build a config, turning validation errors into one-line ClulErrors."""
+    """Build a config from flat or grouped settings; a validation error becomes a one-line
+    ClulError naming the setting."""
     try:
         return PipelineConfig(**kwargs)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "config"
-        raise ClulError(f"invalid config: {loc}: {err['msg']}") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ClulError(f"invalid config: {loc}: {msg}") from None

@@ -9,16 +9,31 @@ from typing import Any
 
 from .errors import ClulError, first_line, last_line
 
+VERBOSE_ENV = "CLUL_RAY_VERBOSE"
+
+
+def verbose() -> bool:
+    """``CLUL_RAY_VERBOSE=1`` (the CLI's ``--verbose``) lets Ray's own log lines through."""
+    return os.environ.get(VERBOSE_ENV, "0").lower() in ("1", "true", "yes", "on")
+
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Initialise Ray once per process. A local instance unless an address is given."""
+    """Initialise Ray once per process. A local instance unless an address is given.
+
+    Unless :func:`verbose`, Ray's warnings (token authentication, Ray Data's progress-bar
+    notice) and its workers' log lines stay out of the user's terminal (they are in Ray's
+    session logs)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    loud = verbose()
     import ray
 
     if ray.is_initialized():
         return
     addr = address or os.environ.get("RAY_ADDRESS")
-    kwargs = {"logging_level": logging.WARNING, "log_to_driver": False}
+    level = logging.INFO if loud else logging.ERROR
+    kwargs = {"logging_level": level, "log_to_driver": loud}
+    for name in ("ray", "ray._private.authentication.authentication_token_setup"):
+        logging.getLogger(name).setLevel(level)
     try:
         if addr:
             ray.init(address=addr, **kwargs)
@@ -27,16 +42,16 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = addr or "a local instance"
         raise ClulError(f"cannot connect to Ray at {where}: {first_line(e)}") from None
-    quiet_ray_data()
+    quiet_ray_data(level)
 
 
-def quiet_ray_data() -> None:
+def quiet_ray_data(level: int = logging.ERROR) -> None:
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(level)
 
 
 def node_id() -> str:

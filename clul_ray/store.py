@@ -1,20 +1,6 @@
-"""Everything a pipeline keeps, under one storage root that ``pyarrow.fs`` opens.
-
-Layout::
-
-    config.json                       the pipeline config (partition + training)
-    data/train/shard=K/slice=R/*.parquet   training rows, written by Ray Data
-    data/test/*.parquet               the held-out split (by id hash)
-    index/*.parquet                   id -> (shard, slice)
-    checkpoints/shard=K/slice=R/KEY.pt     model + optimizer + RNG state after slice R
-    state.json                        the current model version
-    versions/vNNNNNN.json             every committed version
-    ledger/NNNNNN-XXXXXXXX.json       deletion requests and their states (+ .ids.parquet)
-    lineage/vNNNNNN.json              a version's config and per-shard data digests
-    certificates/REQUEST.json         what a committed deletion removed, and its residue scan
-    mlflow.db, mlartifacts/           the MLflow lineage (default tracking store, local roots)
-
-A local folder on one machine; ``s3://`` / ``gs://`` (or a shared mount) on a cluster.
+"""Typed access to the files under one storage root that ``pyarrow.fs`` opens: a local
+folder on one machine; ``s3://`` / ``gs://`` (or a shared mount) on a cluster. Where each
+artefact lives is :mod:`clul_ray.layout`.
 """
 
 from __future__ import annotations
@@ -30,6 +16,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from . import layout
 from .errors import ClulError
 
 
@@ -133,19 +120,22 @@ class Store:
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
     # ---- partitions ------------------------------------------------------------------
-    @staticmethod
-    def slice_dir(shard: int, slc: int) -> str:
-        return f"data/train/shard={shard}/slice={slc}"
-
     def read_slice(self, shard: int, slc: int,
                    columns: list[str] | None = None) -> pa.Table | None:
         """Rows of one slice sorted by id, or None when the slice holds no rows."""
-        t = self.read_tables(self.slice_dir(shard, slc), columns)
+        t = self.read_tables(layout.slice_dir(shard, slc), columns)
         return t.sort_by("id") if t is not None else None
+
+    def read_shard(self, shard: int, upto: int,
+                   columns: list[str] | None = None) -> pa.Table | None:
+        """Rows of slices 0..upto of a shard sorted by id, or None when they hold none."""
+        tables = [t for r in range(upto + 1)
+                  if (t := self.read_tables(layout.slice_dir(shard, r), columns)) is not None]
+        return pa.concat_tables(tables).sort_by("id") if tables else None
 
     def slice_ids(self, shard: int, slc: int) -> np.ndarray:
         t = self.read_slice(shard, slc, ["id"])
-        return np.sort(t.column("id").to_numpy()) if t is not None else np.zeros(0, np.int64)
+        return t.column("id").to_numpy() if t is not None else np.zeros(0, np.int64)
 
     def remove_rows(self, rel_dir: str, ids: np.ndarray) -> int:
         """Rewrite every Parquet file under ``rel_dir`` without ``ids``; idempotent."""
@@ -164,7 +154,7 @@ class Store:
 
     # ---- index -----------------------------------------------------------------------
     def read_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        t = self.read_tables("index")
+        t = self.read_tables(layout.INDEX)
         if t is None:
             z = np.zeros(0, np.int64)
             return z, z, z
@@ -175,34 +165,28 @@ class Store:
                 t.column("slice").to_numpy().astype(np.int64))
 
     def rewrite_index(self, ids: np.ndarray, shard: np.ndarray, slc: np.ndarray) -> None:
-        old = self.list_files("index", ".parquet")
-        name = f"index/index-{uuid.uuid4().hex[:12]}.parquet"
+        old = self.list_files(layout.INDEX, ".parquet")
+        name = f"{layout.INDEX}/index-{uuid.uuid4().hex[:12]}.parquet"
         self.write_table(name, pa.table({"id": ids, "shard": shard, "slice": slc}))
         for f in old:
             if f != name:
                 self.delete(f)
 
     def test_ids(self) -> np.ndarray:
-        t = self.read_tables("data/test", ["id"])
+        t = self.read_tables(layout.TEST, ["id"])
         return t.column("id").to_numpy() if t is not None else np.zeros(0, np.int64)
 
     # ---- checkpoints -----------------------------------------------------------------
-    @staticmethod
-    def checkpoint_path(shard: int, slc: int, key: str) -> str:
-        return f"checkpoints/shard={shard}/slice={slc}/{key}.pt"
-
     def has_checkpoint(self, shard: int, slc: int, key: str) -> bool:
-        return self.exists(self.checkpoint_path(shard, slc, key))
+        return self.exists(layout.checkpoint_path(shard, slc, key))
 
     def checkpoint_files(self, shard: int | None = None) -> list[str]:
-        rel = "checkpoints" if shard is None else f"checkpoints/shard={shard}"
-        return self.list_files(rel, ".pt")
+        return self.list_files(layout.checkpoint_dir(shard), ".pt")
 
     def discard_checkpoints(self, shard: int, from_slice: int) -> list[str]:
         gone = []
         for f in self.checkpoint_files(shard):
-            slc = int(f.split("/")[2].split("=")[1])
-            if slc >= from_slice:
+            if layout.checkpoint_slice(f) >= from_slice:
                 self.delete(f)
                 gone.append(f)
         return gone

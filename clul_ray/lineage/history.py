@@ -12,43 +12,22 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ClulError
+from ..layout import certificate_path
 from ..sisa.ledger import Ledger, Request
+from ..sisa.version import ModelVersion, list_versions, read_current
 from ..store import Store
 
 
-def version_path(version: int) -> str:
-    return f"versions/v{version:06d}.json"
-
-
-def note_path(version: int) -> str:
-    return f"lineage/v{version:06d}.json"
-
-
-def certificate_path(request_id: str) -> str:
-    return f"certificates/{request_id}.json"
-
-
-def versions(store: Store) -> list[dict]:
-    """Every committed version, oldest first."""
-    return sorted((store.read_json(f) for f in store.list_files("versions", ".json")),
-                  key=lambda s: s["version"])
-
-
-def committed_at(req: Request) -> float | None:
-    return next((h["time"] for h in req.history if h["state"] == "committed"), None)
-
-
-def deletion_versions(vs: list[dict], reqs: list[Request]) -> dict[str, int]:
+def deletion_versions(vs: list[ModelVersion], reqs: list[Request]) -> dict[str, int]:
     """Request id -> the version that committed it (from the versions, then the ledger)."""
-    out = {v["request_id"]: v["version"] for v in vs
-           if v["operation"] == "delete" and v.get("request_id")}
+    out = {v.request_id: v.version for v in vs if v.operation == "delete" and v.request_id}
     for r in reqs:
         if r.request_id not in out and "version" in r.result:
             out[r.request_id] = int(r.result["version"])
     return out
 
 
-def taint(vs: list[dict], reqs: list[Request]) -> dict[int, str]:
+def taint(vs: list[ModelVersion], reqs: list[Request]) -> dict[int, str]:
     """Version -> the first later deletion request that removed training ids it was trained on."""
     by_id = {r.request_id: r for r in reqs}
     out: dict[int, str] = {}
@@ -57,12 +36,12 @@ def taint(vs: list[dict], reqs: list[Request]) -> dict[int, str]:
         if req is None or not req.plan.train_ids:
             continue
         for v in vs:
-            if v["version"] < w and v["version"] not in out:
-                out[v["version"]] = rid
+            if v.version < w and v.version not in out:
+                out[v.version] = rid
     return out
 
 
-def shard_taint(vs: list[dict], reqs: list[Request]) -> set[tuple[int, int]]:
+def shard_taint(vs: list[ModelVersion], reqs: list[Request]) -> set[tuple[int, int]]:
     """(version, shard) pairs whose shard model saw training ids a later deletion removed."""
     by_id = {r.request_id: r for r in reqs}
     out = set()
@@ -71,31 +50,31 @@ def shard_taint(vs: list[dict], reqs: list[Request]) -> set[tuple[int, int]]:
         if req is None:
             continue
         for k in req.plan.affected:
-            out.update((v["version"], k) for v in vs if v["version"] < w)
+            out.update((v.version, k) for v in vs if v.version < w)
     return out
 
 
 def tree(store: Store) -> list[dict]:
     """One row per version: parent, operation, request, metrics, taint (store only)."""
-    vs = versions(store)
+    vs = list_versions(store)
     reqs = Ledger(store).requests()
     tainted = taint(vs, reqs)
     by_id = {r.request_id: r for r in reqs}
     rows = []
     for v in vs:
-        m = v.get("metrics", {})
-        req = by_id.get(v.get("request_id") or "")
+        m = v.metrics
+        req = by_id.get(v.request_id or "")
         rows.append({
-            "version": v["version"], "parent": v["parent"], "operation": v["operation"],
-            "request_id": v.get("request_id"), "created": v.get("created"),
+            "version": v.version, "parent": v.parent, "operation": v.operation,
+            "request_id": v.request_id, "created": v.created,
             "removed_ids_sha256": req.ids_sha256 if req else None,
             "removed_ids": req.n_ids if req else None,
-            "retrained": {str(s["shard"]): s["retrained_from"] for s in v["shards"]
-                          if s.get("retrained_from") is not None},
-            "ensemble_accuracy": m.get("ensemble_accuracy"),
-            "shard_accuracy": m.get("shard_accuracy", {}),
-            "test_samples": m.get("test_samples"),
-            "tainted": v["version"] in tainted, "tainted_by": tainted.get(v["version"]),
+            "retrained": {str(s.shard): s.retrained_from for s in v.shards
+                          if s.retrained_from is not None},
+            "ensemble_accuracy": m.ensemble_accuracy,
+            "shard_accuracy": m.shard_accuracy,
+            "test_samples": m.test_samples,
+            "tainted": v.version in tainted, "tainted_by": tainted.get(v.version),
             "certificate": (certificate_path(req.request_id) if req and
                             store.exists(certificate_path(req.request_id)) else None),
         })
@@ -105,11 +84,11 @@ def tree(store: Store) -> list[dict]:
 def sample(store: Store, sample_id: int) -> dict:
     """Which versions were trained with ``sample_id``, and who removed it and when."""
     x = int(sample_id)
-    vs = versions(store)
+    vs = list_versions(store)
     if not vs:
         raise ClulError(f"no trained model under {store.root}: run `clul-ray train`")
     reqs = Ledger(store).requests()
-    current = (store.read_json("state.json") or vs[-1])["version"]
+    current = (read_current(store) or vs[-1]).version
     ids, shard, slc = store.read_index()
     hit = np.flatnonzero(ids == x)
     in_test = bool(np.isin(x, store.test_ids()))
@@ -128,10 +107,10 @@ def sample(store: Store, sample_id: int) -> dict:
         until = deletion_versions(vs, reqs).get(removed.request_id)
         removal = {"request_id": removed.request_id, "state": removed.state,
                    "ids_sha256": removed.ids_sha256, "requested_at": removed.created,
-                   "committed_at": committed_at(removed), "version": until,
+                   "committed_at": removed.committed_at(), "version": until,
                    "certificate": certificate_path(removed.request_id)
                    if store.exists(certificate_path(removed.request_id)) else None}
-    trained = ([v["version"] for v in vs if until is None or v["version"] < until]
+    trained = ([v.version for v in vs if until is None or v.version < until]
                if split == "train" else [])
     return {
         "root": store.root, "sample_id": x, "split": split,

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 
-from ..errors import ClulError
+from ..errors import ClulError, first_line
 from ..sisa.ledger import Ledger
+from ..sisa.version import list_versions, read_current
 from ..store import Store
 from . import history
 from .tracking import TAG, Tracking, enabled
@@ -21,24 +22,22 @@ KEEP = ("certificate",)  # the metadata trail: digests, counts and paths only
 
 
 def purge(store: Store) -> dict:
-    vs = history.versions(store)
+    vs = list_versions(store)
     if not vs:
         raise ClulError(f"no trained model under {store.root}: run `clul-ray train`")
     tainted = history.taint(vs, Ledger(store).requests())
-    state = store.read_json("state.json") or vs[-1]
-    keep = {store.checkpoint_path(s["shard"], r, key)
-            for s in state["shards"] for r, key in enumerate(s["keys"])}
+    state = read_current(store) or vs[-1]
+    keep = state.checkpoint_paths()
     checkpoints = []
     for v in vs:
-        if v["version"] not in tainted:
+        if v.version not in tainted:
             continue
-        for s in v["shards"]:
-            for r, key in enumerate(s["keys"]):
-                path = store.checkpoint_path(s["shard"], r, key)
+        for s in v.shards:
+            for path in s.checkpoint_paths():
                 if path not in keep and path not in checkpoints and store.exists(path):
                     store.delete(path)
                     checkpoints.append(path)
-    out = {"root": store.root, "current_version": state["version"],
+    out = {"root": store.root, "current_version": state.version,
            "tainted_versions": sorted(tainted), "purged_versions": [],
            "artifacts_removed": [], "checkpoints_removed": checkpoints,
            "kept": "runs, params, metrics, tags, nested runs, registry versions, certificates"}
@@ -48,9 +47,9 @@ def purge(store: Store) -> dict:
         except ClulError:
             raise
         except Exception as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ClulError(f"cannot purge MLflow artifacts of {store.root} "
-                            f"({len(checkpoints)} checkpoint files removed): {msg}") from None
+                            f"({len(checkpoints)} checkpoint files removed): "
+                            f"{first_line(e)}") from None
     return out
 
 

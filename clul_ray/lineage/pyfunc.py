@@ -37,23 +37,24 @@ class SisaEnsembleModel(mlflow.pyfunc.PythonModel):
         from ..config import PipelineConfig
         from ..errors import ClulError
         from ..sisa.ensemble import Ensemble
+        from ..sisa.version import read_version
         from ..store import Store
 
         conf = context.model_config
         store = Store(conf["root"])
         version = int(conf["version"])
-        state = store.read_json(f"versions/v{version:06d}.json")
-        if state is None:
+        v = read_version(store, version)
+        if v is None:
             raise ClulError(f"version {version} is not recorded under {conf['root']}")
         cfg = PipelineConfig(**conf["config"])
-        missing = [store.checkpoint_path(s["shard"], cfg.slices - 1, s["keys"][-1])
-                   for s in state["shards"] if s["n_samples"] > 0
-                   and not store.has_checkpoint(s["shard"], cfg.slices - 1, s["keys"][-1])]
+        last = cfg.partition.slices - 1
+        served = [s.artifact or s.checkpoint_paths()[last] for s in v.trained_shards()]
+        missing = [p for p in served if not store.exists(p)]
         if missing:
             raise ClulError(f"version {version} of {conf['root']} cannot be loaded: "
-                            f"{len(missing)} shard checkpoints are gone (e.g. {missing[0]}); "
+                            f"{len(missing)} shard models are gone (e.g. {missing[0]}); "
                             "a deletion superseded it")
-        self.ensemble = Ensemble(cfg, store, state)
+        self.ensemble = Ensemble(cfg, store, v)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
         x = to_features(model_input)

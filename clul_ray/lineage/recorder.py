@@ -1,8 +1,8 @@
 """Mirror a root's versions into MLflow: one run per version, nested runs per retrained shard,
 the registered ensemble with the alias ``current``, certificates and taint marks.
 
-Failure policy: the store commits first and is the source of truth. The pipeline calls
-:func:`on_commit` only after ``state.json`` is written; MLflow errors there become a
+Failure policy: the store commits first and is the source of truth. :class:`LineageRecorder`
+observes the pipeline's commits, after ``state.json`` is written; MLflow errors there become a
 :class:`LineageWarning` and never undo or block the commit. :func:`sync` is idempotent: it
 logs every version of ``versions/`` that has no complete run (a crash mid-logging leaves a run
 without the ``clul_ray.recorded`` tag, which is deleted and logged again), so the next commit
@@ -14,13 +14,16 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import time
 import warnings
 
 import numpy as np
 
+from ..config import PipelineConfig
+from ..errors import first_line
 from ..hashing import sha256_ids
+from ..layout import certificate_path, checkpoint_path, note_path
 from ..sisa.ledger import Ledger, Request
+from ..sisa.version import ModelVersion, list_versions, read_config, read_current
 from ..store import Store
 from . import history
 from .tracking import ALIAS, TAG, Tracking, enabled, flat_params, root_uri
@@ -33,29 +36,33 @@ class LineageWarning(UserWarning):
 
 
 # ---- the store side: what a version was trained on, written at commit -----------------
-def write_note(store: Store, config: dict, state: dict) -> dict:
+def write_note(store: Store, config: dict, v: ModelVersion) -> dict:
     """``lineage/vNNNNNN.json``: the version's config and per-shard data digests, taken while
     its data is current (later deletions change the partitions)."""
     shards = {}
-    for s in state["shards"]:
-        ids = [store.slice_ids(s["shard"], r) for r in range(len(s["keys"]))]
+    for s in v.shards:
+        ids = [store.slice_ids(s.shard, r) for r in range(len(s.keys))]
         all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-        shards[str(s["shard"])] = {"data_sha256": sha256_ids(all_ids), "n_ids": int(len(all_ids))}
-    note = {"version": state["version"], "root": root_uri(store), "config": config,
-            "shards": shards}
-    store.write_json(history.note_path(state["version"]), note)
+        shards[str(s.shard)] = {"data_sha256": sha256_ids(all_ids), "n_ids": int(len(all_ids))}
+    note = {"version": v.version, "root": root_uri(store), "config": config, "shards": shards}
+    store.write_json(note_path(v.version), note)
     return note
 
 
-def on_commit(store: Store, config: dict, state: dict) -> None:
-    """The pipeline's hook, after a version is committed: note it, then mirror to MLflow.
-    Never raises: the version is already committed (see the failure policy)."""
-    try:
-        write_note(store, config, state)
-    except Exception as e:
-        warnings.warn(f"lineage note of version {state['version']} not written ({e}); "
-                      "its data digests will be unknown", LineageWarning, stacklevel=2)
-    mirror(store)
+class LineageRecorder:
+    """The pipeline's observer: notes each committed version, mirrors it into MLflow, and
+    each committed request's certificate. Never raises (see the failure policy)."""
+
+    def version_committed(self, store: Store, cfg: PipelineConfig, v: ModelVersion) -> None:
+        try:
+            write_note(store, cfg.model_dump(), v)
+        except Exception as e:
+            warnings.warn(f"lineage note of version {v.version} not written ({e}); "
+                          "its data digests will be unknown", LineageWarning, stacklevel=2)
+        mirror(store)
+
+    def request_committed(self, store: Store, request: Request) -> None:
+        mirror(store)  # the certificate, into the version's MLflow run
 
 
 def mirror(store: Store) -> dict | None:
@@ -65,9 +72,8 @@ def mirror(store: Store) -> dict | None:
     try:
         return sync(store)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         warnings.warn(f"lineage of {store.root} not recorded in MLflow ({type(e).__name__}: "
-                      f"{msg}); the store is committed, and the next commit or `clul-ray "
+                      f"{first_line(e)}); the store is committed, and the next commit or `clul-ray "
                       f"lineage --sync` records it", LineageWarning, stacklevel=2)
         return None
 
@@ -76,7 +82,7 @@ def mirror(store: Store) -> dict | None:
 def sync(store: Store) -> dict:
     """Log what the store has and MLflow lacks; mark taint; point ``current`` at the current
     version. Returns what it did."""
-    vs = history.versions(store)
+    vs = list_versions(store)
     done = {"logged": [], "certificates": [], "tainted": [], "alias": None}
     if not vs:
         return done
@@ -86,18 +92,18 @@ def sync(store: Store) -> dict:
     runs = t.version_runs()
     mvs = t.model_versions()
     for v in vs:
-        n = v["version"]
+        n = v.version
         run = runs.get(n)
         if run is not None and run.data.tags.get(f"{TAG}recorded") == "true":
             continue
         _discard_partial(t, run, mvs.pop(n, None))
-        runs[n], mvs[n] = _log_version(t, store, v, by_id.get(v.get("request_id") or ""))
+        runs[n], mvs[n] = _log_version(t, store, v, by_id.get(v.request_id or ""))
         done["logged"].append(n)
 
     versions_of = history.deletion_versions(vs, reqs)
     for req in reqs:
         n = versions_of.get(req.request_id)
-        cert = store.read_json(history.certificate_path(req.request_id))
+        cert = store.read_json(certificate_path(req.request_id))
         run = runs.get(n) if n is not None else None
         if cert is None or run is None or run.data.tags.get(f"{TAG}certificate") == \
                 req.request_id:
@@ -125,8 +131,8 @@ def sync(store: Store) -> dict:
         if key in shard_tainted and tags.get(f"{TAG}tainted") != "true":
             t.client.set_tag(child.info.run_id, f"{TAG}tainted", "true")
 
-    state = store.read_json("state.json")
-    mv = mvs.get(state["version"]) if state else None
+    state = read_current(store)
+    mv = mvs.get(state.version) if state else None
     if mv is not None and str(t.aliases().get(ALIAS)) != str(mv.version):
         t.client.set_registered_model_alias(t.model_name, ALIAS, str(mv.version))
         done["alias"] = int(mv.version)
@@ -151,90 +157,87 @@ def _discard_partial(t: Tracking, run, mv) -> None:
         t.client.delete_run(r.info.run_id)
 
 
-def _metrics(v: dict) -> dict:
-    m = v.get("metrics", {})
-    out = {"ensemble_accuracy": m.get("ensemble_accuracy"), "test_samples": m.get("test_samples"),
-           "samples": sum(s["n_samples"] for s in v["shards"])}
-    out.update({f"shard_accuracy/{k}": a for k, a in m.get("shard_accuracy", {}).items()})
-    out.update({f"seconds/{k.removesuffix('_seconds')}": s
-                for k, s in v.get("timings", {}).items()})
-    out.update({f"shard_seconds/{s['shard']}": s["seconds"] for s in v["shards"]
-                if s.get("retrained_from") is not None})
+def _metrics(v: ModelVersion) -> dict:
+    m = v.metrics
+    out = {"ensemble_accuracy": m.ensemble_accuracy, "test_samples": m.test_samples,
+           "samples": v.samples}
+    out.update({f"shard_accuracy/{k}": a for k, a in m.shard_accuracy.items()})
+    out.update({f"seconds/{k.removesuffix('_seconds')}": s for k, s in v.timings.items()})
+    out.update({f"shard_seconds/{s.shard}": s.seconds for s in v.shards
+                if s.retrained_from is not None})
     return out
 
 
-def checkpoint_listing(store: Store, v: dict, note: dict | None) -> dict:
+def checkpoint_listing(store: Store, v: ModelVersion, note: dict | None) -> dict:
     """The version's shard checkpoints as pointers into the storage root (never copies)."""
     root = root_uri(store)
     digests = (note or {}).get("shards", {})
-
-    def pointers(s: dict) -> list[dict]:
-        return [{"slice": r, "key": key,
-                 "uri": f"{root}/{store.checkpoint_path(s['shard'], r, key)}"}
-                for r, key in enumerate(s["keys"])]
-
-    return {"root": root, "version": v["version"], "training_digest": v["training_digest"],
-            "shards": [{"shard": s["shard"], "n_samples": s["n_samples"],
-                        "model_sha256": s["model_sha256"],
-                        "data_sha256": digests.get(str(s["shard"]), {}).get("data_sha256"),
-                        "retrained_from": s.get("retrained_from"),
-                        "checkpoints": pointers(s)} for s in v["shards"]]}
+    return {"root": root, "version": v.version, "training_digest": v.training_digest,
+            "shards": [{"shard": s.shard, "n_samples": s.n_samples,
+                        "model_sha256": s.model_sha256,
+                        "data_sha256": digests.get(str(s.shard), {}).get("data_sha256"),
+                        "retrained_from": s.retrained_from,
+                        "checkpoints": [{"slice": r, "key": key, "uri":
+                                         f"{root}/{checkpoint_path(s.shard, r, key)}"}
+                                        for r, key in enumerate(s.keys)]}
+                       for s in v.shards]}
 
 
-def _log_version(t: Tracking, store: Store, v: dict, req: Request | None):
+def _log_version(t: Tracking, store: Store, v: ModelVersion, req: Request | None):
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
-    n = v["version"]
-    note = store.read_json(history.note_path(n))
-    current = store.read_json("state.json") or {}
-    if note is None and current.get("version") == n:  # committed, but the note was not written
-        note = write_note(store, store.read_json("config.json"), v)
-    config = (note or {}).get("config") or store.read_json("config.json")
+    n = v.version
+    note = store.read_json(note_path(n))
+    current = read_current(store)
+    stored_config = read_config(store).model_dump()
+    if note is None and current is not None and current.version == n:  # note not written
+        note = write_note(store, stored_config, v)
+    config = (note or {}).get("config") or stored_config
     digests = (note or {}).get("shards", {})
-    created = int(v.get("created", time.time()) * 1000)
-    tags = {f"{TAG}kind": "version", f"{TAG}version": n, f"{TAG}parent_version": v["parent"],
-            f"{TAG}operation": v["operation"], f"{TAG}request_id": v.get("request_id"),
+    created = int(v.created * 1000)
+    tags = {f"{TAG}kind": "version", f"{TAG}version": n, f"{TAG}parent_version": v.parent,
+            f"{TAG}operation": v.operation, f"{TAG}request_id": v.request_id,
             f"{TAG}removed_ids_sha256": req.ids_sha256 if req else None,
             f"{TAG}removed_ids": req.n_ids if req else None,
-            f"{TAG}root": root_uri(store), f"{TAG}training_digest": v["training_digest"]}
-    for s in v["shards"]:
-        k = s["shard"]
+            f"{TAG}root": root_uri(store), f"{TAG}training_digest": v.training_digest}
+    for s in v.shards:
+        k = s.shard
         tags[f"{TAG}shard.{k}.data_sha256"] = digests.get(str(k), {}).get("data_sha256",
                                                                           "unknown")
-        tags[f"{TAG}shard.{k}.model_sha256"] = s["model_sha256"]
-        tags[f"{TAG}shard.{k}.checkpoint_key"] = s["keys"][-1] if s["keys"] else ""
+        tags[f"{TAG}shard.{k}.model_sha256"] = s.model_sha256
+        tags[f"{TAG}shard.{k}.checkpoint_key"] = s.keys[-1] if s.keys else ""
     run = t.client.create_run(t.experiment_id, start_time=created,
-                              run_name=f"v{n:06d}-{v['operation']}",
+                              run_name=f"v{n:06d}-{v.operation}",
                               tags={f"{TAG}kind": "version", f"{TAG}version": str(n)})
     rid = run.info.run_id
     t.log_batch(rid, params=flat_params(config), metrics=_metrics(v), tags=tags,
                 timestamp=created)
     t.client.log_dict(rid, checkpoint_listing(store, v, note), "checkpoints.json")
 
-    for s in v["shards"]:
-        if s.get("retrained_from") is None:
+    for s in v.shards:
+        if s.retrained_from is None:
             continue
-        k = s["shard"]
+        k = s.shard
         data = digests.get(str(k), {}).get("data_sha256", "unknown")
         child = t.client.create_run(
             t.experiment_id, start_time=created, run_name=f"v{n:06d}-shard-{k}",
             tags={MLFLOW_PARENT_RUN_ID: rid, f"{TAG}kind": "shard", f"{TAG}version": str(n),
                   f"{TAG}shard": str(k)})
         t.log_batch(child.info.run_id,
-                    params={"shard": str(k), "retrained_from": str(s["retrained_from"]),
-                            "slices_trained": str(len(s["keys"]) - s["retrained_from"])},
-                    metrics={"seconds": s["seconds"], "n_samples": s["n_samples"]},
-                    tags={f"{TAG}retrained_from": s["retrained_from"],
-                          f"{TAG}data_sha256": data, f"{TAG}model_sha256": s["model_sha256"],
-                          f"{TAG}checkpoint_key": s["keys"][-1] if s["keys"] else "",
-                          f"{TAG}node_id": s.get("node_id")},
+                    params={"shard": str(k), "retrained_from": str(s.retrained_from),
+                            "slices_trained": str(len(s.keys) - s.retrained_from)},
+                    metrics={"seconds": s.seconds, "n_samples": s.n_samples},
+                    tags={f"{TAG}retrained_from": s.retrained_from,
+                          f"{TAG}data_sha256": data, f"{TAG}model_sha256": s.model_sha256,
+                          f"{TAG}checkpoint_key": s.keys[-1] if s.keys else "",
+                          f"{TAG}node_id": s.node_id},
                     timestamp=created)
         ds = _shard_dataset(store, k, data)
         t.client.log_inputs(child.info.run_id, datasets=[DatasetInput(
             ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training"),
                                           InputTag(f"{TAG}data_sha256", data),
-                                          InputTag(f"{TAG}n_samples", str(s["n_samples"]))])])
+                                          InputTag(f"{TAG}n_samples", str(s.n_samples))])])
         t.client.set_terminated(child.info.run_id, "FINISHED")
 
     model_id, artifact_location = _log_model(t, store, rid, n, config)
@@ -243,9 +246,9 @@ def _log_version(t: Tracking, store: Store, v: dict, req: Request | None):
     # models:/ sources with the process-wide tracking URI, not this client's.
     mv = t.client.create_model_version(
         t.model_name, source=artifact_location, run_id=rid, model_id=model_id,
-        tags={f"{TAG}version": str(n), f"{TAG}operation": v["operation"],
-              f"{TAG}request_id": v.get("request_id") or "", f"{TAG}root": root_uri(store)},
-        description=f"version {n} ({v['operation']}) of {root_uri(store)}")
+        tags={f"{TAG}version": str(n), f"{TAG}operation": v.operation,
+              f"{TAG}request_id": v.request_id or "", f"{TAG}root": root_uri(store)},
+        description=f"version {n} ({v.operation}) of {root_uri(store)}")
     t.log_batch(rid, tags={f"{TAG}registry_version": mv.version, f"{TAG}model_id": model_id,
                            f"{TAG}recorded": "true"})
     t.client.set_terminated(rid, "FINISHED")

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ClulError
+from ..errors import ClulError, first_line
+from ..sisa.version import read_config, read_current
 from ..store import Store
 from . import history
 from .tracking import ALIAS, TAG, Tracking, enabled, experiment_name, model_name, tracking_uri
 
 
-def _first_line(e: Exception) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
-
-
 def lineage(store: Store, sync: bool = False) -> dict:
     """The version tree; with ``sync``, first log whatever MLflow lacks."""
-    if store.read_json("config.json") is None:
+    if read_config(store) is None:
         raise ClulError(f"no pipeline under {store.root}: run `clul-ray train` first")
     rows = history.tree(store)
-    state = store.read_json("state.json") or {}
-    out = {"root": store.root, "current_version": state.get("version"), "versions": rows,
+    state = read_current(store)
+    current_version = state.version if state else None
+    out = {"root": store.root, "current_version": current_version, "versions": rows,
            "tracking_uri": None, "experiment": None, "registered_model": None,
            "mlflow_error": None}
     for r in rows:
-        r.update(run_id=None, registry_version=None, current=r["version"] == state.get("version"),
+        r.update(run_id=None, registry_version=None, current=r["version"] == current_version,
                  purged=None)
     if not enabled():
         out["mlflow_error"] = "lineage recording is off (CLUL_RAY_LINEAGE=0)"
@@ -43,7 +40,7 @@ def lineage(store: Store, sync: bool = False) -> dict:
                 out["synced"] = do_sync(store)
             except Exception as e:
                 raise ClulError(f"cannot record the lineage of {store.root} in MLflow at "
-                                f"{out['tracking_uri']}: {_first_line(e)}") from None
+                                f"{out['tracking_uri']}: {first_line(e)}") from None
         t = Tracking(store, create=False)
         runs, mvs = t.version_runs(), t.model_versions()
         current = t.aliases().get(ALIAS)
@@ -53,7 +50,7 @@ def lineage(store: Store, sync: bool = False) -> dict:
         out["mlflow_error"] = str(e)
         return out
     except Exception as e:
-        out["mlflow_error"] = f"{type(e).__name__}: {_first_line(e)}"
+        out["mlflow_error"] = f"{type(e).__name__}: {first_line(e)}"
         return out
     for r in rows:
         run, mv = runs.get(r["version"]), mvs.get(r["version"])

@@ -15,7 +15,6 @@ become, bit for bit, the ones training without the rows would give.
 
 from __future__ import annotations
 
-import io
 import time
 from typing import Any
 
@@ -23,45 +22,26 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from .. import layout
 from ..config import PipelineConfig
 from ..data.sources import features
 from ..errors import ClulError
+from ..runtime import gather, node_id
 from ..store import Store
-from .trainer import load_checkpoint_model, model_sha256
+from .checkpoint import load_shard_model, model_sha256, write_artifact
+from .version import ModelVersion, ShardState
 
 
-def artifact_path(request_id: str, shard: int) -> str:
-    return f"unlearned/{request_id}/shard={shard}.pt"
-
-
-def load_shard_model(cfg: PipelineConfig, store: Store, shard_state: dict,
-                     device: str = "cpu") -> torch.nn.Module:
-    """The model a version serves for a shard: an edited artifact, or the last checkpoint."""
-    if shard_state.get("artifact"):
-        model = torch.load(io.BytesIO(store.read_bytes(shard_state["artifact"])),
-                           map_location=device, weights_only=False)
-        return model.eval()
-    last = cfg.slices - 1
-    return load_checkpoint_model(cfg, store, shard_state["shard"], last,
-                                 shard_state["keys"][last], device)
-
-
-def shard_rows(store: Store, cfg: PipelineConfig, shard: int) -> pa.Table | None:
-    tables = [t for r in range(cfg.slices)
-              if (t := store.read_slice(shard, r, ["id", "label", "x"])) is not None]
-    return pa.concat_tables(tables).sort_by("id") if tables else None
-
-
-def unlearn_shard(cfg: PipelineConfig, store: Store, shard_state: dict, forget_ids: list[int],
+def unlearn_shard(cfg: PipelineConfig, store: Store, shard: ShardState, forget_ids: list[int],
                   method: str, params: dict[str, Any], seed: int, request_id: str,
-                  node_id: str = "local") -> dict:
+                  node: str = "local") -> dict:
     """Edit one shard's model with ``method`` and store it; a pure function of its inputs."""
     from ..unlearn import Split, unlearn_model
 
     t0 = time.perf_counter()
-    torch.set_num_threads(cfg.threads_per_shard)
-    k = shard_state["shard"]
-    rows = shard_rows(store, cfg, k)
+    torch.set_num_threads(cfg.compute.threads_per_shard)
+    k = shard.shard
+    rows = store.read_shard(k, cfg.partition.slices - 1, ["id", "label", "x"])
     if rows is None:
         raise ClulError(f"shard {k} holds no rows")
     ids = rows.column("id").to_numpy()
@@ -71,48 +51,34 @@ def unlearn_shard(cfg: PipelineConfig, store: Store, shard_state: dict, forget_i
         raise ClulError(f"the scenario forgets every row of shard {k}; use an exact delete")
     forget = Split.from_numpy(x[f], y[f], ids[f])
     retain = Split.from_numpy(x[~f], y[~f], ids[~f])
-    model = load_shard_model(cfg, store, shard_state)
+    model = load_shard_model(cfg, store, shard)
     edited, report = unlearn_model(model, forget, retain, method, params, seed)
-    buf = io.BytesIO()
-    torch.save(edited.cpu(), buf)
-    path = artifact_path(request_id, k)
-    store.write_bytes(path, buf.getvalue())
+    path = write_artifact(store, request_id, k, edited)
     return {"shard": k, "artifact": path, "n_samples": int((~f).sum()),
-            "model_sha256": model_sha256(edited), "node_id": node_id,
+            "model_sha256": model_sha256(edited), "node_id": node,
             "seconds": time.perf_counter() - t0, "report": report.to_dict()}
 
 
 def _remote_unlearn(*args, **kwargs) -> dict:
+    return unlearn_shard(*args, **kwargs, node=node_id())
+
+
+def run_unlearning(cfg: PipelineConfig, store: Store, version: ModelVersion,
+                   affected: list[int], forget_ids: list[int], method: str, params: dict,
+                   seed: int, request_id: str) -> dict[int, dict]:
+    """Unlearn every affected shard, in parallel Ray tasks (in-process for ``local``)."""
+    if cfg.compute.backend == "local":
+        return {k: unlearn_shard(cfg, store, version.shard(k), forget_ids, method, params,
+                                 seed, request_id) for k in affected}
     import ray
 
-    return unlearn_shard(*args, **kwargs, node_id=ray.get_runtime_context().get_node_id())
-
-
-def run_unlearning(cfg: PipelineConfig, store: Store, state: dict, affected: list[int],
-                   forget_ids: list[int], method: str, params: dict, seed: int,
-                   request_id: str, backend: str) -> dict[int, dict]:
-    """Unlearn every affected shard, in parallel Ray tasks (or in-process for ``local``)."""
-    shards = {s["shard"]: s for s in state["shards"]}
-    if backend == "local":
-        return {k: unlearn_shard(cfg, store, shards[k], forget_ids, method, params, seed,
-                                 request_id) for k in affected}
-    import ray
-
-    task = ray.remote(_remote_unlearn).options(num_cpus=cfg.cpus_per_shard,
-                                               num_gpus=cfg.gpus_per_shard, max_retries=3)
-    refs = {k: task.remote(cfg, store, shards[k], forget_ids, method, params, seed,
-                           request_id) for k in affected}
-    out = {}
-    for k, ref in refs.items():
-        try:
-            out[k] = ray.get(ref)
-        except ray.exceptions.RayTaskError as e:
-            cause = getattr(e, "cause", None)
-            if isinstance(cause, ClulError):
-                raise cause from None
-            raise ClulError(f"unlearning shard {k} failed: "
-                            f"{str(cause or e).strip().splitlines()[-1]}") from e
-    return out
+    task = ray.remote(_remote_unlearn).options(num_cpus=cfg.compute.cpus_per_shard,
+                                               num_gpus=cfg.compute.gpus_per_shard,
+                                               max_retries=3)
+    refs = {task.remote(cfg, store, version.shard(k), forget_ids, method, params, seed,
+                        request_id): k for k in affected}
+    done = gather({ref: f"unlearning shard {k}" for ref, k in refs.items()})
+    return {refs[ref]: out for ref, out in done.items()}
 
 
 def resolve_forget(store: Store, cfg: PipelineConfig, scenario: str, seed: int) -> np.ndarray:
@@ -120,18 +86,13 @@ def resolve_forget(store: Store, cfg: PipelineConfig, scenario: str, seed: int) 
     from ..unlearn.scenarios import parse_scenario, split_forget
 
     sc = parse_scenario(scenario)
-    tables = [t for k in range(cfg.shards)
-              if (t := shard_rows_labels(store, cfg, k)) is not None]
+    last = cfg.partition.slices - 1
+    tables = [t for k in range(cfg.partition.shards)
+              if (t := store.read_shard(k, last, ["id", "label"])) is not None]
     t = pa.concat_tables(tables).sort_by("id")
     ids, labels = t.column("id").to_numpy(), t.column("label").to_numpy()
-    test = store.read_tables("data/test", ["id", "label"])
+    test = store.read_tables(layout.TEST, ["id", "label"])
     t_ids = test.column("id").to_numpy() if test is not None else np.zeros(0, np.int64)
     t_lab = test.column("label").to_numpy() if test is not None else np.zeros(0, np.int64)
-    split = split_forget(sc, ids, labels, t_ids, t_lab, cfg.num_classes, seed)
+    split = split_forget(sc, ids, labels, t_ids, t_lab, cfg.data.num_classes, seed)
     return ids[split.forget]
-
-
-def shard_rows_labels(store: Store, cfg: PipelineConfig, shard: int) -> pa.Table | None:
-    tables = [t for r in range(cfg.slices)
-              if (t := store.read_slice(shard, r, ["id", "label"])) is not None]
-    return pa.concat_tables(tables) if tables else None

@@ -1,4 +1,4 @@
-"""The SISA ensemble: shard models from a version's final checkpoints, aggregated."""
+"""The SISA ensemble: the shard models a version serves, aggregated."""
 
 from __future__ import annotations
 
@@ -10,24 +10,26 @@ from ..config import PipelineConfig
 from ..data.sources import features
 from ..store import Store
 from .aggregate import aggregate
-from .approximate import load_shard_model
+from .checkpoint import load_shard_model
+from .version import ModelVersion
 
 
 class Ensemble:
     """Predicts by majority vote of shard labels (default) or mean shard probability."""
 
-    def __init__(self, cfg: PipelineConfig, store: Store, state: dict, device: str = "cpu"):
+    def __init__(self, cfg: PipelineConfig, store: Store, version: ModelVersion,
+                 device: str = "cpu"):
         self.cfg = cfg
         self.device = device
-        self.shards = [s["shard"] for s in state["shards"] if s["n_samples"] > 0]
-        self.models = [load_shard_model(cfg, store, s, device)
-                       for s in state["shards"] if s["n_samples"] > 0]
+        trained = version.trained_shards()
+        self.shards = [s.shard for s in trained]
+        self.models = [load_shard_model(cfg, store, s, device) for s in trained]
 
     @torch.no_grad()
     def shard_proba(self, x: np.ndarray, batch: int = 4096) -> np.ndarray:
         """(shards, n, classes) probabilities."""
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        out = np.zeros((len(self.models), len(xt), self.cfg.num_classes), np.float32)
+        out = np.zeros((len(self.models), len(xt), self.cfg.data.num_classes), np.float32)
         for i, m in enumerate(self.models):
             for j in range(0, len(xt), batch):
                 logits = m(xt[j:j + batch].to(self.device))
@@ -35,23 +37,27 @@ class Ensemble:
         return out
 
     def predict(self, x: np.ndarray, method: str | None = None) -> np.ndarray:
-        return aggregate(self.shard_proba(x), method or self.cfg.aggregation)
+        return aggregate(self.shard_proba(x), method or self.cfg.serve.aggregation)
 
-
-class BatchPredictor:
-    """A Ray Data map_batches callable: canonical rows -> ids, labels and predictions."""
-
-    def __init__(self, cfg: dict, root: str, state: dict):
-        torch.set_num_threads(1)
-        self.ens = Ensemble(PipelineConfig(**cfg), Store(root), state)
-
-    def __call__(self, t: pa.Table) -> pa.Table:
-        probs = self.ens.shard_proba(features(t))
-        cols = {"id": t.column("id"), "pred": pa.array(aggregate(probs, self.ens.cfg.aggregation)
-                                                        .astype(np.int64))}
+    def predict_table(self, t: pa.Table) -> pa.Table:
+        """Canonical rows -> id, pred, shard_pred (n, shards) and the label when present."""
+        probs = self.shard_proba(features(t))
+        cols = {"id": t.column("id"),
+                "pred": pa.array(aggregate(probs, self.cfg.serve.aggregation).astype(np.int64))}
         if "label" in t.column_names:
             cols["label"] = t.column("label")
         shard_pred = probs.argmax(2).T.astype(np.int64)  # (n, shards)
         cols["shard_pred"] = pa.FixedSizeListArray.from_arrays(
             pa.array(shard_pred.reshape(-1)), max(1, shard_pred.shape[1]))
         return pa.table(cols)
+
+
+class BatchPredictor:
+    """A Ray Data ``map_batches`` callable around :meth:`Ensemble.predict_table`."""
+
+    def __init__(self, cfg: dict, root: str, version: dict):
+        torch.set_num_threads(1)
+        self.ens = Ensemble(PipelineConfig(**cfg), Store(root), ModelVersion(**version))
+
+    def __call__(self, t: pa.Table) -> pa.Table:
+        return self.ens.predict_table(t)

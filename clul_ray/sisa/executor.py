@@ -11,23 +11,18 @@ shard); see :class:`RayTrainExecutor`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
+from .. import layout
 from ..config import PipelineConfig
-from ..errors import ClulError
+from ..errors import ClulError, last_line
+from ..runtime import gather, node_id
 from ..store import Store
-from .trainer import SliceResult, result_from_checkpoint, train_slice
+from .checkpoint import SliceResult, result_from_checkpoint
+from .plan import ShardJob, first_missing
+from .trainer import train_slice
 
 StepCallback = Callable[[SliceResult], None]
-
-
-@dataclass(frozen=True)
-class ShardJob:
-    """Train ``shard`` from slice ``start`` to the last slice, with these checkpoint keys."""
-
-    shard: int
-    start: int
-    keys: tuple[str, ...]
 
 
 class LocalExecutor:
@@ -37,7 +32,7 @@ class LocalExecutor:
             on_step: StepCallback | None = None) -> list[SliceResult]:
         out = []
         for job in jobs:
-            for r in range(job.start, cfg.slices):
+            for r in range(job.start, cfg.partition.slices):
                 res = train_slice(cfg, store, job.shard, r, list(job.keys))
                 out.append(res)
                 if on_step:
@@ -47,9 +42,7 @@ class LocalExecutor:
 
 def _remote_step(cfg: PipelineConfig, store: Store, shard: int, slc: int,
                  keys: list[str], _previous: SliceResult | None) -> SliceResult:
-    import ray
-
-    return train_slice(cfg, store, shard, slc, keys, ray.get_runtime_context().get_node_id())
+    return train_slice(cfg, store, shard, slc, keys, node_id())
 
 
 class RayExecutor:
@@ -64,41 +57,17 @@ class RayExecutor:
         import ray
 
         step = ray.remote(_remote_step).options(
-            num_cpus=cfg.cpus_per_shard, num_gpus=cfg.gpus_per_shard, max_retries=3,
+            num_cpus=cfg.compute.cpus_per_shard, num_gpus=cfg.compute.gpus_per_shard, max_retries=3,
             name="clul_ray.train_slice",
-            scheduling_strategy="SPREAD" if cfg.placement == "spread" else "DEFAULT")
-        refs, where = [], {}
+            scheduling_strategy="SPREAD" if cfg.compute.placement == "spread" else "DEFAULT")
+        labels = {}
         for job in jobs:
             prev = None
-            for r in range(job.start, cfg.slices):
+            for r in range(job.start, cfg.partition.slices):
                 prev = step.remote(cfg, store, job.shard, r, list(job.keys), prev)
-                refs.append(prev)
-                where[prev] = (job.shard, r)
-        out, pending = [], list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                try:
-                    res = ray.get(ref)
-                except ray.exceptions.RayError as e:
-                    shard, r = where[ref]
-                    cause = str(getattr(e, "cause", None) or e).strip().splitlines()[-1]
-                    raise ClulError(f"training shard {shard} slice {r} failed: {cause}") from e
-                out.append(res)
-                if on_step:
-                    on_step(res)
-        return out
-
-
-def first_missing_slice(cfg: PipelineConfig, store: Store, shard: int, start: int,
-                        keys: list[str]) -> int:
-    """The first slice from ``start`` on without a checkpoint under its key (a resume point).
-
-    A checkpoint's key digests the training config and the ids of slices 0..r, so one found
-    under its key was trained on exactly this data: a retried trainer may start after it.
-    """
-    return next((r for r in range(start, cfg.slices)
-                 if not store.has_checkpoint(shard, r, keys[r])), cfg.slices)
+                labels[prev] = f"training shard {job.shard} slice {r}"
+        results = gather(labels, None if on_step is None else lambda _, res: on_step(res))
+        return list(results.values())
 
 
 def _train_shard_loop(config: dict) -> None:
@@ -112,12 +81,13 @@ def _train_shard_loop(config: dict) -> None:
     shard, keys = config["shard"], list(config["keys"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    node = ray.get_runtime_context().get_node_id()
+    node = node_id()
     # all ranks see the same store, so they agree on the resume point (rank 0 wrote it
     # before the barrier of the previous attempt's last finished slice)
-    start = first_missing_slice(cfg, store, shard, config["start"], keys)
+    start = first_missing(keys, lambda r, key: store.has_checkpoint(shard, r, key),
+                          config["start"])
     done: list[dict] = []
-    for r in range(start, cfg.slices):
+    for r in range(start, cfg.partition.slices):
         res = train_slice(cfg, store, shard, r, keys, node, rank, world)
         done.append(asdict(res))
         if config.get("fail_after_slice") == r and rank == 0:  # fault injection, once
@@ -158,16 +128,17 @@ class RayTrainExecutor:
         import ray.train
         from ray.train.torch import TorchTrainer
 
-        per_worker = {"CPU": cfg.cpus_per_shard}
-        if cfg.gpus_per_shard > 0:
-            per_worker["GPU"] = cfg.gpus_per_shard
+        per_worker = {"CPU": cfg.compute.cpus_per_shard}
+        if cfg.compute.gpus_per_shard > 0:
+            per_worker["GPU"] = cfg.compute.gpus_per_shard
         trainer = TorchTrainer(
             _train_shard_loop,
             train_loop_config={"cfg": cfg.model_dump(), "root": store.root, "shard": job.shard,
                                "start": job.start, "keys": list(job.keys),
                                "fail_after_slice": self.fail_after_slice},
             scaling_config=ray.train.ScalingConfig(
-                num_workers=cfg.train_workers_per_shard, use_gpu=cfg.gpus_per_shard > 0,
+                num_workers=cfg.compute.train_workers_per_shard,
+                use_gpu=cfg.compute.gpus_per_shard > 0,
                 resources_per_worker=per_worker),
             run_config=ray.train.RunConfig(
                 name=f"shard-{job.shard}-{uuid.uuid4().hex[:8]}",
@@ -177,12 +148,11 @@ class RayTrainExecutor:
         try:
             result = trainer.fit()
         except Exception as e:  # TrainingFailedError and friends, after the retries
-            cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            raise ClulError(f"training shard {job.shard} failed: {cause}") from e
+            raise ClulError(f"training shard {job.shard} failed: {last_line(e)}") from e
         reported = {d["slice"]: SliceResult(**d)
                     for d in (result.metrics or {}).get("slices", [])}
         out = []
-        for r in range(job.start, cfg.slices):
+        for r in range(job.start, cfg.partition.slices):
             if r in reported:
                 out.append(reported[r])
             else:  # trained by an attempt that failed later: read the stored checkpoint
@@ -195,10 +165,10 @@ class RayTrainExecutor:
 
         import ray
 
-        need = cfg.train_workers_per_shard * max(cfg.cpus_per_shard, 1e-9)
+        need = cfg.compute.train_workers_per_shard * max(cfg.compute.cpus_per_shard, 1e-9)
         fit = int(ray.cluster_resources().get("CPU", 1) // need) if jobs else 1
         out: list[SliceResult] = []
-        progress = _CheckpointWatcher(store, jobs, cfg.slices, on_step, self.poll_seconds)
+        progress = _CheckpointWatcher(store, jobs, cfg.partition.slices, on_step, self.poll_seconds)
         try:
             with ThreadPoolExecutor(max_workers=max(1, min(fit, len(jobs)))) as pool:
                 for results in pool.map(lambda j: self._fit(cfg, store, j), jobs):
@@ -220,7 +190,7 @@ class _CheckpointWatcher:
         import threading
 
         self.on_step = on_step
-        self.expected = {store.checkpoint_path(j.shard, r, j.keys[r]): (j.shard, r, j.keys[r])
+        self.expected = {layout.checkpoint_path(j.shard, r, j.keys[r]): (j.shard, r, j.keys[r])
                          for j in jobs for r in range(j.start, slices)}
         self.seen: set[tuple[int, int]] = set()
         self.lock = threading.Lock()

@@ -1,91 +1,77 @@
-"""The deletion ledger: an append-only record per request, written before any change.
+"""The deletion ledger: one record per request under ``ledger/``, written before any change.
 
-An exact deletion advances ``planned -> data_removed -> checkpoints_discarded -> retrained ->
-committed``; an approximate one (``kind="unlearn"``) edits the shard models first
-(``planned -> unlearned -> data_removed -> checkpoints_discarded -> committed``). Each
-step is idempotent, so a request found in any state but ``committed``
-is resumed from where it stopped.
+A record holds the request's plan, its kind (:class:`~.controller.Kind`), its stage
+(:class:`~.controller.Stage`, advanced by :meth:`Ledger.advance` after each step finishes),
+the stage history and the steps' results. :mod:`.controller` decides what comes next.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, Field
 
+from .. import layout
 from ..hashing import sha256_ids
 from ..store import Store
+from .controller import Kind, Stage
 from .plan import DeletionPlan
 
-STATES = ("planned", "unlearned", "data_removed", "checkpoints_discarded", "retrained",
-          "committed")
 
-
-@dataclass
-class Request:
+class Request(BaseModel):
     request_id: str
     ids_sha256: str
     n_ids: int
     plan: DeletionPlan
-    state: str = "planned"
-    created: float = field(default_factory=time.time)
-    history: list[dict] = field(default_factory=list)
-    result: dict = field(default_factory=dict)
-    kind: str = "delete"  # "delete" (exact) or "unlearn" (approximate, see approximate.py)
-    meta: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"request_id": self.request_id, "ids_sha256": self.ids_sha256,
-                "n_ids": self.n_ids, "plan": self.plan.to_dict(), "state": self.state,
-                "created": self.created, "history": self.history, "result": self.result,
-                "kind": self.kind, "meta": self.meta}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Request:
-        return cls(d["request_id"], d["ids_sha256"], d["n_ids"],
-                   DeletionPlan.from_dict(d["plan"]), d["state"], d["created"],
-                   d.get("history", []), d.get("result", {}), d.get("kind", "delete"),
-                   d.get("meta", {}))
+    state: Stage = Stage.PLANNED
+    created: float = Field(default_factory=time.time)
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    result: dict[str, Any] = Field(default_factory=dict)
+    kind: Kind = Kind.DELETE
+    meta: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def ids(self) -> np.ndarray:
-        return np.array(sorted(self.plan.train_ids + self.plan.test_ids), dtype=np.int64)
+        return self.plan.ids
+
+    def committed_at(self) -> float | None:
+        return next((h["time"] for h in self.history if h["state"] == Stage.COMMITTED), None)
 
 
 class Ledger:
     def __init__(self, store: Store):
         self.store = store
 
-    def _path(self, rid: str) -> str:
-        return f"ledger/{rid}.json"
-
     def requests(self) -> list[Request]:
-        return [Request.from_dict(self.store.read_json(f))
-                for f in self.store.list_files("ledger", ".json")]
+        return [Request(**self.store.read_json(f))
+                for f in self.store.list_files(layout.LEDGER, ".json")]
 
     def pending(self) -> list[Request]:
-        return [r for r in self.requests() if r.state != "committed"]
+        return [r for r in self.requests() if r.state != Stage.COMMITTED]
 
     def deleted_ids(self) -> np.ndarray:
         """Every id of every recorded request (committed or still in flight)."""
         parts = [r.ids for r in self.requests()]
         return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
-    def record(self, plan: DeletionPlan, kind: str = "delete",
+    def record(self, plan: DeletionPlan, kind: Kind = Kind.DELETE,
                meta: dict | None = None) -> Request:
-        ids = np.array(sorted(plan.train_ids + plan.test_ids), dtype=np.int64)
-        seq = len(self.store.list_files("ledger", ".json")) + 1
+        ids = plan.ids
+        seq = len(self.store.list_files(layout.LEDGER, ".json")) + 1
         digest = sha256_ids(ids)
-        req = Request(f"{seq:06d}-{digest[:8]}", digest, len(ids), plan, kind=kind,
-                      meta=meta or {})
-        req.history.append({"state": "planned", "time": req.created})
-        self.store.write_json(self._path(req.request_id), req.to_dict())
+        req = Request(request_id=f"{seq:06d}-{digest[:8]}", ids_sha256=digest, n_ids=len(ids),
+                      plan=plan, kind=kind, meta=meta or {})
+        req.history.append({"state": Stage.PLANNED.value, "time": req.created})
+        self._write(req)
         return req
 
-    def advance(self, req: Request, state: str, **result) -> None:
-        assert state in STATES, state
-        req.state = state
-        req.history.append({"state": state, "time": time.time()})
+    def advance(self, req: Request, stage: Stage, **result: Any) -> None:
+        req.state = stage
+        req.history.append({"state": stage.value, "time": time.time()})
         req.result.update(result)
-        self.store.write_json(self._path(req.request_id), req.to_dict())
+        self._write(req)
+
+    def _write(self, req: Request) -> None:
+        self.store.write_json(layout.ledger_path(req.request_id), req.model_dump(mode="json"))

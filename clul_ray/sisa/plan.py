@@ -1,11 +1,14 @@
-"""Pure SISA logic: epoch schedule, checkpoint keys, deletion planning, expected cost."""
+"""Pure SISA logic: epoch schedule, checkpoint keys, which slice steps to run, deletion
+planning, expected cost."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from ..hashing import chain, sha256_ids
 
@@ -32,23 +35,47 @@ def checkpoint_keys(training_digest: str, shard: int, slice_ids: list[np.ndarray
     return keys
 
 
-@dataclass
-class DeletionPlan:
+@dataclass(frozen=True)
+class ShardJob:
+    """Train ``shard`` from slice ``start`` to the last slice, with these checkpoint keys."""
+
+    shard: int
+    start: int
+    keys: tuple[str, ...]
+
+
+def first_missing(keys: list[str] | tuple[str, ...], has: Callable[[int, str], bool],
+                  start: int = 0) -> int:
+    """The first slice from ``start`` on whose checkpoint (under its key) is missing, or
+    ``len(keys)``. A key digests the training config and the ids of slices 0..r, so a
+    checkpoint found under its key was trained on exactly this data and is reused."""
+    return next((r for r in range(start, len(keys)) if not has(r, keys[r])), len(keys))
+
+
+def plan_training(keys: dict[int, list[str]], has: Callable[[int, int, str], bool]
+                  ) -> list[ShardJob]:
+    """The shard jobs that bring every shard to its last slice: each from its first slice
+    without a matching checkpoint (``has(shard, slice, key)``); complete shards need none."""
+    jobs = []
+    for k, ks in sorted(keys.items()):
+        start = first_missing(ks, lambda r, key, k=k: has(k, r, key))
+        if start < len(ks):
+            jobs.append(ShardJob(k, start, tuple(ks)))
+    return jobs
+
+
+class DeletionPlan(BaseModel):
     """What a deletion touches: per shard, the earliest slice holding a deleted id."""
 
-    affected: dict[int, int] = field(default_factory=dict)
-    train_ids: list[int] = field(default_factory=list)
-    test_ids: list[int] = field(default_factory=list)
-    unknown: list[int] = field(default_factory=list)
+    affected: dict[int, int] = Field(default_factory=dict)
+    train_ids: list[int] = Field(default_factory=list)
+    test_ids: list[int] = Field(default_factory=list)
+    unknown: list[int] = Field(default_factory=list, exclude=True)
 
-    def to_dict(self) -> dict:
-        return {"affected": {str(k): v for k, v in sorted(self.affected.items())},
-                "train_ids": self.train_ids, "test_ids": self.test_ids}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DeletionPlan:
-        return cls({int(k): int(v) for k, v in d["affected"].items()},
-                   list(d["train_ids"]), list(d["test_ids"]))
+    @property
+    def ids(self) -> np.ndarray:
+        """Every id the plan removes (training and test), sorted."""
+        return np.array(sorted(self.train_ids + self.test_ids), dtype=np.int64)
 
 
 def plan_deletion(index_ids: np.ndarray, index_shard: np.ndarray, index_slice: np.ndarray,
@@ -71,7 +98,8 @@ def plan_deletion(index_ids: np.ndarray, index_shard: np.ndarray, index_slice: n
 
 
 def expected_cost(n: int, shards: int, slices: int, requests: int, epochs: int) -> dict:
-    """ALGORITHMS.md §1: SISA's expected retraining cost, in samples and sample-epochs."""
+    """SISA's expected retraining cost, in samples and sample-epochs (Bourtoule et al.,
+    "Machine Unlearning", IEEE S&P 2021)."""
     s, k = shards, requests
     batched = n * (1 - (1 - 1 / s) ** k) - k
     sequential = (n / s + 1 / (2 * s) - 1) * k - k * k / (2 * s)

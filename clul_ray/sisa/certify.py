@@ -1,4 +1,5 @@
-"""The verification scan and deletion certificates: no residue of deleted ids, from storage alone.
+"""The no-residue invariant, checked from storage alone: the verification scan and the
+certificate each committed request gets.
 
 The scan reads only the storage root. It looks for deleted ids in every data partition
 (``data/train``, ``data/test``) and index file, and proves the current checkpoints clean
@@ -16,12 +17,13 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..errors import ClulError
-from ..sisa.ledger import Ledger, Request
-from ..sisa.plan import checkpoint_keys
-from ..sisa.trainer import deserialize
+from .. import layout
+from ..errors import ClulError, first_line
 from ..store import Store
-from .history import certificate_path, committed_at
+from .checkpoint import read_checkpoint
+from .ledger import Ledger, Request
+from .plan import checkpoint_keys
+from .version import read_config, read_current, read_version
 
 MAX_SHOWN = 10
 
@@ -43,51 +45,51 @@ def scan(store: Store, ids: np.ndarray) -> dict:
             f.update(count=int(len(hit)), ids=[int(i) for i in hit[:MAX_SHOWN]])
         findings.append(f)
 
-    for rel, kind, counter in (("data/train", "data", "data_files"),
-                               ("data/test", "data", "data_files"),
-                               ("index", "index", "index_files")):
+    for rel, kind, counter in ((layout.TRAIN, "data", "data_files"),
+                               (layout.TEST, "data", "data_files"),
+                               (layout.INDEX, "index", "index_files")):
         for f in store.list_files(rel, ".parquet"):
             checked[counter] += 1
             try:
                 hit = _ids_in(store, f, ids)
             except Exception as e:  # an unreadable file is a finding
-                found(kind, f, f"unreadable: {str(e).splitlines()[0]}")
+                found(kind, f, f"unreadable: {first_line(e)}")
                 continue
             if len(hit):
                 found(kind, f, f"{len(hit)} deleted ids", hit)
 
-    state = store.read_json("state.json")
+    state = read_current(store)
     current: set[str] = set()
     if state is not None:
-        for s in state["shards"]:
-            k, keys = s["shard"], s["keys"]
+        for s in state.shards:
+            k, keys = s.shard, s.keys
             checked["shards"] += 1
-            current.update(store.checkpoint_path(k, r, key) for r, key in enumerate(keys))
+            current.update(s.checkpoint_paths())
             try:
                 slice_ids = [store.slice_ids(k, r) for r in range(len(keys))]
             except Exception as e:
-                found("chain", f"data/train/shard={k}",
-                      f"shard {k}: partition unreadable: {str(e).splitlines()[0]}")
+                found("chain", layout.shard_dir(k), f"shard {k}: partition unreadable: "
+                      f"{first_line(e)}")
                 continue
-            chain = checkpoint_keys(state["training_digest"], k, slice_ids)
+            chain = checkpoint_keys(state.training_digest, k, slice_ids)
             for r, (want, have) in enumerate(zip(chain, keys, strict=True)):
                 if want != have:
-                    found("chain", store.slice_dir(k, r),
+                    found("chain", layout.slice_dir(k, r),
                           f"shard {k} slice {r}: the checkpoint key of version "
-                          f"{state['version']} does not match its current partition ids")
+                          f"{state.version} does not match its current partition ids")
                     break
             seen = 0
             for r, key in enumerate(keys):
                 seen += len(slice_ids[r])
-                path = store.checkpoint_path(k, r, key)
+                path = layout.checkpoint_path(k, r, key)
                 checked["checkpoints"] += 1
                 if not store.exists(path):
                     found("checkpoint", path, "missing checkpoint of the current version")
                     continue
                 try:
-                    ck = deserialize(store.read_bytes(path))
+                    ck = read_checkpoint(store, k, r, key)
                 except Exception as e:
-                    found("checkpoint", path, f"unreadable: {str(e).splitlines()[0]}")
+                    found("checkpoint", path, f"unreadable: {first_line(e)}")
                     continue
                 recorded = (ck.get("key"), ck.get("shard"), ck.get("slice"), ck.get("n_samples"))
                 if recorded != (key, k, r, seen):
@@ -117,38 +119,37 @@ def committed_requests(store: Store, request_id: str | None = None) -> list[Requ
 
 def verify(store: Store, request_id: str | None = None) -> dict:
     """Re-run the scan for one committed request's ids, or for all committed requests."""
-    if store.read_json("config.json") is None:
+    if read_config(store) is None:
         raise ClulError(f"no pipeline under {store.root}: run `clul-ray train` first")
     reqs = committed_requests(store, request_id)
     ids = (np.unique(np.concatenate([r.ids for r in reqs])) if reqs
            else np.zeros(0, np.int64))
     out = scan(store, ids)
-    state = store.read_json("state.json") or {}
-    out.update({"root": store.root, "version": state.get("version"),
+    state = read_current(store)
+    out.update({"root": store.root, "version": state.version if state else None,
                 "requests": [r.request_id for r in reqs]})
     return out
 
 
-def certificate(store: Store, req: Request) -> dict:
-    """The certificate of a deletion whose new version is committed (before the ledger says so)."""
-    cfg = store.read_json("config.json")
-    slices = cfg["slices"]
+def certificate(store: Store, req: Request, slices: int) -> dict:
+    """The certificate of a request whose new version is committed (before the ledger
+    says so)."""
     version = int(req.result["version"])
-    state = store.read_json(f"versions/v{version:06d}.json") or {}
+    v = read_version(store, version)
     return {
         "request_id": req.request_id, "ids_sha256": req.ids_sha256, "n_ids": req.n_ids,
         "n_train_ids": len(req.plan.train_ids), "n_test_ids": len(req.plan.test_ids),
         "affected": [{"shard": k, "from_slice": r0, "slices": list(range(r0, slices))}
                      for k, r0 in sorted(req.plan.affected.items())],
         "checkpoints_discarded": list(req.result.get("discarded", [])),
-        "parent_version": state.get("parent"), "version": version, "root": store.root,
-        "requested_at": req.created, "committed_at": committed_at(req) or time.time(),
-        "model_sha256": {str(s["shard"]): s["model_sha256"] for s in state.get("shards", [])},
+        "parent_version": v.parent if v else None, "version": version, "root": store.root,
+        "requested_at": req.created, "committed_at": req.committed_at() or time.time(),
+        "model_sha256": {str(s.shard): s.model_sha256 for s in (v.shards if v else [])},
         "verification": scan(store, req.ids),
     }
 
 
-def write_certificate(store: Store, req: Request) -> dict:
-    cert = certificate(store, req)
-    store.write_json(certificate_path(req.request_id), cert)
+def write_certificate(store: Store, req: Request, slices: int) -> dict:
+    cert = certificate(store, req, slices)
+    store.write_json(layout.certificate_path(req.request_id), cert)
     return cert

@@ -1,0 +1,15 @@
+"""The library's front door: a pipeline on a storage root, with lineage recorded."""
+
+from __future__ import annotations
+
+from .lineage.recorder import LineageRecorder
+from .sisa.pipeline import Pipeline, Progress
+
+
+def open_pipeline(root: str, address: str | None = None, progress: Progress | None = None,
+                  executor=None, lineage: bool = True) -> Pipeline:
+    """The SISA pipeline on ``root`` (a folder or a ``pyarrow.fs`` URI); every committed
+    version and request is recorded in MLflow unless ``lineage`` is False (or
+    ``CLUL_RAY_LINEAGE=0``)."""
+    return Pipeline(root, address=address, executor=executor, progress=progress,
+                    observers=[LineageRecorder()] if lineage else [])

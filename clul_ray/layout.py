@@ -1,0 +1,74 @@
+"""Where each artefact lives under a storage root: one path helper per artefact (pure).
+
+::
+
+    config.json                            the pipeline config
+    data/train/shard=K/slice=R/*.parquet   training rows
+    data/test/*.parquet                    the held-out split (by id hash)
+    index/*.parquet                        id -> (shard, slice)
+    checkpoints/shard=K/slice=R/KEY.pt     model + optimizer + RNG state after slice R
+    unlearned/REQUEST/shard=K.pt           a shard model edited by approximate unlearning
+    state.json                             the current model version
+    versions/vNNNNNN.json                  every committed model version
+    ledger/NNNNNN-XXXXXXXX.json            deletion requests and their stages
+    certificates/REQUEST.json              what a committed deletion removed, and its scan
+    lineage/vNNNNNN.json                   a version's config and per-shard data digests
+    lock.json                              the one writer's lock
+    mlflow.db, mlartifacts/                the MLflow lineage (default store, local roots)
+"""
+
+from __future__ import annotations
+
+CONFIG = "config.json"
+STATE = "state.json"
+LOCK = "lock.json"
+TRAIN = "data/train"
+TEST = "data/test"
+INDEX = "index"
+CHECKPOINTS = "checkpoints"
+UNLEARNED = "unlearned"
+VERSIONS = "versions"
+LEDGER = "ledger"
+CERTIFICATES = "certificates"
+NOTES = "lineage"
+
+
+def slice_dir(shard: int, slc: int) -> str:
+    return f"{TRAIN}/shard={shard}/slice={slc}"
+
+
+def shard_dir(shard: int) -> str:
+    return f"{TRAIN}/shard={shard}"
+
+
+def checkpoint_dir(shard: int | None = None) -> str:
+    return CHECKPOINTS if shard is None else f"{CHECKPOINTS}/shard={shard}"
+
+
+def checkpoint_path(shard: int, slc: int, key: str) -> str:
+    return f"{CHECKPOINTS}/shard={shard}/slice={slc}/{key}.pt"
+
+
+def checkpoint_slice(path: str) -> int:
+    """The slice of a path made by :func:`checkpoint_path`."""
+    return int(path.split("/")[2].split("=")[1])
+
+
+def artifact_path(request_id: str, shard: int) -> str:
+    return f"{UNLEARNED}/{request_id}/shard={shard}.pt"
+
+
+def version_path(version: int) -> str:
+    return f"{VERSIONS}/v{version:06d}.json"
+
+
+def ledger_path(request_id: str) -> str:
+    return f"{LEDGER}/{request_id}.json"
+
+
+def certificate_path(request_id: str) -> str:
+    return f"{CERTIFICATES}/{request_id}.json"
+
+
+def note_path(version: int) -> str:
+    return f"{NOTES}/v{version:06d}.json"

@@ -1,0 +1,131 @@
+"""The deletion controller: pure. Given a ledger request and what storage says, the next step.
+
+Every request that changes a root's data walks a fixed table of stages. An exact deletion::
+
+    planned -> data_removed -> checkpoints_discarded -> retrained -> committed
+             RemoveRows      DiscardCheckpoints      Retrain       Certify
+
+An approximate one (``unlearn``) edits the affected shard models first and commits them
+instead of retraining::
+
+    planned -> unlearned -> data_removed -> checkpoints_discarded -> retrained -> committed
+             EditModels   RemoveRows      DiscardCheckpoints      CommitEdited   Certify
+
+The ledger records a stage after its step has finished, and every step is idempotent, so a
+request found in any stage but ``committed`` is resumed by running the step the table names.
+One fact from storage changes the walk: a crash between committing the new version and
+recording ``retrained`` leaves the version committed, so the controller then *adopts* it
+(:class:`AdoptCommitted`) rather than committing a second one.
+
+A new operation adds its kind, its rows in :data:`TRANSITIONS` and its step types; an
+executor (:mod:`.steps`) runs the steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ..errors import ClulError
+
+
+class Stage(StrEnum):
+    PLANNED = "planned"
+    UNLEARNED = "unlearned"
+    DATA_REMOVED = "data_removed"
+    CHECKPOINTS_DISCARDED = "checkpoints_discarded"
+    RETRAINED = "retrained"
+    COMMITTED = "committed"
+
+
+class Kind(StrEnum):
+    DELETE = "delete"    # exact: the affected shards retrain
+    UNLEARN = "unlearn"  # approximate: the affected shard models are edited
+
+
+@dataclass(frozen=True)
+class EditModels:
+    """Edit each affected shard's current model with an approximate method."""
+
+
+@dataclass(frozen=True)
+class RemoveRows:
+    """Remove the request's ids from the partitions from each shard's earliest affected
+    slice on, from the test split, and from the index."""
+
+
+@dataclass(frozen=True)
+class DiscardCheckpoints:
+    """Delete every checkpoint of the affected shards from the earliest affected slice on."""
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """Retrain the affected shards from their last clean checkpoint and commit a version."""
+
+
+@dataclass(frozen=True)
+class CommitEdited:
+    """Commit a version that serves the edited shard models."""
+
+
+@dataclass(frozen=True)
+class AdoptCommitted:
+    """The request's version was committed before a crash: record it, commit nothing."""
+
+    version: int
+
+
+@dataclass(frozen=True)
+class Certify:
+    """Scan storage for the request's ids and write its certificate."""
+
+
+Step = EditModels | RemoveRows | DiscardCheckpoints | Retrain | CommitEdited | AdoptCommitted \
+    | Certify
+
+# (kind, stage) -> (the step to run, the stage recorded once it has finished)
+TRANSITIONS: dict[tuple[Kind, Stage], tuple[Step, Stage]] = {
+    (Kind.DELETE, Stage.PLANNED): (RemoveRows(), Stage.DATA_REMOVED),
+    (Kind.DELETE, Stage.DATA_REMOVED): (DiscardCheckpoints(), Stage.CHECKPOINTS_DISCARDED),
+    (Kind.DELETE, Stage.CHECKPOINTS_DISCARDED): (Retrain(), Stage.RETRAINED),
+    (Kind.DELETE, Stage.RETRAINED): (Certify(), Stage.COMMITTED),
+    (Kind.UNLEARN, Stage.PLANNED): (EditModels(), Stage.UNLEARNED),
+    (Kind.UNLEARN, Stage.UNLEARNED): (RemoveRows(), Stage.DATA_REMOVED),
+    (Kind.UNLEARN, Stage.DATA_REMOVED): (DiscardCheckpoints(), Stage.CHECKPOINTS_DISCARDED),
+    (Kind.UNLEARN, Stage.CHECKPOINTS_DISCARDED): (CommitEdited(), Stage.RETRAINED),
+    (Kind.UNLEARN, Stage.RETRAINED): (Certify(), Stage.COMMITTED),
+}
+
+
+@dataclass(frozen=True)
+class Current:
+    """What storage says of the root's current version."""
+
+    version: int | None = None
+    request_id: str | None = None
+
+
+def next_step(kind: Kind, stage: Stage, request_id: str, current: Current
+              ) -> tuple[Step, Stage] | None:
+    """The step to run next for request ``request_id`` in ``stage``, and the stage it leads
+    to; None once the request is committed."""
+    if stage == Stage.COMMITTED:
+        return None
+    if (kind, stage) not in TRANSITIONS:
+        raise ClulError(f"ledger request {request_id} is in stage '{stage}', which a "
+                        f"'{kind}' request never reaches")
+    step, then = TRANSITIONS[(kind, stage)]
+    if then == Stage.RETRAINED and current.request_id == request_id \
+            and current.version is not None:
+        return AdoptCommitted(current.version), then
+    return step, then
+
+
+def walk(kind: Kind) -> list[tuple[Stage, Step, Stage]]:
+    """The uninterrupted path of a request of ``kind``: (stage, step, next stage) rows."""
+    out, stage = [], Stage.PLANNED
+    while (nxt := next_step(kind, stage, "-", Current())) is not None:
+        out.append((stage, *nxt))
+        stage = nxt[1]
+    return out

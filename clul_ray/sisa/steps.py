@@ -1,0 +1,91 @@
+"""The executor of the controller's steps: each step's I/O, given a request and a context.
+
+Every step is idempotent (a resumed request may run it twice) and returns what the ledger
+records with the request's next stage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import layout
+from ..config import PipelineConfig
+from ..store import Store
+from .approximate import run_unlearning
+from .certify import write_certificate
+from .checkpoint import SliceResult
+from .controller import (
+    AdoptCommitted,
+    Certify,
+    CommitEdited,
+    DiscardCheckpoints,
+    EditModels,
+    RemoveRows,
+    Retrain,
+    Step,
+)
+from .ledger import Request
+from .version import ModelVersion, require_current
+
+TrainShards = Callable[[PipelineConfig, list[int]], tuple[list[SliceResult], dict[int, int]]]
+Commit = Callable[..., ModelVersion]
+
+
+@dataclass
+class Context:
+    """What the steps work with; the pipeline provides training and committing."""
+
+    store: Store
+    cfg: PipelineConfig
+    train_shards: TrainShards  # (cfg, shards) -> (results, start slice per shard)
+    commit: Commit  # (cfg, operation, request_id, starts, results, timings, edited)
+
+
+def run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
+    store, cfg, plan = ctx.store, ctx.cfg, req.plan
+    match step:
+        case EditModels():
+            m = req.meta
+            edited = run_unlearning(cfg, store, require_current(store), sorted(plan.affected),
+                                    plan.train_ids, m["method"], m["params"], m["seed"],
+                                    req.request_id)
+            return {"edited": {str(k): v for k, v in edited.items()}}
+        case RemoveRows():
+            train_ids = np.asarray(plan.train_ids, dtype=np.int64)
+            for k, r0 in plan.affected.items():
+                for r in range(r0, cfg.partition.slices):
+                    store.remove_rows(layout.slice_dir(k, r), train_ids)
+            if plan.test_ids:
+                store.remove_rows(layout.TEST, np.asarray(plan.test_ids, np.int64))
+            ids, shard, slc = store.read_index()
+            keep = ~np.isin(ids, req.ids)
+            if not keep.all():
+                store.rewrite_index(ids[keep], shard[keep], slc[keep])
+            return {}
+        case DiscardCheckpoints():
+            return {"discarded": [f for k, r0 in sorted(plan.affected.items())
+                                  for f in store.discard_checkpoints(k, r0)]}
+        case Retrain():
+            t0 = time.perf_counter()
+            results, starts = ctx.train_shards(cfg, sorted(plan.affected))
+            v = ctx.commit(cfg, "delete", req.request_id, starts, results,
+                           {"retrain_seconds": time.perf_counter() - t0,
+                            "retrain_compute_seconds": sum(r.seconds for r in results)})
+            return {"version": v.version}
+        case CommitEdited():
+            edited = {int(k): e for k, e in req.result["edited"].items()}
+            v = ctx.commit(cfg, f"unlearn:{req.meta['method']}", req.request_id, {}, [],
+                           {"unlearn_seconds": max(e["seconds"] for e in edited.values())},
+                           edited)
+            return {"version": v.version}
+        case AdoptCommitted(version=version):
+            return {"version": version}
+        case Certify():
+            write_certificate(store, req, cfg.partition.slices)
+            return {}
+    raise TypeError(f"unknown step {step!r}")

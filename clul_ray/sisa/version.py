@@ -1,0 +1,127 @@
+"""The typed records of a root: its stored config and its model versions.
+
+A model version says, per shard, which checkpoint chain (or edited artefact) it serves;
+``state.json`` is the current one and ``versions/vNNNNNN.json`` keeps every one. They are
+read and written here only.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import layout
+from ..config import PipelineConfig
+from ..errors import ClulError
+from ..store import Store
+
+
+class ShardState(BaseModel):
+    """One shard of a version: its checkpoint keys and the model it serves."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    shard: int
+    keys: list[str]
+    n_samples: int
+    model_sha256: str
+    node_id: str = "unknown"
+    seconds: float = 0.0
+    retrained_from: int | None = None
+    step_nodes: dict[str, str] = Field(default_factory=dict)
+    artifact: str | None = None  # an edited model (approximate unlearning), else None
+
+    @property
+    def approximate(self) -> bool:
+        return self.artifact is not None
+
+    def checkpoint_paths(self) -> list[str]:
+        return [layout.checkpoint_path(self.shard, r, k) for r, k in enumerate(self.keys)]
+
+
+class Metrics(BaseModel):
+    ensemble_accuracy: float | None = None
+    test_samples: int = 0
+    shard_accuracy: dict[str, float] = Field(default_factory=dict)
+
+
+class ModelVersion(BaseModel):
+    """A committed model version of a root."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: int
+    parent: int | None = None
+    operation: str
+    request_id: str | None = None
+    created: float = Field(default_factory=time.time)
+    training_digest: str
+    shards: list[ShardState]
+    timings: dict[str, float] = Field(default_factory=dict)
+    metrics: Metrics = Field(default_factory=Metrics)
+
+    @property
+    def samples(self) -> int:
+        return sum(s.n_samples for s in self.shards)
+
+    def shard(self, k: int) -> ShardState:
+        return next(s for s in self.shards if s.shard == k)
+
+    def trained_shards(self) -> list[ShardState]:
+        """The shards that hold rows (an empty shard has no model to ask)."""
+        return [s for s in self.shards if s.n_samples > 0]
+
+    def checkpoint_paths(self) -> set[str]:
+        return {p for s in self.shards for p in s.checkpoint_paths()}
+
+    def artifacts(self) -> set[str]:
+        return {s.artifact for s in self.shards if s.artifact}
+
+
+# ---- reading and writing --------------------------------------------------------------
+def read_config(store: Store) -> PipelineConfig | None:
+    raw = store.read_json(layout.CONFIG)
+    return None if raw is None else PipelineConfig(**raw)
+
+
+def require_config(store: Store) -> PipelineConfig:
+    cfg = read_config(store)
+    if cfg is None:
+        raise ClulError(f"no pipeline under {store.root}: run `clul-ray train` first")
+    return cfg
+
+
+def write_config(store: Store, cfg: PipelineConfig) -> None:
+    store.write_json(layout.CONFIG, cfg.model_dump())
+
+
+def read_current(store: Store) -> ModelVersion | None:
+    raw = store.read_json(layout.STATE)
+    return None if raw is None else ModelVersion(**raw)
+
+
+def require_current(store: Store) -> ModelVersion:
+    v = read_current(store)
+    if v is None:
+        raise ClulError(f"no trained model under {store.root}: run `clul-ray train`")
+    return v
+
+
+def read_version(store: Store, version: int) -> ModelVersion | None:
+    raw = store.read_json(layout.version_path(version))
+    return None if raw is None else ModelVersion(**raw)
+
+
+def list_versions(store: Store) -> list[ModelVersion]:
+    """Every committed version, oldest first."""
+    return sorted((ModelVersion(**store.read_json(f))
+                   for f in store.list_files(layout.VERSIONS, ".json")),
+                  key=lambda v: v.version)
+
+
+def write_version(store: Store, v: ModelVersion) -> None:
+    """Commit ``v``: its own record first, then ``state.json`` (the commit point)."""
+    raw = v.model_dump(mode="json")
+    store.write_json(layout.version_path(v.version), raw)
+    store.write_json(layout.STATE, raw)
