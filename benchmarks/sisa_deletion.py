@@ -40,6 +40,7 @@ from clul_ray.config import PipelineConfig, make_config
 from clul_ray.sisa.pipeline import Pipeline
 from clul_ray.sisa.plan import epochs_per_slice, expected_cost
 from clul_ray.sisa.trainer import train_slice
+from clul_ray.sisa.version import ModelVersion
 
 # Ray is imported lazily (by the pipeline), so this still applies to it.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -196,12 +197,13 @@ def ray_slots(cfg: PipelineConfig) -> int:
     import ray
 
     cpus = ray.cluster_resources().get("CPU", 1.0)
-    return max(1, int(cpus // cfg.compute.cpus_per_shard)) if cfg.compute.cpus_per_shard > 0 else 1
+    per = cfg.compute.cpus_per_shard
+    return max(1, int(cpus // per)) if per > 0 else 1
 
 
 # ---- pure compute (no Ray) ------------------------------------------------------------
 def pure_compute(root: str, cfg: PipelineConfig, steps: list[tuple[int, int]],
-                 state: dict) -> dict:
+                 state: ModelVersion) -> dict:
     """Re-run exactly ``steps`` in this process with ``train_slice``, on a copy of ``root``.
 
     The copy holds the post-deletion data and checkpoints, so every step starts from the
@@ -226,7 +228,7 @@ def pure_compute(root: str, cfg: PipelineConfig, steps: list[tuple[int, int]],
         wall = time.perf_counter() - t0
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    ray_sha = {s["shard"]: s["model_sha256"] for s in state["shards"]}
+    ray_sha = {s.shard: s.model_sha256 for s in state.shards}
     return {"compute_seconds": sum(s["seconds"] for s in per_step), "wall_seconds": wall,
             "per_shard_seconds": {str(k): v for k, v in chains.items()},
             "per_step": per_step, "chains": chains,
@@ -252,7 +254,8 @@ def timed_delete(p: Pipeline, ids: list[int], cfg: PipelineConfig, eps: int,
     chains = pure.pop("chains")
     workers = min(ray_slots(cfg), max(1, len(chains)))
     ideal = lpt_makespan(chains, workers)
-    exp = expected_cost(n_before, cfg.partition.shards, cfg.partition.slices, len(ids), cfg.train.epochs)
+    exp = expected_cost(n_before, cfg.partition.shards, cfg.partition.slices, len(ids),
+                        cfg.train.epochs)
     return {
         "label": label, "ids": len(ids), "id_values": [int(i) for i in ids],
         "affected": affected,
@@ -473,8 +476,9 @@ def main(argv: list[str] | None = None) -> int:
         machine.update({"ray": ray.__version__, "torch": torch.__version__,
                         "cuda": torch.cuda.is_available()})
         p = Pipeline(root)
-        log(f"root {root}; training {dataset} S={cfg.partition.shards} R={cfg.partition.slices} e0={cfg.train.epochs} "
-            f"(eps={eps}) batch {cfg.train.batch_size}")
+        log(f"root {root}; training {dataset} S={cfg.partition.shards} "
+            f"R={cfg.partition.slices} e0={cfg.train.epochs} (eps={eps}) "
+            f"batch {cfg.train.batch_size}")
         meter = CpuMeter()
         tr = p.train(cfg)
         cpu_train = meter.stop()
@@ -496,8 +500,9 @@ def main(argv: list[str] | None = None) -> int:
                 "ideal_parallel_seconds_ray_tasks": lpt_makespan(
                     per_shard, min(cfg.partition.shards, ray_slots(cfg))),
                 "sample_epochs": fc,
-                "formula_sample_epochs": expected_cost(n_train, cfg.partition.shards, cfg.partition.slices, 1,
-                                                       cfg.train.epochs)["full_sample_epochs"],
+                "formula_sample_epochs": expected_cost(
+                    n_train, cfg.partition.shards, cfg.partition.slices, 1,
+                    cfg.train.epochs)["full_sample_epochs"],
                 "ensemble_accuracy": tr["ensemble_accuracy"], "cpu": {"train": cpu_train}}
 
         machine["driver_warmup_seconds"] = warm_up(cfg)

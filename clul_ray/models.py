@@ -77,7 +77,7 @@ class Reshape(nn.Module):
 
 
 class Wrapped(nn.Module):
-    """Standardiser -> reshape -> network. ``features``/``head`` split for unlearning."""
+    """Standardiser -> reshape -> network, on flat float inputs ``(n, prod(input_shape))``."""
 
     def __init__(self, net: nn.Module, input_shape: Sequence[int]):
         super().__init__()

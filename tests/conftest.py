@@ -19,21 +19,25 @@ TINY = dict(shards=3, slices=3, epochs=4, batch_size=32, model_args={"hidden": 3
             test_fraction=0.2)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def ray_session(request):
-    """One embedded Ray for the session; none when only `cluster` tests run (they start and
-    stop a cluster of their own)."""
+@pytest.fixture(scope="session")
+def ray_session():
+    """One embedded Ray for the session, started by the first test that needs it."""
     import ray
 
     from clul_ray.runtime import ensure_ray
 
-    items = request.session.items
-    if items and all(it.get_closest_marker("cluster") for it in items):
-        yield
-        return
     ensure_ray(num_cpus=2)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _ray_unless_pure(request):
+    """Every test gets the session's Ray except those marked ``pure`` (pure functions) or
+    ``cluster`` (they start a cluster of their own)."""
+    if not (request.node.get_closest_marker("pure") or request.node.get_closest_marker(
+            "cluster")):
+        request.getfixturevalue("ray_session")
 
 
 def tiny_config(**kw):
@@ -51,7 +55,7 @@ def digits_parquet(path, drop=()):
 @pytest.fixture(scope="session")
 def trained_base(tmp_path_factory):
     """A trained digits root (S=3, R=3), copied by tests that change it."""
-    from clul_ray.sisa.pipeline import Pipeline
+    from clul_ray import Pipeline
 
     root = tmp_path_factory.mktemp("base") / "root"
     result = Pipeline(str(root)).train(tiny_config())
@@ -70,7 +74,7 @@ def trained_root(trained_base, tmp_path):
 def deletion_case(tmp_path_factory):
     """Ids D to delete and the reference: a fresh training on digits without D."""
     base = tmp_path_factory.mktemp("ids")
-    from clul_ray.sisa.pipeline import Pipeline
+    from clul_ray import Pipeline
 
     probe = Pipeline(str(base / "probe"))
     probe.train(tiny_config(epochs=1))

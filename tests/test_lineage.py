@@ -20,13 +20,14 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from clul_ray import Pipeline
 from clul_ray.cli import app
-from clul_ray.config import PipelineConfig
 from clul_ray.data.sources import features, open_source
+from clul_ray.layout import checkpoint_path
 from clul_ray.lineage import LineageWarning, sync
 from clul_ray.lineage.tracking import TAG, Tracking
 from clul_ray.sisa.ensemble import Ensemble
-from clul_ray.sisa.pipeline import Pipeline
+from clul_ray.sisa.version import read_config, read_current
 from clul_ray.store import Store
 
 runner = CliRunner()
@@ -54,8 +55,7 @@ def digits(n=40):
 
 def expected_predictions(root, x):
     store = Store(str(root))
-    cfg = PipelineConfig(**store.read_json("config.json"))
-    return Ensemble(cfg, store, store.read_json("state.json")).predict(x)
+    return Ensemble(read_config(store), store, read_current(store)).predict(x)
 
 
 def load_current(root, monkeypatch, uri=None):
@@ -102,7 +102,7 @@ def check_history(root, d1, d2):
             assert tags[f"{TAG}shard.{k}.model_sha256"] == s["model_sha256"]
             assert len(tags[f"{TAG}shard.{k}.data_sha256"]) == 64
         params, metrics = run.data.params, run.data.metrics
-        assert params["shards"] == "3" and params["model_args.hidden"] == "32"
+        assert params["partition.shards"] == "3" and params["train.model_args.hidden"] == "32"
         assert metrics["ensemble_accuracy"] == state["metrics"]["ensemble_accuracy"]
         assert {f"shard_accuracy/{k}" for k in range(3)} <= set(metrics)
         assert any(m.startswith("seconds/") for m in metrics)
@@ -253,11 +253,10 @@ def purge_and_check(root, monkeypatch, uri=None, artifacts_dir=None):
     """Plant a tainted version's checkpoint, purge, and check what is left."""
     store = Store(str(root))
     v1 = store.read_json("versions/v000001.json")
-    current = {store.checkpoint_path(s["shard"], r, k) for s in store.read_json("state.json")
-               ["shards"] for r, k in enumerate(s["keys"])}
-    stray = next(store.checkpoint_path(s["shard"], r, k) for s in v1["shards"]
+    current = read_current(store).checkpoint_paths()
+    stray = next(checkpoint_path(s["shard"], r, k) for s in v1["shards"]
                  for r, k in enumerate(s["keys"])
-                 if store.checkpoint_path(s["shard"], r, k) not in current)
+                 if checkpoint_path(s["shard"], r, k) not in current)
     store.write_bytes(stray, store.read_bytes(next(iter(current))))
     res = cli("verify", "--root", root, code=1)
     assert stray in res.output
@@ -276,7 +275,7 @@ def purge_and_check(root, monkeypatch, uri=None, artifacts_dir=None):
         run = runs[n]
         left = {a.path for a in t.client.list_artifacts(run.info.run_id)}
         assert left <= {"certificate"}, left
-        assert run.data.tags[f"{TAG}purged"] and run.data.params["shards"] == "3"
+        assert run.data.tags[f"{TAG}purged"] and run.data.params["partition.shards"] == "3"
         assert "ensemble_accuracy" in run.data.metrics
         lm = t.client.get_logged_model(model_id)
         assert t.artifact_repo(lm.artifact_location).list_artifacts() == []

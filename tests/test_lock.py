@@ -12,9 +12,8 @@ import time
 
 import pytest
 
-from clul_ray import lock
+from clul_ray import Pipeline, lock
 from clul_ray.errors import ClulError
-from clul_ray.sisa.pipeline import Pipeline
 from clul_ray.store import Store
 
 

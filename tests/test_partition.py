@@ -1,6 +1,9 @@
 import numpy as np
+import pytest
 
 from clul_ray.data.partition import assign, is_test
+
+pytestmark = pytest.mark.pure
 
 
 def test_placement_depends_only_on_seed_and_id():

@@ -4,6 +4,8 @@ import pytest
 from clul_ray.sisa.aggregate import aggregate
 from clul_ray.sisa.plan import checkpoint_keys, epochs_per_slice, expected_cost, plan_deletion
 
+pytestmark = pytest.mark.pure
+
 
 def test_sisa_epoch_schedule():
     # e' = 2R/(R+1) e0 in all, e'/R per slice

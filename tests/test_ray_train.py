@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 from conftest import digits_parquet, tiny_config
 
+from clul_ray import Pipeline
 from clul_ray.errors import ClulError
 from clul_ray.runtime import check_storage_root
 from clul_ray.sisa.executor import RayTrainExecutor
-from clul_ray.sisa.pipeline import Pipeline
 
 SMALL = dict(shards=2, slices=2, epochs=2, model_args={"hidden": 16})
 
@@ -69,8 +69,10 @@ def test_progress_reports_each_step_once_as_its_checkpoint_lands(tmp_path):
     appears in the store (before its trainer returns), and never twice."""
     import time
 
-    from clul_ray.sisa.executor import ShardJob, _CheckpointWatcher
-    from clul_ray.sisa.trainer import SliceResult
+    from clul_ray.layout import checkpoint_path
+    from clul_ray.sisa.checkpoint import SliceResult
+    from clul_ray.sisa.executor import _CheckpointWatcher
+    from clul_ray.sisa.plan import ShardJob
     from clul_ray.store import Store
 
     store = Store(str(tmp_path / "root"))
@@ -79,9 +81,9 @@ def test_progress_reports_each_step_once_as_its_checkpoint_lands(tmp_path):
     got = []
     w = _CheckpointWatcher(store, jobs, 3, got.append, poll_seconds=0.05)
     try:
-        store.write_bytes(store.checkpoint_path(1, 0, "j0"), b"x")
-        store.write_bytes(store.checkpoint_path(0, 0, "k0"), b"x")  # before start: not a step
-        store.write_bytes(store.checkpoint_path(1, 1, "stale"), b"x")  # another key
+        store.write_bytes(checkpoint_path(1, 0, "j0"), b"x")
+        store.write_bytes(checkpoint_path(0, 0, "k0"), b"x")  # before start: not a step
+        store.write_bytes(checkpoint_path(1, 1, "stale"), b"x")  # another key
         deadline = time.time() + 5
         while not got and time.time() < deadline:
             time.sleep(0.05)

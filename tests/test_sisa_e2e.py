@@ -9,9 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import tiny_config
 
+from clul_ray import Pipeline
 from clul_ray.errors import ClulError
-from clul_ray.sisa.executor import LocalExecutor
-from clul_ray.sisa.pipeline import Pipeline
 
 
 def shas(result):
@@ -42,12 +41,12 @@ def test_deletion_equals_training_without_the_data(trained_root, deletion_case):
 def test_deletion_is_minimal(trained_root, deletion_case):
     root, before = trained_root
     d, _ = deletion_case
-    keys_before = {s["shard"]: s["keys"] for s in Pipeline(str(root)).state["shards"]}
+    keys_before = {s.shard: s.keys for s in Pipeline(str(root)).state.shards}
     after = Pipeline(str(root)).delete(d)
     assert after["affected"] == {"0": 1, "2": 2}
     assert after["retrained"] == after["affected"], "retrained from the earliest slice only"
     assert after["checkpoints_discarded"] == 2 + 1
-    keys_after = {s["shard"]: s["keys"] for s in Pipeline(str(root)).state["shards"]}
+    keys_after = {s.shard: s.keys for s in Pipeline(str(root)).state.shards}
     assert keys_after[1] == keys_before[1] and shas(after)[1] == shas(before)[1]
     assert keys_after[0][:1] == keys_before[0][:1] and keys_after[0][1] != keys_before[0][1]
     assert keys_after[2][:2] == keys_before[2][:2] and keys_after[2][2] != keys_before[2][2]
@@ -61,15 +60,34 @@ def test_no_residue_after_deletion(trained_root, deletion_case):
     for f in root.joinpath("data").rglob("*.parquet"):
         assert not np.isin(pq.read_table(f, columns=["id"]).column("id").to_numpy(), d).any()
     assert not np.isin(p.store.read_index()[0], d).any()
-    current = {p.store.checkpoint_path(s["shard"], r, k)
-               for s in p.state["shards"] for r, k in enumerate(s["keys"])}
-    assert set(p.store.checkpoint_files()) == current, "only current checkpoints remain"
+    assert set(p.store.checkpoint_files()) == p.state.checkpoint_paths(), \
+        "only current checkpoints remain"
 
 
 def test_in_process_and_ray_workers_train_identically(trained_base, tmp_path):
+    """Backend local (partitioning, training and evaluation in this process, no Ray) gives
+    the Ray backend's models and accuracy."""
     _, ray_result = trained_base
-    local = Pipeline(str(tmp_path / "local"), executor=LocalExecutor())
-    assert shas(local.train(tiny_config())) == shas(ray_result)
+    local = Pipeline(str(tmp_path / "local")).train(tiny_config(backend="local"))
+    assert shas(local) == shas(ray_result)
+    assert local["ensemble_accuracy"] == ray_result["ensemble_accuracy"]
+    assert local["test_samples"] == ray_result["test_samples"]
+
+
+def test_training_seed_changes_models_not_placement(trained_base, tmp_path):
+    """train.seed apart from the placement seed: other weights, the same partitions, and
+    the root accepts it (no repartitioning)."""
+    base_root, base = trained_base
+    p = Pipeline(str(tmp_path / "root"))
+    other = p.train(tiny_config(train={"seed": 7}))
+    assert all(a != b for a, b in zip(shas(other).values(), shas(base).values(), strict=True))
+    ids, shard, slc = p.store.read_index()
+    b_ids, b_shard, b_slc = Pipeline(str(base_root)).store.read_index()
+    order, b_order = np.argsort(ids), np.argsort(b_ids)
+    assert (ids[order] == b_ids[b_order]).all() and (shard[order] == b_shard[b_order]).all()
+    assert (slc[order] == b_slc[b_order]).all()
+    back = p.train(tiny_config())  # the same root, the placement seed's training again
+    assert shas(back) == shas(base)
 
 
 @pytest.mark.parametrize("ids, message", [

@@ -8,8 +8,8 @@ import pytest
 from conftest import tiny_config
 from test_sisa_e2e import shas, snapshot
 
+from clul_ray import Pipeline
 from clul_ray.errors import ClulError
-from clul_ray.sisa.pipeline import Pipeline
 
 
 def test_unlearn_edits_only_affected_shards_and_heals_exactly(trained_root, deletion_case,

@@ -28,7 +28,7 @@ class Ensemble:
     @torch.no_grad()
     def shard_proba(self, x: np.ndarray, batch: int = 4096) -> np.ndarray:
         """(shards, n, classes) probabilities."""
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        xt = torch.from_numpy(np.require(x, np.float32, ["C", "W"]))
         out = np.zeros((len(self.models), len(xt), self.cfg.data.num_classes), np.float32)
         for i, m in enumerate(self.models):
             for j in range(0, len(xt), batch):
