@@ -60,13 +60,15 @@ def cost_report(cfg: PipelineConfig, shard: np.ndarray, slc: np.ndarray, trained
             f"work redone: {redo_work} of {full_work} sample-epochs "
             f"({redo_work / full_work:.0%}), an ideal speed-up of "
             f"{full_work / redo_work:.1f}x; measured {full_s / redo_s:.1f}x in compute "
-            "seconds of the slice steps.")
+            f"seconds of the slice steps ({full_s:.2f} s / {redo_s:.2f} s), the full "
+            "training's holding each new Ray worker's first steps (first torch and storage "
+            "calls), slow beside steps this small.")
     else:
         lines.append(f"work redone: none of {full_work} sample-epochs (no shard retrained).")
     lines.append(
         f"The whole deletion request took {deleted['wall_seconds']['delete']:.2f} s of wall "
-        "time (ledger, data rewrite, retraining, evaluation); on data this small, Ray task "
-        "start-up and data loading dominate wall time. benchmarks/RESULTS.md measures large "
+        "time (ledger, data rewrite, retraining, evaluation), where Ray task start-up and "
+        "data loading dominate on data this small; benchmarks/RESULTS.md measures large "
         "data.")
     return t, lines
 
