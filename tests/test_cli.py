@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import typer
 from test_sisa_e2e import snapshot
 from typer.testing import CliRunner
 
@@ -75,7 +82,7 @@ def test_malformed_ids_file(cli_root, tmp_path):
 def test_bad_train_input(tmp_path):
     for args, message in [
         (["--dataset", "nope"], "unknown dataset"),
-        (["--shards", "0"], "invalid config: shards"),
+        (["--shards", "0"], "invalid config: partition.shards"),
         (["--model", "transformer"], "unknown model"),
         (["--config", tmp_path / "missing.yaml"], "config file not found"),
     ]:
@@ -89,3 +96,152 @@ def test_commands_on_an_empty_root(tmp_path):
     for cmd in ("status", "evaluate"):
         res = invoke(cmd, "--root", tmp_path / "empty")
         assert res.exit_code == 2 and "run `clul-ray train`" in res.output
+
+
+# ---- the package itself: help, --verbose, --train-seed, quickstart's figures, imports -----
+
+RAY_COMMANDS = ("train", "delete", "evaluate", "unlearn", "compare", "quickstart")
+
+
+def command(name):
+    return typer.main.get_command(app).commands[name]
+
+
+def test_help_is_not_cut_when_piped(monkeypatch):
+    """CliRunner's stdout is not a terminal, as with `clul-ray train --help | cat`: with no
+    COLUMNS (or TERMINAL_WIDTH) set, help is drawn wider than rich's 80-column fallback
+    and no option name or help line is cut."""
+    from typer import rich_utils
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(rich_utils, "MAX_WIDTH", None)
+    res = runner.invoke(app, ["train", "--help"])
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.output
+    widest = max(len(line.rstrip()) for line in res.output.splitlines())
+    assert 100 <= widest <= 120, res.output
+    lines = [" ".join(line.split()) for line in res.output.splitlines()]
+    for opt in command("train").params:
+        assert any(opt.opts[0] in line for line in lines), opt.opts[0]
+    for whole in ("--train-workers-per-shard <int> DDP workers per shard (ray_train)",
+                  "--cpus-per-shard <float> CPUs per shard worker",
+                  "--model <str> mlp | cnn | resnet18 | module:fn"):
+        assert any(whole in line for line in lines), (whole, res.output)
+    assert rich_utils.MAX_WIDTH is None  # set only while help is drawn
+
+
+def test_help_follows_columns(monkeypatch):
+    from typer import rich_utils
+
+    monkeypatch.setattr(rich_utils, "MAX_WIDTH", None)
+    res = runner.invoke(app, ["status", "--help"], env={"COLUMNS": "70"})
+    assert res.exit_code == 0
+    assert max(len(line.rstrip()) for line in res.output.splitlines()) <= 70
+
+
+def test_verbose_on_every_command_that_starts_ray():
+    for name in RAY_COMMANDS:
+        assert any("--verbose" in p.opts for p in command(name).params), name
+    for name in ("status", "unlock", "lineage", "verify", "purge"):  # start no Ray
+        assert not any("--verbose" in p.opts for p in command(name).params), name
+
+
+def test_verbose_is_set_before_ray_starts(tmp_path, monkeypatch):
+    from clul_ray.runtime import VERBOSE_ENV
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    res = invoke("train", "--root", tmp_path / "r", "--dataset", "nope")
+    assert res.exit_code == 2 and VERBOSE_ENV not in os.environ
+    res = invoke("train", "--root", tmp_path / "r", "--dataset", "nope", "--verbose")
+    assert res.exit_code == 2 and "unknown dataset" in res.output
+    assert os.environ[VERBOSE_ENV] == "1"
+
+
+def test_train_seed_is_the_train_group_seed(tmp_path):
+    from clul_ray.cli.pipeline import train_config
+
+    flat = {"shards": 2, "seed": 3, "epochs": None}
+    cfg = train_config(None, flat, 5)
+    assert (cfg.partition.seed, cfg.train.seed, cfg.partition.shards) == (3, 5, 2)
+    assert train_config(None, flat).train.seed is None
+    for text in ("dataset: digits\nseed: 1\nepochs: 2\n",
+                 "data: {dataset: digits}\npartition: {seed: 1}\ntrain: {epochs: 2, seed: 9}\n"):
+        f = tmp_path / "p.yaml"
+        f.write_text(text)
+        cfg = train_config(f, {"shards": 2, "seed": None}, 5)
+        assert (cfg.partition.seed, cfg.train.seed, cfg.train.epochs) == (1, 5, 2)
+        assert cfg.partition.shards == 2
+    # through the command, on both paths: refused before any training
+    for args in ([], ["--config", f]):
+        res = invoke("train", "--root", tmp_path / "r", "--train-seed", "-1", *args)
+        assert res.exit_code == 2 and "invalid config: train.seed" in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
+
+
+def test_quickstart_compares_compute_with_compute():
+    """The measured speed-up is full training's slice-step compute over the deletion's,
+    not a wall time that includes Ray's start-up."""
+    from rich.console import Console
+
+    from clul_ray.cli.quickstart import cost_report
+    from clul_ray.config import make_config
+
+    cfg = make_config(dataset="digits", shards=2, slices=2, epochs=3)
+    shard = np.repeat([0, 0, 1, 1], 10)
+    slc = np.repeat([0, 1, 0, 1], 10)
+    trained = {"per_shard": [{"train_seconds": 3.0}, {"train_seconds": 5.0}],
+               "wall_seconds": {"partition_seconds": 4.0, "train_seconds": 30.0}}
+    deleted = {"affected": {"0": 1}, "checkpoints_discarded": 1,
+               "wall_seconds": {"retrain_seconds": 7.0, "retrain_compute_seconds": 2.0,
+                                "delete": 9.0}}
+    table, lines = cost_report(cfg, shard, slc, trained, deleted)
+    con = Console(record=True, width=120)
+    con.print(table)
+    text = con.export_text()
+    assert "compute seconds of the slice steps" in text
+    assert "8.00" in text and "2.00" in text and "30.00" not in text and "7.00" not in text
+    work = next(line for line in lines if line.startswith("work redone"))
+    # eps = ceil(2*3/3) = 2; full: 2 shards x (10 + 20) x 2 = 120; redo: shard 0 slice 1: 40
+    assert "40 of 120 sample-epochs (33%), an ideal speed-up of 3.0x" in work
+    assert "measured 4.0x in compute seconds of the slice steps" in work
+    assert "wall time" not in work and any("9.00 s of wall time" in line for line in lines)
+
+
+CLI_DIR = Path(__file__).resolve().parents[1] / "clul_ray" / "cli"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute names of what a module of clul_ray.cli imports."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = "clul_ray.cli" if node.level == 1 else "clul_ray" if node.level == 2 else ""
+            mod = ".".join(x for x in (base, node.module) if x) if node.level else node.module
+            names.add(mod)
+            names.update(f"{mod}.{a.name}" for a in node.names)
+    return names
+
+
+def test_cli_package_has_no_import_cycle():
+    """Only __init__ imports the command modules; they import .common (and the library),
+    never the package itself or each other; common imports no command module."""
+    modules = {p.stem for p in CLI_DIR.glob("*.py")} - {"__init__", "__main__"}
+    assert {"common", "pipeline", "quickstart", "lineage", "unlearn"} <= modules
+    for name in modules:
+        imported = imported_modules(CLI_DIR / f"{name}.py")
+        inside = {m for m in imported if m == "clul_ray.cli" or m.startswith("clul_ray.cli.")}
+        assert "clul_ray.cli" not in imported and "clul_ray.cli.__init__" not in imported, name
+        siblings = {m.split(".")[2] for m in inside}
+        assert siblings <= {"common"} - {name}, (name, sorted(inside))
+        assert (CLI_DIR / f"{name}.py").read_text().count("\n") < 300, name
+
+
+def test_cli_import_is_light():
+    """Loading the command line (for `--help`, a refusal) imports neither Ray nor MLflow."""
+    code = ("import sys, clul_ray.cli; "
+            "print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(CLI_DIR.parents[1])})
+    assert res.stdout.strip() == "[]", res.stdout + res.stderr

@@ -1,8 +1,7 @@
-"""``clul-ray lineage``, ``verify`` and ``purge``: registered on the main app by ``register``.
+"""``clul-ray lineage``, ``verify`` and ``purge``: the version tree, what a storage root
+still holds of deleted ids, and the removal of tainted artifacts."""
 
-No ``from __future__ import annotations`` here: typer reads the option annotations at run
-time, and the commands are defined inside ``register``.
-"""
+from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
@@ -11,8 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-Root = Annotated[str, typer.Option("--root", help="storage root: a folder or a pyarrow.fs URI")]
-AsJson = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+from .common import AsJson, Root, emit, err, out, run
 
 
 def _when(ts: float | None) -> str:
@@ -26,8 +24,6 @@ def _acc(a: float | None) -> str:
 
 
 def show_tree(r: dict) -> None:
-    from ..cli import out
-
     t = Table("version", "parent", "operation", "request", "accuracy", "tainted", "mlflow run",
               "registry", title=f"lineage of {r['root']}")
     for v in r["versions"]:
@@ -50,8 +46,6 @@ def show_tree(r: dict) -> None:
 
 
 def show_sample(r: dict) -> None:
-    from ..cli import out
-
     where = (f"shard {r['location']['shard']} slice {r['location']['slice']}"
              if r["location"] else "-")
     out.print(f"id {r['sample_id']} ({r['split']} split): "
@@ -69,8 +63,6 @@ def show_sample(r: dict) -> None:
 
 
 def show_verify(r: dict) -> None:
-    from ..cli import out
-
     c = r["checked"]
     out.print(f"[bold]{r['root']}[/bold] version {r['version']}: scanned {c['data_files']} data "
               f"files, {c['index_files']} index files, {c['checkpoints']} checkpoints of "
@@ -85,8 +77,6 @@ def show_verify(r: dict) -> None:
 
 
 def show_purge(r: dict) -> None:
-    from ..cli import out
-
     out.print(f"[bold]{r['root']}[/bold]: tainted versions "
               f"{', '.join(map(str, r['tainted_versions'])) or 'none'}; purged "
               f"{', '.join(map(str, r['purged_versions'])) or 'nothing new'}", highlight=False)
@@ -97,67 +87,56 @@ def show_purge(r: dict) -> None:
     out.print(f"kept: {r['kept']}", highlight=False)
 
 
-def _emit(result: dict, as_json: bool, show) -> None:
-    from ..cli import emit
+def lineage(
+    root: Root = "runs/default",
+    sample_id: Annotated[int | None, typer.Option(
+        "--sample-id", help="which versions were trained with this id, and who removed it")]
+    = None,
+    sync: Annotated[bool, typer.Option(
+        "--sync", help="first log to MLflow any version it is missing")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """The version tree, or with --sample-id which versions saw an id and who removed it."""
+    from ..lineage import history
+    from ..lineage.report import lineage as version_tree
+    from ..store import Store
 
-    emit(result, as_json, show)
+    def body() -> None:
+        store = Store(root)
+        if sample_id is not None:
+            emit(history.sample(store, sample_id), as_json, show_sample)
+        else:
+            emit(version_tree(store, sync=sync), as_json, show_tree)
+
+    run(body)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("lineage")
-    def lineage_cmd(
-        root: Root = "runs/default",
-        sample_id: Annotated[int | None, typer.Option(
-            "--sample-id", help="which versions were trained with this id, and who removed it")]
-        = None,
-        sync: Annotated[bool, typer.Option(
-            "--sync", help="first log to MLflow any version it is missing")] = False,
-        as_json: AsJson = False,
-    ) -> None:
-        """The version tree, or with --sample-id which versions saw an id and who removed it."""
-        from ..cli import run
-        from ..store import Store
-        from . import history
-        from .report import lineage
+def verify(
+    root: Root = "runs/default",
+    request: Annotated[str | None, typer.Option(
+        "--request", help="one committed request id (default: all committed requests)")]
+    = None,
+    as_json: AsJson = False,
+) -> None:
+    """Re-scan storage for deleted ids (data, index, checkpoint chain); exit 1 on residue."""
+    from ..sisa.certify import verify as scan
+    from ..store import Store
 
-        def body():
-            store = Store(root)
-            if sample_id is not None:
-                _emit(history.sample(store, sample_id), as_json, show_sample)
-            else:
-                _emit(lineage(store, sync=sync), as_json, show_tree)
+    result = run(lambda: scan(Store(root), request))
+    emit(result, as_json, show_verify)
+    if not result["ok"]:
+        shown = "; ".join(f"{f['path']}: {f['message']}" for f in result["findings"][:3])
+        more = len(result["findings"]) - 3
+        err.print(f"[red]error:[/red] residue of deleted data under {root}: {shown}"
+                  + (f" (and {more} more)" if more > 0 else ""),
+                  highlight=False, soft_wrap=True)
+        sys.stderr.flush()
+        raise typer.Exit(1)
 
-        run(body)
 
-    @app.command("verify")
-    def verify_cmd(
-        root: Root = "runs/default",
-        request: Annotated[str | None, typer.Option(
-            "--request", help="one committed request id (default: all committed requests)")]
-        = None,
-        as_json: AsJson = False,
-    ) -> None:
-        """Re-scan storage for deleted ids (data, index, checkpoint chain); exit 1 on residue."""
-        from ..cli import err, run
-        from ..store import Store
-        from .verify import verify
+def purge(root: Root = "runs/default", as_json: AsJson = False) -> None:
+    """Delete MLflow artifacts and stray checkpoints of tainted versions; keep the trail."""
+    from ..lineage.purge import purge as do_purge
+    from ..store import Store
 
-        result = run(lambda: verify(Store(root), request))
-        _emit(result, as_json, show_verify)
-        if not result["ok"]:
-            shown = "; ".join(f"{f['path']}: {f['message']}" for f in result["findings"][:3])
-            more = len(result["findings"]) - 3
-            err.print(f"[red]error:[/red] residue of deleted data under {root}: {shown}"
-                      + (f" (and {more} more)" if more > 0 else ""),
-                      highlight=False, soft_wrap=True)
-            sys.stderr.flush()
-            raise typer.Exit(1)
-
-    @app.command("purge")
-    def purge_cmd(root: Root = "runs/default", as_json: AsJson = False) -> None:
-        """Delete MLflow artifacts and stray checkpoints of tainted versions; keep the trail."""
-        from ..cli import run
-        from ..store import Store
-        from .purge import purge
-
-        run(lambda: _emit(purge(Store(root)), as_json, show_purge))
+    run(lambda: emit(do_purge(Store(root)), as_json, show_purge))

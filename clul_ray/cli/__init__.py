@@ -1,0 +1,41 @@
+"""The ``clul-ray`` command line: one typer app; each command lives in the module of its
+group (``pipeline``, ``quickstart``, ``lineage``, ``unlearn``) and is added here.
+
+The command modules import what they share from :mod:`.common` and nothing from this
+module, so there is no import cycle and no registration order to respect.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from . import lineage, pipeline, quickstart, unlearn
+from .common import HelpCommand, HelpGroup
+
+app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True,
+                  help="Exact (SISA) and approximate unlearning on Ray.")
+
+for _name, _command in [
+    ("train", pipeline.train),
+    ("delete", pipeline.delete),
+    ("evaluate", pipeline.evaluate),
+    ("status", pipeline.status),
+    ("unlock", pipeline.unlock),
+    ("quickstart", quickstart.quickstart),
+    ("lineage", lineage.lineage),
+    ("verify", lineage.verify),
+    ("purge", lineage.purge),
+    ("compare", unlearn.compare),
+    ("unlearn", unlearn.unlearn),
+]:
+    app.command(_name, cls=HelpCommand)(_command)
+
+
+def main() -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    app()
+
+
+__all__ = ["app", "main"]

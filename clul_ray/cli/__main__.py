@@ -1,0 +1,5 @@
+"""``python -m clul_ray.cli``."""
+
+from . import main
+
+main()

@@ -1,0 +1,170 @@
+"""What every command shares: the consoles, the one-line refusal (``error: …``, exit 2),
+``--json`` output, progress bars, the help width, and the options used by more than one
+command, each declared once."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
+
+from ..errors import ClulError
+
+out = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+
+# ---- options used by more than one command ------------------------------------------------
+Root = Annotated[str, typer.Option("--root", help="storage root: a folder or a pyarrow.fs URI")]
+Address = Annotated[str | None, typer.Option(
+    "--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: start local Ray)")]
+AsJson = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+Verbose = Annotated[bool, typer.Option(
+    "--verbose", help="let Ray's own log lines and warnings through to the terminal")]
+Dataset = Annotated[str | None, typer.Option(
+    help="digits | synthetic:N | parquet:PATH | cifar10 | cifar100 | mnist | fashion_mnist")]
+DataDir = Annotated[str | None, typer.Option(help="folder of torchvision datasets")]
+Model = Annotated[str | None, typer.Option(help="mlp | cnn | resnet18 | module:fn")]
+Forget = Annotated[str, typer.Option(help="class:C | random:P | ids:FILE")]
+
+
+# ---- help width ---------------------------------------------------------------------------
+HELP_WIDTH = 110
+
+
+def help_width() -> int | None:
+    """The width typer's rich help is drawn at. Typer sizes its help console from
+    ``TERMINAL_WIDTH`` (read once, into ``typer.rich_utils.MAX_WIDTH``), else rich asks
+    ``COLUMNS`` and then the terminal, and falls back to 80 columns, where option names are
+    cut. So: a width the user set wins, a terminal gets its own width, and help written to
+    a pipe or a file (``clul-ray train --help | less``) gets :data:`HELP_WIDTH`."""
+    from typer import rich_utils
+
+    if rich_utils.MAX_WIDTH is not None:
+        return rich_utils.MAX_WIDTH
+    if os.environ.get("COLUMNS", "").isdigit() or sys.stdout.isatty():
+        return None
+    return HELP_WIDTH
+
+
+class _HelpWidth:
+    """Draws ``--help`` at :func:`help_width` (typer's rich help has no per-app setting:
+    ``context_settings`` ``max_content_width`` / ``terminal_width`` only reach click's plain
+    formatter, so the width typer reads is set for the time of the call)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        from typer import rich_utils
+
+        saved = rich_utils.MAX_WIDTH
+        rich_utils.MAX_WIDTH = help_width()
+        try:
+            super().format_help(ctx, formatter)  # type: ignore[misc]
+        finally:
+            rich_utils.MAX_WIDTH = saved
+
+
+class HelpGroup(_HelpWidth, TyperGroup):
+    """The ``clul-ray`` group, with :func:`help_width` help."""
+
+
+class HelpCommand(_HelpWidth, TyperCommand):
+    """A ``clul-ray`` command, with :func:`help_width` help."""
+
+
+# ---- running a command --------------------------------------------------------------------
+def fail(msg: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def run(fn: Callable[[], T]) -> T:
+    """Run a command body, turning ClulError into a one-line error and exit code 2."""
+    try:
+        return fn()
+    except ClulError as e:
+        fail(str(e))
+
+
+def verbose_ray(verbose: bool) -> None:
+    """``--verbose``: let Ray's own warnings through. Call before anything starts Ray."""
+    if verbose:
+        from ..runtime import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
+
+
+def open_root(root: str, address: str | None = None, progress=None):
+    """The pipeline on a storage root, with MLflow lineage recording (imported here so that
+    ``--help`` loads neither Ray nor torch)."""
+    from ..api import open_pipeline
+
+    return open_pipeline(root, address=address, progress=progress)
+
+
+class RichProgress:
+    """Pipeline progress callback -> rich progress bars on stderr."""
+
+    def __init__(self, enabled: bool = True):
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=err, disable=not enabled,
+                            transient=False)
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, desc: str, done: int, total: int) -> None:
+        if desc not in self.tasks:
+            self.tasks[desc] = self.bar.add_task(desc, total=max(total, 1))
+        self.bar.update(self.tasks[desc], completed=done if total else 1, total=max(total, 1))
+
+    def __enter__(self):
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+
+# ---- output -------------------------------------------------------------------------------
+def emit(result: dict[str, Any], as_json: bool,
+         printer: Callable[[dict], None] | None = None) -> None:
+    """One JSON object with --json, else a table (``show``, or the command's own printer)."""
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+    else:
+        (printer or show)(result)
+
+
+def show(r: dict) -> None:
+    """A pipeline result (train, delete, evaluate, status, unlearn) as text and a table."""
+    acc = r.get("ensemble_accuracy")
+    out.print(f"[bold]{r['root']}[/bold]  version {r['version']} ({r.get('operation')}), "
+              f"{r['shards']} shards x {r['slices']} slices, {r.get('samples')} training rows, "
+              f"ensemble accuracy {acc:.4f}" if acc is not None else
+              f"[bold]{r['root']}[/bold]  version {r['version']}", highlight=False)
+    if r.get("per_shard"):
+        t = Table("shard", "rows", "accuracy", "retrained from", "model sha256", "node")
+        for s in r["per_shard"]:
+            a = s["accuracy"]
+            t.add_row(str(s["shard"]), str(s["samples"]), f"{a:.4f}" if a is not None else "-",
+                      "-" if s["retrained_from"] is None else f"slice {s['retrained_from']}",
+                      s["model_sha256"][:12], str(s["node_id"])[:12])
+        out.print(t)
+    extra = {k: r[k] for k in ("request_id", "deleted", "already_deleted", "affected",
+                               "requests", "deleted_ids", "checkpoints") if k in r}
+    for k, v in extra.items():
+        out.print(f"{k}: {v}", highlight=False)
+    if r.get("locked_by"):
+        from ..lock import describe
+
+        out.print(f"locked by {describe(r['locked_by'])}", highlight=False)
+    if r.get("wall_seconds"):
+        out.print("seconds: " + ", ".join(f"{k}={v:.2f}" for k, v in r["wall_seconds"].items()),
+                  highlight=False)

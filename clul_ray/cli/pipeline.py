@@ -1,0 +1,158 @@
+"""``clul-ray train``, ``delete``, ``evaluate``, ``status`` and ``unlock``: the SISA pipeline
+on one storage root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..config import PipelineConfig, make_config
+from ..errors import ClulError
+from .common import (
+    Address,
+    AsJson,
+    DataDir,
+    Dataset,
+    Model,
+    RichProgress,
+    Root,
+    Verbose,
+    emit,
+    open_root,
+    out,
+    run,
+    verbose_ray,
+)
+
+
+def train_config(config: Path | None, flat: dict[str, Any],
+                 train_seed: int | None = None) -> PipelineConfig:
+    """The config of ``train``: the YAML file (if any) with the flags over it (flat settings,
+    None = not given); ``--train-seed`` is the grouped ``train.seed``."""
+    overrides: dict[str, Any] = {k: v for k, v in flat.items() if v is not None}
+    if train_seed is not None:
+        overrides["train"] = {"seed": train_seed}
+    if config is not None:
+        return PipelineConfig.from_yaml(config, **overrides)
+    return make_config(**overrides)
+
+
+def train(
+    root: Root = "runs/default",
+    config: Annotated[Path | None, typer.Option(help="pipeline YAML (pipelines/*.yaml)")] = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    download: Annotated[bool, typer.Option(help="download a torchvision dataset")] = False,
+    shards: Annotated[int | None, typer.Option(help="S: number of shards")] = None,
+    slices: Annotated[int | None, typer.Option(help="R: slices per shard")] = None,
+    model: Model = None,
+    epochs: Annotated[int | None, typer.Option(help="e0: epochs of a plain model")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="seed of placement and the test split (and of training, unless --train-seed)")]
+    = None,
+    train_seed: Annotated[int | None, typer.Option(
+        help="seed of training randomness only: retrains without repartitioning")] = None,
+    group_column: Annotated[str | None, typer.Option(help="keep a group in one shard")] = None,
+    backend: Annotated[str | None, typer.Option(help="ray | ray_train | local")] = None,
+    train_workers_per_shard: Annotated[int | None, typer.Option(
+        help="DDP workers per shard (ray_train)")] = None,
+    shared_storage: Annotated[bool, typer.Option(
+        help="the local-path root is a mount shared by every node")] = False,
+    cpus_per_shard: Annotated[float | None, typer.Option(help="CPUs per shard worker")] = None,
+    gpus_per_shard: Annotated[float | None, typer.Option(help="GPUs per shard (0.25 ok)")] = None,
+    address: Address = None,
+    as_json: AsJson = False,
+    verbose: Verbose = False,
+) -> None:
+    """Partition a dataset with Ray Data and train one model per shard, slice by slice."""
+    flat = {"dataset": dataset, "data_dir": data_dir, "download": download or None,
+            "shards": shards, "slices": slices, "model": model, "epochs": epochs, "seed": seed,
+            "group_column": group_column, "backend": backend,
+            "train_workers_per_shard": train_workers_per_shard,
+            "shared_storage": shared_storage or None,
+            "cpus_per_shard": cpus_per_shard, "gpus_per_shard": gpus_per_shard}
+
+    def body() -> None:
+        cfg = train_config(config, flat, train_seed)
+        verbose_ray(verbose)
+        with RichProgress(not as_json) as prog:
+            result = open_root(root, address, prog).train(cfg)
+        emit(result, as_json)
+
+    run(body)
+
+
+def parse_ids(ids: str | None, ids_file: Path | None) -> list[int]:
+    """The ids of ``--ids 1,2,3`` or ``--ids-file`` (one a line); a ClulError naming the
+    item or line that is not an integer."""
+    if (ids is None) == (ids_file is None):
+        raise ClulError("give exactly one of --ids or --ids-file")
+    if ids is not None:
+        parts = [p.strip() for p in ids.split(",") if p.strip()]
+        where = "--ids"
+        lines = list(enumerate(parts, 1))
+    else:
+        if not ids_file.is_file():
+            raise ClulError(f"ids file not found: {ids_file}")
+        where = str(ids_file)
+        lines = [(i, ln.strip()) for i, ln in enumerate(ids_file.read_text().splitlines(), 1)
+                 if ln.strip()]
+    out_ids = []
+    for i, tok in lines:
+        try:
+            out_ids.append(int(tok))
+        except ValueError:
+            what = f"line {i}" if ids_file is not None else f"item {i}"
+            raise ClulError(f"{where}: {what} is not an integer id: {tok!r}") from None
+    if not out_ids:
+        raise ClulError(f"{where}: no ids given")
+    return out_ids
+
+
+def delete(
+    root: Root = "runs/default",
+    ids: Annotated[str | None, typer.Option(help="comma-separated ids, e.g. 1,2,3")] = None,
+    ids_file: Annotated[Path | None, typer.Option(help="a file of one id per line")] = None,
+    address: Address = None,
+    as_json: AsJson = False,
+    verbose: Verbose = False,
+) -> None:
+    """Forget ids exactly: retrain only the affected shards from their earliest slice."""
+
+    def body() -> None:
+        id_list = parse_ids(ids, ids_file)
+        verbose_ray(verbose)
+        with RichProgress(not as_json) as prog:
+            result = open_root(root, address, prog).delete(id_list)
+        emit(result, as_json)
+
+    run(body)
+
+
+def evaluate(root: Root = "runs/default", address: Address = None,
+             as_json: AsJson = False, verbose: Verbose = False) -> None:
+    """Ensemble and per-shard accuracy on the held-out split (batch prediction on Ray Data)."""
+    verbose_ray(verbose)
+    run(lambda: emit(open_root(root, address).evaluate(), as_json))
+
+
+def status(root: Root = "runs/default", as_json: AsJson = False) -> None:
+    """The current version, its shards, and the deletion ledger (starts no Ray)."""
+    run(lambda: emit(open_root(root).status(), as_json))
+
+
+def unlock(root: Root = "runs/default") -> None:
+    """Remove the root's lock left by a command that died (only when none is running)."""
+
+    def body() -> None:
+        from ..lock import describe
+        from ..lock import unlock as do_unlock
+        from ..store import Store
+
+        held = do_unlock(Store(root))
+        out.print(f"removed the lock of {describe(held)}" if held else f"{root} is not locked",
+                  highlight=False)
+
+    run(body)
