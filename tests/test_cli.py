@@ -178,9 +178,10 @@ def test_train_seed_is_the_train_group_seed(tmp_path):
         assert len(res.output.strip().splitlines()) == 1
 
 
-def test_quickstart_compares_compute_with_compute():
-    """The measured speed-up is full training's slice-step compute over the deletion's,
-    not a wall time that includes Ray's start-up."""
+def test_quickstart_prints_no_misleading_speed_up():
+    """The quickstart states the work a deletion saves in sample-epochs, shows compute
+    seconds of the slice steps (not wall time with Ray's start-up), and prints no ratio of
+    those seconds: on tiny data fixed per-step costs make that ratio mislead."""
     from rich.console import Console
 
     from clul_ray.cli.quickstart import cost_report
@@ -202,8 +203,8 @@ def test_quickstart_compares_compute_with_compute():
     assert "8.00" in text and "2.00" in text and "30.00" not in text and "7.00" not in text
     work = next(line for line in lines if line.startswith("work redone"))
     # eps = ceil(2*3/3) = 2; full: 2 shards x (10 + 20) x 2 = 120; redo: shard 0 slice 1: 40
-    assert "40 of 120 sample-epochs (33%), an ideal speed-up of 3.0x" in work
-    assert "measured 4.0x in compute seconds of the slice steps" in work
+    assert "40 of 120 sample-epochs (33%): the deletion costs 3.0x less training work" in work
+    assert "4.0x" not in " ".join(lines) and "measured" not in work
     assert "wall time" not in work and any("9.00 s of wall time" in line for line in lines)
 
 
