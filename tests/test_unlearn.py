@@ -261,7 +261,7 @@ def test_params_defaults_overrides_and_refusals():
     with pytest.raises(ClulError, match="unknown parameter"):
         get_method("salun").make_params({"learning_rate": 0.1})
     for bad in ("two", "2.5", 2.5):
-        with pytest.raises(ClulError, match="must be int"):
+        with pytest.raises(ClulError, match="scrub.msteps must be an integer"):
             get_method("scrub").make_params({"msteps": bad})
     assert get_method("scrub").make_params({"msteps": "4.0"}).msteps == 4
     assert get_method("neggrad").make_params({"plus": "yes"}).plus is True

@@ -17,7 +17,8 @@ from . import (  # noqa: F401  (registration side effects)
     scrub,
 )
 from .api import unlearn_model
-from .base import Method, MethodParams, Split, UnlearnReport, get_method, method_names
+from .base import Method, Split, UnlearnReport, get_method, method_names
+from .params import MethodParams
 
 __all__ = ["Method", "MethodParams", "Split", "UnlearnReport", "get_method", "method_names",
            "unlearn_model"]

@@ -15,13 +15,14 @@ import contextlib
 import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..data.partition import is_test
@@ -32,6 +33,7 @@ from ..metrics import Labels, Outputs, evaluate, speedup
 from ..models import build_model
 from .api import unlearn_model
 from .base import Split, get_method, method_names
+from .params import Int, Settings
 from .scenarios import parse_scenario, split_forget
 from .training import TrainRecipe, predict_proba, reinitialize, train_from_scratch
 
@@ -40,21 +42,22 @@ GAP_METRICS = ("RA", "FA", "TA", "MIA")
 Progress = Callable[[str, int, int], None]
 
 
-@dataclass
-class CompareSpec:
+class CompareSpec(Settings):
     """What to compare. ``params`` maps a method to its overrides (``{"salun": {"lr": 0.1}}``)."""
+
+    label: ClassVar[str] = "compare"
 
     dataset: str = "digits"
     model: str = "mlp"
-    model_args: dict[str, Any] = field(default_factory=dict)
+    model_args: dict[str, Any] = Field(default_factory=dict)
     forget: str = "class:3"
-    methods: list[str] = field(default_factory=lambda: ["all"])
-    seeds: int = 1
-    seed: int = 0
-    test_fraction: float = 0.2
-    recipe: TrainRecipe = field(default_factory=TrainRecipe)
-    params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    backend: str = "ray"
+    methods: list[str] = Field(default_factory=lambda: ["all"])
+    seeds: Int = Field(1, ge=1)
+    seed: Int = 0
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    recipe: TrainRecipe = Field(default_factory=TrainRecipe)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    backend: Literal["ray", "local"] = "ray"
     data_dir: str | None = None
 
 
@@ -118,13 +121,6 @@ def parse_param_overrides(items: Sequence[str]) -> dict[str, dict[str, str]]:
 def check_spec(spec: CompareSpec) -> list[str]:
     """Refuse a bad spec before any work starts; returns the methods to run."""
     methods = resolve_methods(spec.methods)
-    if spec.seeds < 1:
-        raise ClulError(f"--seeds must be >= 1, got {spec.seeds}")
-    if not 0.0 < spec.test_fraction < 1.0:
-        raise ClulError(f"test_fraction must be in (0, 1), got {spec.test_fraction}")
-    if spec.backend not in ("ray", "local"):
-        raise ClulError(f"backend must be 'ray' or 'local', got '{spec.backend}'")
-    spec.recipe.check()
     if "retrain" in spec.params:
         raise ClulError("retrain follows the original model's recipe; change it with "
                         "--epochs / --lr / --batch-size instead of --param retrain.*")
@@ -204,13 +200,13 @@ def run_method(model: nn.Module, data: Data, method: str, params: dict[str, Any]
 
 def method_params(spec: CompareSpec, method: str) -> dict[str, Any]:
     if method == "retrain":
-        return asdict(spec.recipe)
+        return spec.recipe.model_dump()
     return dict(spec.params.get(method, {}))
 
 
 def method_settings(spec: CompareSpec, method: str) -> dict[str, Any]:
     """Every parameter a method runs with (defaults included), seed aside."""
-    p = asdict(get_method(method).make_params(method_params(spec, method)))
+    p = get_method(method).make_params(method_params(spec, method)).model_dump()
     p.pop("seed", None)
     return p
 
@@ -324,7 +320,7 @@ def run_compare(spec: CompareSpec, out_dir: str | Path,
         "test_fraction": spec.test_fraction, "backend": spec.backend,
         "rows": {"forget": len(data.forget), "retain": len(data.retain),
                  "test": len(data.test)},
-        "recipe": asdict(spec.recipe),
+        "recipe": spec.recipe.model_dump(),
         "params": {m: method_settings(spec, m) for m in methods},
         "original_train_seconds": [originals[s].seconds for s in sorted(originals)],
         "wall_seconds": wall,

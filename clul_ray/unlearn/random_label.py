@@ -7,7 +7,6 @@ baseline (which concatenates the two sets), without its y' = y bug.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,10 +15,10 @@ from torch import nn
 
 from ..hashing import derive_seed
 from .base import Split, num_outputs, register_method
-from .training import SALT_LABELS, OptimParams, random_wrong_labels, run_epochs
+from .params import OptimParams
+from .training import SALT_LABELS, random_wrong_labels, run_epochs
 
 
-@dataclass
 class RandomLabelParams(OptimParams):
     pass
 

@@ -10,32 +10,27 @@ after each step frozen entries are restored from θ_o, so they stay bit-identica
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from ..errors import ClulError
-from .base import MethodParams, Split, num_outputs, register_method
+from ..optim import make_optimizer
+from .base import Split, num_outputs, register_method
+from .params import BatchSize, MethodParams, NonNegInt, Positive
 from .random_label import relabelled_ce, relabelled_union
-from .training import check_optim, run_epochs
+from .training import run_epochs
 
 
-@dataclass
 class SalUnParams(MethodParams):
-    epochs: int = 10
-    lr: float = 0.01
+    epochs: NonNegInt = 10
+    lr: Positive = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    batch_size: int = 64
-    keep_fraction: float = 0.5
-
-    def check(self) -> None:
-        check_optim("sgd", self.lr, self.batch_size, self.epochs)
-        if not 0.0 < self.keep_fraction <= 1.0:
-            raise ClulError(f"salun.keep_fraction must be in (0, 1], got {self.keep_fraction}")
+    batch_size: BatchSize = 64
+    keep_fraction: float = Field(0.5, gt=0, le=1)
 
 
 def saliency_mask(model: nn.Module, forget: Split, keep_fraction: float,
@@ -72,7 +67,7 @@ def salun(model: nn.Module, forget: Split, retain: Split,
     masks = saliency_mask(model, forget, p.keep_fraction)
     params = dict(model.named_parameters())
     frozen_values = {n: params[n].detach().clone() for n in masks}
-    opt = torch.optim.SGD([params[n] for n in masks], lr=p.lr, momentum=p.momentum)
+    opt = make_optimizer([params[n] for n in masks], "sgd", p.lr, p.momentum)
 
     @torch.no_grad()
     def mask_gradients() -> None:  # salient weights get CE + weight decay, the rest none
