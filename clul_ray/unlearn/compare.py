@@ -1,12 +1,13 @@
 """The comparison harness: one original model, every method and ``retrain`` on one split.
 
 For each seed k (``seed``, ``seed+1``, ...): train the original model on the training rows
-(plain seeded torch training, the recipe of ``TrainRecipe``), then run every method and
-``retrain`` from it on the same forget/retain split with seed k, as Ray tasks (one CPU
-and one torch thread each) or in-process. The held-out test split and the forget set are
-fixed by ``seed`` and shared by all seeds, so the spread over seeds is the spread of
-training randomness. Metrics are computed on the driver from the tasks' probability
-outputs (:mod:`clul_ray.metrics`), then written by :mod:`.summary` and :mod:`.plot`.
+with the ``TrainRecipe``, then run every method and ``retrain`` from it on the same
+forget/retain split with seed k, as Ray tasks (one CPU and one torch thread each) or
+in-process. The held-out test split and the forget set are fixed by ``seed`` and shared by
+all seeds, so the spread over seeds is the spread of training randomness. Metrics are
+computed on the driver from the tasks' probability outputs (:mod:`clul_ray.metrics`), then
+written by :mod:`.summary` and :mod:`.plot`. Progress is reported per phase: loading the
+data, the original models, the methods (as each task finishes), the metrics.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..errors import ClulError
 from ..hashing import derive_seed
 from ..metrics import Labels, Outputs, evaluate, speedup
 from ..models import build_model
+from ..runtime import gather
 from .api import unlearn_model
 from .base import Split, get_method, method_names
 from .params import Int, Settings
@@ -40,6 +42,10 @@ from .training import TrainRecipe, predict_proba, reinitialize, train_from_scrat
 SALT_ZRF = 0x2F
 GAP_METRICS = ("RA", "FA", "TA", "MIA")
 Progress = Callable[[str, int, int], None]
+
+
+def _silent(description: str, done: int, total: int) -> None:
+    """The progress callback of a caller that gave none."""
 
 
 class CompareSpec(Settings):
@@ -76,6 +82,7 @@ class Data:
 
 @dataclass
 class OriginalInfo:
+    seed: int
     outputs: Outputs
     incompetent_forget: np.ndarray
     seconds: float
@@ -179,7 +186,7 @@ def train_original(template: nn.Module, data: Data, recipe: TrainRecipe,
         model = train_from_scratch(template, full, recipe, seed)
         seconds = time.perf_counter() - t0
         incompetent = reinitialize(model, derive_seed(seed, SALT_ZRF)).eval()
-        return model, OriginalInfo(outputs_of(model, data),
+        return model, OriginalInfo(seed, outputs_of(model, data),
                                    predict_proba(incompetent, data.forget.x), seconds)
 
 
@@ -212,23 +219,28 @@ def method_settings(spec: CompareSpec, method: str) -> dict[str, Any]:
 
 
 def execute(spec: CompareSpec, methods: list[str], data: Data, template: nn.Module,
-            progress: Progress | None) -> tuple[dict[int, OriginalInfo], list[MethodResult]]:
+            tick: Progress) -> tuple[dict[int, OriginalInfo], list[MethodResult]]:
+    """The original model and every method for each seed; progress as each one finishes."""
     seeds = [spec.seed + k for k in range(spec.seeds)]
-    total = len(seeds) * (1 + len(methods))
-    done = 0
-    tick = progress or (lambda *_: None)
-    tick("compare: original + methods", 0, total)
     originals: dict[int, OriginalInfo] = {}
     results: list[MethodResult] = []
+
+    def finished(value: OriginalInfo | MethodResult) -> None:
+        if isinstance(value, OriginalInfo):
+            originals[value.seed] = value
+            tick("compare: original models", len(originals), len(seeds))
+        else:
+            results.append(value)
+            tick("compare: methods", len(results), len(seeds) * len(methods))
+
+    tick("compare: original models", 0, len(seeds))
+    tick("compare: methods", 0, len(seeds) * len(methods))
     if spec.backend == "local":
         for s in seeds:
-            model, originals[s] = train_original(template, data, spec.recipe, s)
-            done += 1
-            tick("compare: original + methods", done, total)
+            model, info = train_original(template, data, spec.recipe, s)
+            finished(info)
             for m in methods:
-                results.append(run_method(model, data, m, method_params(spec, m), s))
-                done += 1
-                tick("compare: original + methods", done, total)
+                finished(run_method(model, data, m, method_params(spec, m), s))
         return originals, results
 
     import ray
@@ -240,40 +252,26 @@ def execute(spec: CompareSpec, methods: list[str], data: Data, template: nn.Modu
                                                     name="clul_ray.compare.original")
     method_task = ray.remote(run_method).options(num_cpus=1, name="clul_ray.compare.method")
     data_ref = ray.put(data)
-    pending: dict[Any, tuple[str, int]] = {}
+    labels: dict[Any, str] = {}
     for s in seeds:
         model_ref, info_ref = train_task.remote(template, data_ref, spec.recipe, s)
-        pending[info_ref] = ("original", s)
+        labels[info_ref] = f"original (seed {s})"
         for m in methods:
-            pending[method_task.remote(model_ref, data_ref, m, method_params(spec, m), s)] = (m, s)
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            what, s = pending.pop(ref)
-            try:
-                value = ray.get(ref)
-            except ray.exceptions.RayTaskError as e:
-                cause = e.cause if isinstance(getattr(e, "cause", None), ClulError) else None
-                if cause is not None:
-                    raise cause from None
-                last = str(e).strip().splitlines()[-1]
-                raise ClulError(f"{what} (seed {s}) failed: {last}") from e
-            if what == "original":
-                originals[s] = value
-            else:
-                results.append(value)
-            done += 1
-            tick("compare: original + methods", done, total)
+            ref = method_task.remote(model_ref, data_ref, m, method_params(spec, m), s)
+            labels[ref] = f"{m} (seed {s})"
+    gather(labels, lambda _ref, value: finished(value))
     return originals, results
 
 
-def score(spec: CompareSpec, data: Data, originals: dict[int, OriginalInfo],
-          results: list[MethodResult]) -> list[dict[str, Any]]:
+def score(data: Data, originals: dict[int, OriginalInfo], results: list[MethodResult],
+          tick: Progress) -> list[dict[str, Any]]:
     """One row per (method, seed): the metrics, seconds, speed-up and gap to retrain."""
     labels = data.labels
     by_seed: dict[int, dict[str, MethodResult]] = {}
     for r in results:
         by_seed.setdefault(r.seed, {})[r.method] = r
+    total = len(originals) + len(results)
+    tick("compare: metrics", 0, total)
     rows: list[dict[str, Any]] = []
     for s in sorted(originals):
         ref = by_seed[s]["retrain"]
@@ -290,6 +288,7 @@ def score(spec: CompareSpec, data: Data, originals: dict[int, OriginalInfo],
             row["speedup"] = (float("nan") if seconds is None
                               else speedup(seconds, ref.report["seconds"]))
             seed_rows.append(row)
+            tick("compare: metrics", len(rows) + len(seed_rows), total)
         retrain_row = next(r for r in seed_rows if r["method"] == "retrain")
         for row in seed_rows:
             row["gap"] = float(np.mean([abs(row[k] - retrain_row[k]) for k in GAP_METRICS]))
@@ -303,13 +302,16 @@ def run_compare(spec: CompareSpec, out_dir: str | Path,
     from .plot import write_plot
     from .summary import aggregate, write_csv, write_json, write_markdown
 
+    tick = progress or _silent
     methods = check_spec(spec)
+    tick("compare: loading data", 0, 1)
     data = load_data(spec)
     template = build_model(spec.model, data.input_shape, data.num_classes, spec.model_args)
+    tick("compare: loading data", 1, 1)
     t0 = time.perf_counter()
-    originals, results = execute(spec, methods, data, template, progress)
+    originals, results = execute(spec, methods, data, template, tick)
     wall = time.perf_counter() - t0
-    per_seed = score(spec, data, originals, results)
+    per_seed = score(data, originals, results, tick)
     order = ["retrain", "original"] + [m for m in methods if m != "retrain"]
     rows = aggregate(per_seed, order)
     out = Path(out_dir)
