@@ -18,10 +18,9 @@ from pydantic import Field
 from torch import nn
 
 from ..optim import make_optimizer
-from .base import Split, num_outputs, register_method
+from .base import Split, register_method
 from .params import BatchSize, MethodParams, NonNegInt, Positive
-from .random_label import relabelled_ce, relabelled_union
-from .training import run_epochs
+from .random_label import relabelled_epochs
 
 
 class SalUnParams(MethodParams):
@@ -63,7 +62,6 @@ def saliency_mask(model: nn.Module, forget: Split, keep_fraction: float,
                  summary="random wrong labels on D_f + CE on D_r, only salient weights move")
 def salun(model: nn.Module, forget: Split, retain: Split,
           p: SalUnParams) -> tuple[nn.Module, dict[str, Any]]:
-    c = num_outputs(model, forget.x)
     masks = saliency_mask(model, forget, p.keep_fraction)
     params = dict(model.named_parameters())
     frozen_values = {n: params[n].detach().clone() for n in masks}
@@ -81,9 +79,8 @@ def salun(model: nn.Module, forget: Split, retain: Split,
         for n, m in masks.items():
             params[n].copy_(torch.where(m, params[n], frozen_values[n]))
 
-    run_epochs(model, opt, p.seed, p.epochs, len(forget) + len(retain), p.batch_size,
-               relabelled_ce(model), prepare=lambda s: relabelled_union(forget, retain, c, s),
-               before_step=mask_gradients, after_step=restore_frozen)
+    relabelled_epochs(model, opt, forget, retain, p.seed, p.epochs, p.batch_size,
+                      before_step=mask_gradients, after_step=restore_frozen)
     kept = sum(int(m.sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
     return model, {"kept_parameters": kept, "total_parameters": total,
