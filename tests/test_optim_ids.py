@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from clul_ray.data.ids import parse_ids, read_ids_file
+from clul_ray.data.ids import parse_ids, read_ids_file, repeated_ids
 from clul_ray.errors import ClulError
 from clul_ray.optim import OPTIMIZERS, check_optim, make_optimizer
 
@@ -76,3 +76,6 @@ def test_read_ids_file(tmp_path, monkeypatch):
     with pytest.raises(ClulError) as info:
         read_ids_file("./none.txt")
     assert str(info.value) == "ids file not found: ./none.txt"
+    assert repeated_ids(np.array([9, 1, 9, 2, 2, 2, 5])) == "2, 9"
+    assert repeated_ids(np.arange(10) % 7, most=2) == "0, 1"
+    assert repeated_ids(np.array([3, 1])) == "" and repeated_ids(np.zeros(0)) == ""

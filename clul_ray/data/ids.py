@@ -44,11 +44,16 @@ def parse_ids(ids: str | None, ids_file: Path | None) -> list[int]:
     return parse_id_tokens(enumerate(parts, 1), "--ids", "item")
 
 
+def repeated_ids(ids: np.ndarray, most: int = 5) -> str:
+    """The smallest ``most`` ids that occur more than once, comma-separated; "" if none."""
+    uniq, counts = np.unique(ids, return_counts=True)
+    return ", ".join(str(int(i)) for i in uniq[counts > 1][:most])
+
+
 def read_ids_file(path: str) -> np.ndarray:
     """The ids of a file as int64, each at most once (a repeat is refused)."""
     arr = np.asarray(read_id_lines(path), dtype=np.int64)
-    uniq, counts = np.unique(arr, return_counts=True)
-    if (counts > 1).any():
-        rep = ", ".join(str(int(i)) for i in uniq[counts > 1][:5])
+    rep = repeated_ids(arr)
+    if rep:
         raise ClulError(f"{path}: repeated ids ({rep})")
     return arr

@@ -32,7 +32,7 @@ from ..errors import ClulError
 from ..hashing import derive_seed
 from ..metrics import Labels, Outputs, evaluate, speedup
 from ..models import build_model
-from ..runtime import gather
+from ..runtime import ensure_ray, gather
 from .api import unlearn_model
 from .base import Split, get_method, method_names
 from .params import Int, Settings
@@ -244,8 +244,6 @@ def execute(spec: CompareSpec, methods: list[str], data: Data, template: nn.Modu
         return originals, results
 
     import ray
-
-    from ..runtime import ensure_ray
 
     ensure_ray()
     train_task = ray.remote(train_original).options(num_cpus=1, num_returns=2,

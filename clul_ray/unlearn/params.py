@@ -9,7 +9,7 @@ A refusal names the model and the field: ``parameter scrub.lr must be a number >
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args, get_origin
 
 import torch
 from pydantic import (
@@ -28,6 +28,7 @@ from ..optim import OPTIMIZERS, make_optimizer
 
 
 def _exponent_text(value: Any) -> Any:
+    """'1e3' -> 1000.0, which pydantic then takes for an int (it refuses the text)."""
     if isinstance(value, str) and "e" in value.lower():
         try:
             return float(value)
@@ -111,7 +112,7 @@ class Settings(BaseModel):
             raise ClulError(refusal(cls, e, name, ctx.get("owner") or f"'{name}'")) from None
 
     @classmethod
-    def parse(cls, values: dict[str, Any], name: str, owner: str) -> Settings:
+    def parse(cls, values: dict[str, Any], name: str, owner: str) -> Self:
         """Validate ``values``; a refusal calls the model ``name`` and its owner ``owner``."""
         return cls.model_validate(values, context={"name": name, "owner": owner})
 
