@@ -33,9 +33,12 @@ def test_every_method_builds_its_defaults_and_dumps_them():
 
 def test_cli_text_is_read_as_before():
     p = get_method("scrub").make_params({"lr": "0.01", "msteps": "5.0", "epochs": "1e1",
-                                          "alpha": " 2 ", "seed": "7"})
+                                          "alpha": " 2 ", "seed": "7", "batch_size": "64.",
+                                          "gamma": "1e-1"})
     assert (p.lr, p.msteps, p.epochs, p.alpha, p.seed) == (0.01, 5, 10, 2.0, 7)
+    assert (p.batch_size, p.gamma) == (64, 0.1)
     assert type(p.msteps) is int and type(p.alpha) is float
+    assert get_method("scrub").make_params({"msteps": 4.0, "lr": 1}).msteps == 4
     for text, want in [("true", True), ("yes", True), ("on", True), ("1", True),
                        (" TRUE ", True), ("false", False), ("no", False), ("off", False),
                        ("0", False), ("Off", False)]:

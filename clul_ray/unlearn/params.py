@@ -3,8 +3,8 @@ and params shared by the methods.
 
 A refusal names the model and the field: ``parameter scrub.lr must be a number > 0, got
 'abc'``. Values may arrive as CLI text: pydantic's lax mode reads ``"0.01"``, ``"5"``,
-``"5.0"`` and ``"yes"``; the types below also take a whole number in exponent form
-(``"1e3"``) for an int and blanks around a bool.
+``"5.0"`` and ``"yes"``; ``Int`` also reads a whole number as Python writes floats
+(``"1e3"``, ``"5."``) and ``Bool`` blanks around the word.
 """
 
 from __future__ import annotations
@@ -27,13 +27,15 @@ from ..errors import ClulError
 from ..optim import OPTIMIZERS, make_optimizer
 
 
-def _exponent_text(value: Any) -> Any:
-    """'1e3' -> 1000.0, which pydantic then takes for an int (it refuses the text)."""
-    if isinstance(value, str) and "e" in value.lower():
-        try:
-            return float(value)
-        except ValueError:
-            return value
+def _number_text(value: Any) -> Any:
+    """Text read as Python reads a number ('1e3' and '5.' -> float, which pydantic takes
+    for an int when whole); other values and other text as they are."""
+    if isinstance(value, str):
+        for read in (int, float):
+            try:
+                return read(value)
+            except ValueError:
+                pass
     return value
 
 
@@ -41,7 +43,7 @@ def _strip_text(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
-Int = Annotated[int, BeforeValidator(_exponent_text)]
+Int = Annotated[int, BeforeValidator(_number_text)]
 Bool = Annotated[bool, BeforeValidator(_strip_text)]
 NonNegInt = Annotated[Int, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
@@ -73,8 +75,10 @@ def describe(field: FieldInfo) -> str | None:
     return kind
 
 
-def refusal(cls: type[BaseModel], error: ValidationError, name: str, owner: str) -> str:
-    """One line for a validation error of ``cls``: the unknown keys, or the first bad field."""
+def refusal(cls: type[BaseModel], error: ValidationError, data: Any, name: str,
+            owner: str) -> str:
+    """One line for a validation error of ``cls`` on ``data``: the unknown keys, or the first
+    bad field with the value as given."""
     errors = error.errors()
     unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
     if unknown:
@@ -84,11 +88,12 @@ def refusal(cls: type[BaseModel], error: ValidationError, name: str, owner: str)
     loc = e["loc"]
     key = ".".join(str(part) for part in (name, *loc))
     field = cls.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+    given = data.get(loc[0], e["input"]) if isinstance(data, dict) else e["input"]
     want = describe(field) if field is not None else None
     if want is not None:
-        return f"parameter {key} must be {want}, got {e['input']!r}"
+        return f"parameter {key} must be {want}, got {given!r}"
     msg = e["msg"][:1].lower() + e["msg"][1:]
-    return f"parameter {key}: {msg}, got {e['input']!r}"
+    return f"parameter {key}: {msg}, got {given!r}"
 
 
 class Settings(BaseModel):
@@ -109,7 +114,8 @@ class Settings(BaseModel):
         except ValidationError as e:
             ctx = info.context or {}
             name = ctx.get("name") or cls.label or cls.__name__
-            raise ClulError(refusal(cls, e, name, ctx.get("owner") or f"'{name}'")) from None
+            owner = ctx.get("owner") or f"'{name}'"
+            raise ClulError(refusal(cls, e, data, name, owner)) from None
 
     @classmethod
     def parse(cls, values: dict[str, Any], name: str, owner: str) -> Self:
