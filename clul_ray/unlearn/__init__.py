@@ -1,8 +1,8 @@
 """Approximate unlearning: one module per method behind one registry and one signature.
 
 ``method(model, forget, retain, config) -> (model, report)``; see :mod:`.base` for the data
-holders and :func:`unlearn_model` for the usual entry point. Importing this package
-registers every method.
+holders, :mod:`.params` for the params models and :func:`unlearn_model` for the usual entry
+point. Importing this package registers every method.
 """
 
 from . import (  # noqa: F401  (registration side effects)
