@@ -261,7 +261,7 @@ def test_params_defaults_overrides_and_refusals():
     with pytest.raises(ClulError, match="unknown parameter"):
         get_method("salun").make_params({"learning_rate": 0.1})
     for bad in ("two", "2.5", 2.5):
-        with pytest.raises(ClulError, match="must be int"):
+        with pytest.raises(ClulError, match="scrub.msteps must be an integer"):
             get_method("scrub").make_params({"msteps": bad})
     assert get_method("scrub").make_params({"msteps": "4.0"}).msteps == 4
     assert get_method("neggrad").make_params({"plus": "yes"}).plus is True
@@ -315,7 +315,16 @@ TINY = dict(model_args={"hidden": 16}, recipe=TrainRecipe(epochs=3))
 def test_compare_writes_three_files_with_columns(tmp_path):
     spec = CompareSpec(forget="class:3", methods=["finetune,neural_mask"], seeds=2,
                        params={"finetune": {"epochs": 2}}, **TINY)
-    result = run_compare(spec, tmp_path)
+    calls: list[tuple[str, int, int]] = []
+    result = run_compare(spec, tmp_path, lambda *c: calls.append(c))
+    # progress from the start, per phase, one step as each Ray task finishes
+    assert calls[0] == ("compare: loading data", 0, 1)
+    phases = ["compare: loading data", "compare: original models", "compare: methods",
+              "compare: metrics"]
+    assert list(dict.fromkeys(d for d, _, _ in calls)) == phases
+    for phase, total in zip(phases, [1, 2, 2 * 3, 2 * 4], strict=True):
+        mine = [(n, t) for d, n, t in calls if d == phase]
+        assert mine == [(n, total) for n in range(total + 1)], (phase, mine)
     for name in ("compare.csv", "compare.md", "compare.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

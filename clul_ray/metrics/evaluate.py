@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .accuracy import accuracy
+from .accuracy import accuracy, unlearning_accuracy
 from .divergence import mean_kl, zrf
 from .mia import loss_mia, mia_efficacy, sample_cross_entropy, true_class_confidence
 
@@ -40,7 +40,7 @@ def evaluate(out: Outputs, labels: Labels, retrain: Outputs | None = None,
         "RA": accuracy(out.retain, labels.retain),
         "FA": fa,
         "TA": accuracy(out.test, labels.test),
-        "UA": 1.0 - fa,
+        "UA": unlearning_accuracy(fa),
         "MIA": mia_efficacy(true_class_confidence(out.retain, labels.retain),
                             true_class_confidence(out.test, labels.test),
                             true_class_confidence(out.forget, labels.forget), seed),

@@ -1,9 +1,9 @@
 """Membership inference metrics.
 
 - :func:`mia_efficacy` (SalUn / l1-sparse convention): features = true-class confidence
-  p_y(x); an SVC(C=3, rbf, gamma="auto") is trained with members = |D_t| random rows of D_r
-  (label 1) and non-members = D_t (label 0); the score is the fraction of D_f predicted
-  non-member. Higher = the forget rows look unseen. Compare with retrain's value.
+  p_y(x); an SVC(C=3, rbf, gamma="auto") is trained with members = min(|D_t|, |D_r|)
+  random rows of D_r (label 1) and non-members = D_t (label 0); the score is the fraction
+  of D_f predicted non-member. Higher = the forget rows look unseen. Compare with retrain's value.
 - :func:`loss_mia` (NeurIPS 2023 challenge starting kit): per-sample cross-entropy on D_f
   (label 1) vs D_t (label 0), balanced by subsampling the larger, logistic regression,
   10 stratified shuffle splits, mean held-out accuracy. About 0.5 = indistinguishable.
@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
 from sklearn.svm import SVC
 
-EPS = 1e-12
+from .divergence import EPS
 
 
 def true_class_confidence(probs: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Approximate unlearning: one module per method behind one registry and one signature.
 
 ``method(model, forget, retain, config) -> (model, report)``; see :mod:`.base` for the data
-holders and :func:`unlearn_model` for the usual entry point. Importing this package
-registers every method.
+holders, :mod:`.params` for the params models and :func:`unlearn_model` for the usual entry
+point. Importing this package registers every method.
 """
 
 from . import (  # noqa: F401  (registration side effects)
@@ -17,7 +17,8 @@ from . import (  # noqa: F401  (registration side effects)
     scrub,
 )
 from .api import unlearn_model
-from .base import Method, MethodParams, Split, UnlearnReport, get_method, method_names
+from .base import Method, Split, UnlearnReport, get_method, method_names
+from .params import MethodParams
 
 __all__ = ["Method", "MethodParams", "Split", "UnlearnReport", "get_method", "method_names",
            "unlearn_model"]

@@ -7,7 +7,8 @@ from typing import Any
 
 from torch import nn
 
-from .base import MethodParams, Split, UnlearnReport, get_method
+from .base import Split, UnlearnReport, get_method
+from .params import MethodParams
 
 
 def unlearn_model(model: nn.Module, forget: Split, retain: Split, method: str,

@@ -11,34 +11,24 @@ Defaults: the authors' notebook (T = 1, Adam lr 1e-4, 1 epoch, batch 256).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import ClulError
 from ..hashing import derive_seed
 from .base import Split, register_method
 from .losses import bad_teacher_loss
-from .training import SALT_SUBSET, SALT_TEACHER, OptimParams, reinitialize, run_epochs
+from .params import BatchSize, Fraction, NonNegInt, OptimParams, Positive
+from .training import SALT_SUBSET, SALT_TEACHER, reinitialize, run_epochs
 
 
-@dataclass
 class BadTeacherParams(OptimParams):
-    epochs: int = 1
-    lr: float = 1e-4
-    batch_size: int = 256
-    temperature: float = 1.0
-    retain_fraction: float = 0.3
-
-    def check(self) -> None:
-        super().check()
-        if not 0.0 <= self.retain_fraction <= 1.0:
-            raise ClulError(f"bad_teacher.retain_fraction must be in [0, 1], got "
-                            f"{self.retain_fraction}")
-        if self.temperature <= 0:
-            raise ClulError("bad_teacher.temperature must be positive")
+    epochs: NonNegInt = 1
+    lr: Positive = 1e-4
+    batch_size: BatchSize = 256
+    temperature: Positive = 1.0
+    retain_fraction: Fraction = 0.3
 
 
 @register_method("bad_teacher", BadTeacherParams, changes_weights=True,

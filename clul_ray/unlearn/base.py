@@ -1,4 +1,4 @@
-"""The shared shape of every approximate unlearning method: data holders, params, registry.
+"""The shared shape of every approximate unlearning method: data holders, report, registry.
 
 A method is called as ``method(model, forget, retain, config) -> (model, report)``:
 
@@ -7,8 +7,9 @@ A method is called as ``method(model, forget, retain, config) -> (model, report)
 - ``forget`` / ``retain``: :class:`Split` holders of in-memory tensors ``x`` (n, d) float32
   and ``y`` (n,) int64, plus the rows' ``ids`` when known. Methods batch them themselves
   with seeded permutations, so a run is a pure function of (model, data, config).
-- ``config``: the method's params dataclass (a subclass of :class:`MethodParams`, whose
-  fields and defaults are the documented defaults), or a plain dict of overrides.
+- ``config``: the method's params, a pydantic model (a subclass of
+  :class:`~.params.MethodParams` whose field defaults are the method's defaults), or a
+  plain dict of overrides.
 
 The report states the method, its params (seed included), the wall seconds, whether the
 weights changed, the torch thread count (results are bit-reproducible per thread count)
@@ -30,6 +31,7 @@ from torch import nn
 
 from ..errors import ClulError
 from ..hashing import derive_seed
+from .params import MethodParams
 
 
 @dataclass
@@ -57,13 +59,6 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.y)
-
-
-@dataclass
-class MethodParams:
-    """Fields every method has. ``seed`` drives every random choice of the method."""
-
-    seed: int = 0
 
 
 @dataclass
@@ -98,28 +93,16 @@ class Method:
     def make_params(self, config: MethodParams | Mapping[str, Any] | None = None,
                     seed: int | None = None) -> MethodParams:
         """Defaults (and a variant's preset) overridden by ``config``; refuses unknown keys
-        and ill-typed values."""
+        and ill-typed or out-of-range values with a one-line ClulError."""
         if isinstance(config, MethodParams):
             if not isinstance(config, self.params_cls):
                 raise ClulError(f"{self.name} needs {self.params_cls.__name__}, got "
                                 f"{type(config).__name__}")
-            params = config if seed is None else dataclasses.replace(config, seed=int(seed))
-        else:
-            values = {**dict(self.preset), **dict(config or {})}
-            if seed is not None:
-                values["seed"] = seed
-            known = {f.name: f for f in dataclasses.fields(self.params_cls)}
-            unknown = sorted(set(values) - set(known))
-            if unknown:
-                raise ClulError(f"unknown parameter(s) {unknown} for method '{self.name}' "
-                                f"(known: {', '.join(sorted(known))})")
-            defaults = self.params_cls()
-            typed = {k: coerce(self.name, k, v, getattr(defaults, k)) for k, v in values.items()}
-            params = self.params_cls(**typed)
-        check = getattr(params, "check", None)
-        if check is not None:
-            check()
-        return params
+            return config if seed is None else config.model_copy(update={"seed": int(seed)})
+        values = {**dict(self.preset), **dict(config or {})}
+        if seed is not None:
+            values["seed"] = seed
+        return self.params_cls.parse(values, self.name, f"method '{self.name}'")
 
     def __call__(self, model: nn.Module, forget: Split, retain: Split,
                  config: MethodParams | Mapping[str, Any] | None = None
@@ -135,35 +118,9 @@ class Method:
         seconds = time.perf_counter() - t0
         new_model.eval()
         return new_model, UnlearnReport(
-            method=self.name, params=dataclasses.asdict(params), seconds=seconds,
+            method=self.name, params=params.model_dump(), seconds=seconds,
             changes_weights=self.changes_weights, forget_rows=len(forget),
             retain_rows=len(retain), torch_threads=torch.get_num_threads(), details=details)
-
-
-def coerce(method: str, key: str, value: Any, default: Any) -> Any:
-    """A parameter value (possibly a CLI string) as the type of its default."""
-    want = type(default)
-    try:
-        if want is bool:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if want is int:
-            number = float(value) if isinstance(value, str) else value
-            if isinstance(number, float) and not number.is_integer():
-                raise ValueError(value)
-            return int(number)
-        if want is float:
-            return float(value)
-        return want(value)
-    except (TypeError, ValueError):
-        raise ClulError(f"parameter {method}.{key} must be {want.__name__}, got "
-                        f"{value!r}") from None
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -1,12 +1,13 @@
 """The comparison harness: one original model, every method and ``retrain`` on one split.
 
 For each seed k (``seed``, ``seed+1``, ...): train the original model on the training rows
-(plain seeded torch training, the recipe of ``TrainRecipe``), then run every method and
-``retrain`` from it on the same forget/retain split with seed k, as Ray tasks (one CPU
-and one torch thread each) or in-process. The held-out test split and the forget set are
-fixed by ``seed`` and shared by all seeds, so the spread over seeds is the spread of
-training randomness. Metrics are computed on the driver from the tasks' probability
-outputs (:mod:`clul_ray.metrics`), then written by :mod:`.summary` and :mod:`.plot`.
+with the ``TrainRecipe``, then run every method and ``retrain`` from it on the same
+forget/retain split with seed k, as Ray tasks (one CPU and one torch thread each) or
+in-process. The held-out test split and the forget set are fixed by ``seed`` and shared by
+all seeds, so the spread over seeds is the spread of training randomness. Metrics are
+computed on the driver from the tasks' probability outputs (:mod:`clul_ray.metrics`), then
+written by :mod:`.summary` and :mod:`.plot`. Progress is reported per phase: loading the
+data, the original models, the methods (as each task finishes), the metrics.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import contextlib
 import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..data.partition import is_test
@@ -30,8 +32,10 @@ from ..errors import ClulError
 from ..hashing import derive_seed
 from ..metrics import Labels, Outputs, evaluate, speedup
 from ..models import build_model
+from ..runtime import ensure_ray, gather
 from .api import unlearn_model
 from .base import Split, get_method, method_names
+from .params import Int, Settings
 from .scenarios import parse_scenario, split_forget
 from .training import TrainRecipe, predict_proba, reinitialize, train_from_scratch
 
@@ -40,21 +44,26 @@ GAP_METRICS = ("RA", "FA", "TA", "MIA")
 Progress = Callable[[str, int, int], None]
 
 
-@dataclass
-class CompareSpec:
+def _silent(description: str, done: int, total: int) -> None:
+    """The progress callback of a caller that gave none."""
+
+
+class CompareSpec(Settings):
     """What to compare. ``params`` maps a method to its overrides (``{"salun": {"lr": 0.1}}``)."""
+
+    label: ClassVar[str] = "compare"
 
     dataset: str = "digits"
     model: str = "mlp"
-    model_args: dict[str, Any] = field(default_factory=dict)
+    model_args: dict[str, Any] = Field(default_factory=dict)
     forget: str = "class:3"
-    methods: list[str] = field(default_factory=lambda: ["all"])
-    seeds: int = 1
-    seed: int = 0
-    test_fraction: float = 0.2
-    recipe: TrainRecipe = field(default_factory=TrainRecipe)
-    params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    backend: str = "ray"
+    methods: list[str] = Field(default_factory=lambda: ["all"])
+    seeds: Int = Field(1, ge=1)
+    seed: Int = 0
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    recipe: TrainRecipe = Field(default_factory=TrainRecipe)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    backend: Literal["ray", "local"] = "ray"
     data_dir: str | None = None
 
 
@@ -73,6 +82,7 @@ class Data:
 
 @dataclass
 class OriginalInfo:
+    seed: int
     outputs: Outputs
     incompetent_forget: np.ndarray
     seconds: float
@@ -118,13 +128,6 @@ def parse_param_overrides(items: Sequence[str]) -> dict[str, dict[str, str]]:
 def check_spec(spec: CompareSpec) -> list[str]:
     """Refuse a bad spec before any work starts; returns the methods to run."""
     methods = resolve_methods(spec.methods)
-    if spec.seeds < 1:
-        raise ClulError(f"--seeds must be >= 1, got {spec.seeds}")
-    if not 0.0 < spec.test_fraction < 1.0:
-        raise ClulError(f"test_fraction must be in (0, 1), got {spec.test_fraction}")
-    if spec.backend not in ("ray", "local"):
-        raise ClulError(f"backend must be 'ray' or 'local', got '{spec.backend}'")
-    spec.recipe.check()
     if "retrain" in spec.params:
         raise ClulError("retrain follows the original model's recipe; change it with "
                         "--epochs / --lr / --batch-size instead of --param retrain.*")
@@ -183,7 +186,7 @@ def train_original(template: nn.Module, data: Data, recipe: TrainRecipe,
         model = train_from_scratch(template, full, recipe, seed)
         seconds = time.perf_counter() - t0
         incompetent = reinitialize(model, derive_seed(seed, SALT_ZRF)).eval()
-        return model, OriginalInfo(outputs_of(model, data),
+        return model, OriginalInfo(seed, outputs_of(model, data),
                                    predict_proba(incompetent, data.forget.x), seconds)
 
 
@@ -204,80 +207,69 @@ def run_method(model: nn.Module, data: Data, method: str, params: dict[str, Any]
 
 def method_params(spec: CompareSpec, method: str) -> dict[str, Any]:
     if method == "retrain":
-        return asdict(spec.recipe)
+        return spec.recipe.model_dump()
     return dict(spec.params.get(method, {}))
 
 
 def method_settings(spec: CompareSpec, method: str) -> dict[str, Any]:
     """Every parameter a method runs with (defaults included), seed aside."""
-    p = asdict(get_method(method).make_params(method_params(spec, method)))
+    p = get_method(method).make_params(method_params(spec, method)).model_dump()
     p.pop("seed", None)
     return p
 
 
 def execute(spec: CompareSpec, methods: list[str], data: Data, template: nn.Module,
-            progress: Progress | None) -> tuple[dict[int, OriginalInfo], list[MethodResult]]:
+            tick: Progress) -> tuple[dict[int, OriginalInfo], list[MethodResult]]:
+    """The original model and every method for each seed; progress as each one finishes."""
     seeds = [spec.seed + k for k in range(spec.seeds)]
-    total = len(seeds) * (1 + len(methods))
-    done = 0
-    tick = progress or (lambda *_: None)
-    tick("compare: original + methods", 0, total)
     originals: dict[int, OriginalInfo] = {}
     results: list[MethodResult] = []
+
+    def finished(value: OriginalInfo | MethodResult) -> None:
+        if isinstance(value, OriginalInfo):
+            originals[value.seed] = value
+            tick("compare: original models", len(originals), len(seeds))
+        else:
+            results.append(value)
+            tick("compare: methods", len(results), len(seeds) * len(methods))
+
+    tick("compare: original models", 0, len(seeds))
+    tick("compare: methods", 0, len(seeds) * len(methods))
     if spec.backend == "local":
         for s in seeds:
-            model, originals[s] = train_original(template, data, spec.recipe, s)
-            done += 1
-            tick("compare: original + methods", done, total)
+            model, info = train_original(template, data, spec.recipe, s)
+            finished(info)
             for m in methods:
-                results.append(run_method(model, data, m, method_params(spec, m), s))
-                done += 1
-                tick("compare: original + methods", done, total)
+                finished(run_method(model, data, m, method_params(spec, m), s))
         return originals, results
 
     import ray
-
-    from ..runtime import ensure_ray
 
     ensure_ray()
     train_task = ray.remote(train_original).options(num_cpus=1, num_returns=2,
                                                     name="clul_ray.compare.original")
     method_task = ray.remote(run_method).options(num_cpus=1, name="clul_ray.compare.method")
     data_ref = ray.put(data)
-    pending: dict[Any, tuple[str, int]] = {}
+    labels: dict[Any, str] = {}
     for s in seeds:
         model_ref, info_ref = train_task.remote(template, data_ref, spec.recipe, s)
-        pending[info_ref] = ("original", s)
+        labels[info_ref] = f"original (seed {s})"
         for m in methods:
-            pending[method_task.remote(model_ref, data_ref, m, method_params(spec, m), s)] = (m, s)
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            what, s = pending.pop(ref)
-            try:
-                value = ray.get(ref)
-            except ray.exceptions.RayTaskError as e:
-                cause = e.cause if isinstance(getattr(e, "cause", None), ClulError) else None
-                if cause is not None:
-                    raise cause from None
-                last = str(e).strip().splitlines()[-1]
-                raise ClulError(f"{what} (seed {s}) failed: {last}") from e
-            if what == "original":
-                originals[s] = value
-            else:
-                results.append(value)
-            done += 1
-            tick("compare: original + methods", done, total)
+            ref = method_task.remote(model_ref, data_ref, m, method_params(spec, m), s)
+            labels[ref] = f"{m} (seed {s})"
+    gather(labels, lambda _ref, value: finished(value))
     return originals, results
 
 
-def score(spec: CompareSpec, data: Data, originals: dict[int, OriginalInfo],
-          results: list[MethodResult]) -> list[dict[str, Any]]:
+def score(data: Data, originals: dict[int, OriginalInfo], results: list[MethodResult],
+          tick: Progress) -> list[dict[str, Any]]:
     """One row per (method, seed): the metrics, seconds, speed-up and gap to retrain."""
     labels = data.labels
     by_seed: dict[int, dict[str, MethodResult]] = {}
     for r in results:
         by_seed.setdefault(r.seed, {})[r.method] = r
+    total = len(originals) + len(results)
+    tick("compare: metrics", 0, total)
     rows: list[dict[str, Any]] = []
     for s in sorted(originals):
         ref = by_seed[s]["retrain"]
@@ -294,6 +286,7 @@ def score(spec: CompareSpec, data: Data, originals: dict[int, OriginalInfo],
             row["speedup"] = (float("nan") if seconds is None
                               else speedup(seconds, ref.report["seconds"]))
             seed_rows.append(row)
+            tick("compare: metrics", len(rows) + len(seed_rows), total)
         retrain_row = next(r for r in seed_rows if r["method"] == "retrain")
         for row in seed_rows:
             row["gap"] = float(np.mean([abs(row[k] - retrain_row[k]) for k in GAP_METRICS]))
@@ -307,13 +300,16 @@ def run_compare(spec: CompareSpec, out_dir: str | Path,
     from .plot import write_plot
     from .summary import aggregate, write_csv, write_json, write_markdown
 
+    tick = progress or _silent
     methods = check_spec(spec)
+    tick("compare: loading data", 0, 1)
     data = load_data(spec)
     template = build_model(spec.model, data.input_shape, data.num_classes, spec.model_args)
+    tick("compare: loading data", 1, 1)
     t0 = time.perf_counter()
-    originals, results = execute(spec, methods, data, template, progress)
+    originals, results = execute(spec, methods, data, template, tick)
     wall = time.perf_counter() - t0
-    per_seed = score(spec, data, originals, results)
+    per_seed = score(data, originals, results, tick)
     order = ["retrain", "original"] + [m for m in methods if m != "retrain"]
     rows = aggregate(per_seed, order)
     out = Path(out_dir)
@@ -324,7 +320,7 @@ def run_compare(spec: CompareSpec, out_dir: str | Path,
         "test_fraction": spec.test_fraction, "backend": spec.backend,
         "rows": {"forget": len(data.forget), "retain": len(data.retain),
                  "test": len(data.test)},
-        "recipe": asdict(spec.recipe),
+        "recipe": spec.recipe.model_dump(),
         "params": {m: method_settings(spec, m) for m in methods},
         "original_train_seconds": [originals[s].seconds for s in sorted(originals)],
         "wall_seconds": wall,

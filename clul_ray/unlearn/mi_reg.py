@@ -12,7 +12,6 @@ Defaults: the authors' MNIST settings (Adam 1e-3, batches 64 / 16, gamma 3.5, 5 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,18 +22,13 @@ from ..errors import ClulError
 from ..hashing import derive_seed
 from .base import Split, register_method
 from .losses import plugin_mutual_information
-from .training import SALT_FORGET, OptimParams, cycled_batches, run_epochs
+from .params import BatchSize, NonNegative, OptimParams
+from .training import SALT_FORGET, cycled_batches, run_epochs
 
 
-@dataclass
 class MIRegParams(OptimParams):
-    gamma: float = 3.5
-    forget_batch_size: int = 16
-
-    def check(self) -> None:
-        super().check()
-        if self.gamma < 0 or self.forget_batch_size < 1:
-            raise ClulError("mi_reg needs gamma >= 0 and forget_batch_size >= 1")
+    gamma: NonNegative = 3.5
+    forget_batch_size: BatchSize = 16
 
 
 @register_method("mi_reg", MIRegParams, changes_weights=True,

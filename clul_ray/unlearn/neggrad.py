@@ -9,30 +9,21 @@ Gradient ascent is unbounded: keep epochs and lr small, and compare with retrain
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ClulError
 from ..hashing import derive_seed
 from .base import Split, register_method, register_variant
-from .training import SALT_FORGET, OptimParams, cycled_batches, run_epochs
+from .params import BatchSize, Bool, Fraction, OptimParams
+from .training import SALT_FORGET, cycled_batches, run_epochs
 
 
-@dataclass
 class NegGradParams(OptimParams):
-    forget_batch_size: int = 16
-    plus: bool = False
-    beta: float = 0.999
-
-    def check(self) -> None:
-        super().check()
-        if not 0.0 <= self.beta <= 1.0:
-            raise ClulError(f"neggrad.beta must be in [0, 1], got {self.beta}")
-        if self.forget_batch_size < 1:
-            raise ClulError("neggrad.forget_batch_size must be >= 1")
+    forget_batch_size: BatchSize = 16
+    plus: Bool = False
+    beta: Fraction = 0.999
 
 
 @register_method("neggrad", NegGradParams, changes_weights=True,

@@ -11,17 +11,16 @@ forgetting; on a random forget set it masks units that every class uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ClulError
-from .base import MethodParams, Split, register_method
+from .base import Split, register_method
+from .params import MethodParams
 
 
-@dataclass
 class NeuralMaskParams(MethodParams):
     threshold: float = 0.5
 

@@ -7,7 +7,7 @@ baseline (which concatenates the two sets), without its y' = y bug.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,10 +16,10 @@ from torch import nn
 
 from ..hashing import derive_seed
 from .base import Split, num_outputs, register_method
-from .training import SALT_LABELS, OptimParams, random_wrong_labels, run_epochs
+from .params import OptimParams
+from .training import SALT_LABELS, random_wrong_labels, run_epochs
 
 
-@dataclass
 class RandomLabelParams(OptimParams):
     pass
 
@@ -32,17 +32,21 @@ def relabelled_union(forget: Split, retain: Split, num_classes: int,
     return torch.cat([forget.x, retain.x]), torch.cat([y_f, retain.y])
 
 
+def relabelled_epochs(model: nn.Module, opt: torch.optim.Optimizer, forget: Split,
+                      retain: Split, seed: int, epochs: int, batch_size: int,
+                      **hooks: Callable[[], None]) -> int:
+    """``run_epochs`` of CE over D_f (fresh random wrong labels each epoch) and D_r in one
+    shuffled loader; ``hooks``: its ``before_step`` / ``after_step``."""
+    c = num_outputs(model, forget.x)
+    return run_epochs(model, opt, seed, epochs, len(forget) + len(retain), batch_size,
+                      lambda idx, xy: F.cross_entropy(model(xy[0][idx]), xy[1][idx]),
+                      prepare=lambda s: relabelled_union(forget, retain, c, s), **hooks)
+
+
 @register_method("random_label", RandomLabelParams, changes_weights=True,
                  summary="CE on D_f with random wrong labels y' != y, plus CE on D_r")
 def random_label(model: nn.Module, forget: Split, retain: Split,
                  p: RandomLabelParams) -> tuple[nn.Module, dict[str, Any]]:
-    c = num_outputs(model, forget.x)
-    run_epochs(model, p.optimizer_for(model.parameters()), p.seed, p.epochs,
-               len(forget) + len(retain), p.batch_size, relabelled_ce(model),
-               prepare=lambda s: relabelled_union(forget, retain, c, s))
+    relabelled_epochs(model, p.optimizer_for(model.parameters()), forget, retain, p.seed,
+                      p.epochs, p.batch_size)
     return model, {}
-
-
-def relabelled_ce(model: nn.Module):
-    """The batch loss over a prepared ``relabelled_union``: CE on its rows ``idx``."""
-    return lambda idx, xy: F.cross_entropy(model(xy[0][idx]), xy[1][idx])

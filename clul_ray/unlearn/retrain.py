@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from .base import MethodParams, Split, register_method
+from .base import Split, register_method
+from .params import MethodParams
 from .training import TrainRecipe, train_from_scratch
 
 
-@dataclass
 class RetrainParams(MethodParams, TrainRecipe):
     """The original training recipe (defaults: the SISA pipeline's, see TrainRecipe)."""
 

@@ -10,32 +10,26 @@ after each step frozen entries are restored from θ_o, so they stay bit-identica
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from ..errors import ClulError
-from .base import MethodParams, Split, num_outputs, register_method
-from .random_label import relabelled_ce, relabelled_union
-from .training import check_optim, run_epochs
+from ..optim import make_optimizer
+from .base import Split, register_method
+from .params import BatchSize, MethodParams, NonNegInt, Positive
+from .random_label import relabelled_epochs
 
 
-@dataclass
 class SalUnParams(MethodParams):
-    epochs: int = 10
-    lr: float = 0.01
+    epochs: NonNegInt = 10
+    lr: Positive = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    batch_size: int = 64
-    keep_fraction: float = 0.5
-
-    def check(self) -> None:
-        check_optim("sgd", self.lr, self.batch_size, self.epochs)
-        if not 0.0 < self.keep_fraction <= 1.0:
-            raise ClulError(f"salun.keep_fraction must be in (0, 1], got {self.keep_fraction}")
+    batch_size: BatchSize = 64
+    keep_fraction: float = Field(0.5, gt=0, le=1)
 
 
 def saliency_mask(model: nn.Module, forget: Split, keep_fraction: float,
@@ -68,11 +62,10 @@ def saliency_mask(model: nn.Module, forget: Split, keep_fraction: float,
                  summary="random wrong labels on D_f + CE on D_r, only salient weights move")
 def salun(model: nn.Module, forget: Split, retain: Split,
           p: SalUnParams) -> tuple[nn.Module, dict[str, Any]]:
-    c = num_outputs(model, forget.x)
     masks = saliency_mask(model, forget, p.keep_fraction)
     params = dict(model.named_parameters())
     frozen_values = {n: params[n].detach().clone() for n in masks}
-    opt = torch.optim.SGD([params[n] for n in masks], lr=p.lr, momentum=p.momentum)
+    opt = make_optimizer([params[n] for n in masks], "sgd", p.lr, p.momentum)
 
     @torch.no_grad()
     def mask_gradients() -> None:  # salient weights get CE + weight decay, the rest none
@@ -86,9 +79,8 @@ def salun(model: nn.Module, forget: Split, retain: Split,
         for n, m in masks.items():
             params[n].copy_(torch.where(m, params[n], frozen_values[n]))
 
-    run_epochs(model, opt, p.seed, p.epochs, len(forget) + len(retain), p.batch_size,
-               relabelled_ce(model), prepare=lambda s: relabelled_union(forget, retain, c, s),
-               before_step=mask_gradients, after_step=restore_frozen)
+    relabelled_epochs(model, opt, forget, retain, p.seed, p.epochs, p.batch_size,
+                      before_step=mask_gradients, after_step=restore_frozen)
     kept = sum(int(m.sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
     return model, {"kept_parameters": kept, "total_parameters": total,

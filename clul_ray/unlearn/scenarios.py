@@ -5,17 +5,17 @@ Specs:
   those classes are left out of D_t, so TA is accuracy on the remaining classes.
 - ``random:P``: a seeded random fraction P (0 < P < 1) of the training rows,
   exactly round(P·n) of them.
-- ``ids:FILE``: the ids listed in FILE, one per line (blank lines ignored); every id must
-  be a training row of the dataset.
+- ``ids:FILE``: the ids listed in FILE, one per line (blank lines ignored, no id twice);
+  every id must be a training row of the dataset.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from ..data.ids import read_ids_file
 from ..errors import ClulError
 from ..hashing import derive_seed
 
@@ -66,29 +66,6 @@ def parse_scenario(spec: str) -> Scenario:
         return Scenario("ids", path=arg)
     raise ClulError(f"unknown forget scenario '{kind}' in '{spec}' "
                     "(expected class:C, random:P or ids:FILE)")
-
-
-def read_ids_file(path: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise ClulError(f"ids file not found: {path}")
-    ids = []
-    for i, line in enumerate(p.read_text().splitlines(), 1):
-        tok = line.strip()
-        if not tok:
-            continue
-        try:
-            ids.append(int(tok))
-        except ValueError:
-            raise ClulError(f"{path}: line {i} is not an integer id: {tok!r}") from None
-    if not ids:
-        raise ClulError(f"{path}: no ids given")
-    arr = np.asarray(ids, dtype=np.int64)
-    uniq, counts = np.unique(arr, return_counts=True)
-    if (counts > 1).any():
-        rep = ", ".join(str(int(i)) for i in uniq[counts > 1][:5])
-        raise ClulError(f"{path}: repeated ids ({rep})")
-    return arr
 
 
 @dataclass

@@ -10,36 +10,29 @@ the batch sizes listed for its large scale (128 retain / 32 forget).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ClulError
 from ..hashing import derive_seed
 from .base import Split, register_method
 from .losses import distill_kl
-from .training import SALT_EPOCH, SALT_FORGET, OptimParams, begin_epoch, shuffled_batches
+from .params import BatchSize, NonNegInt, OptimParams, Positive
+from .training import SALT_EPOCH, SALT_FORGET, begin_epoch, shuffled_batches
 
 
-@dataclass
 class ScrubParams(OptimParams):
-    epochs: int = 10
-    msteps: int = 3
-    lr: float = 5e-4
+    epochs: NonNegInt = 10
+    msteps: NonNegInt = 3
+    lr: Positive = 5e-4
     weight_decay: float = 0.1
     alpha: float = 0.5
     gamma: float = 1.0
-    temperature: float = 2.0
-    batch_size: int = 128
-    forget_batch_size: int = 32
-
-    def check(self) -> None:
-        super().check()
-        if self.msteps < 0 or self.forget_batch_size < 1 or self.temperature <= 0:
-            raise ClulError("scrub needs msteps >= 0, forget_batch_size >= 1, temperature > 0")
+    temperature: Positive = 2.0
+    batch_size: BatchSize = 128
+    forget_batch_size: BatchSize = 32
 
 
 @register_method("scrub", ScrubParams, changes_weights=True,

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -20,7 +19,8 @@ from torch import nn
 from ..errors import ClulError
 from ..hashing import derive_seed
 from ..models import Standardize
-from .base import MethodParams, Split
+from .base import Split
+from .params import Bool, NonNegative, NonNegInt, OptimFields
 
 # Salts of derive_seed, one per purpose, so no two random streams coincide.
 SALT_INIT = 1
@@ -30,67 +30,20 @@ SALT_SUBSET = 4
 SALT_FORGET = 5
 SALT_TEACHER = 6
 
-OPTIMIZERS = ("adam", "sgd")
 
-
-@dataclass
-class TrainRecipe:
+class TrainRecipe(OptimFields):
     """How the original model is trained; ``retrain`` reuses it on D_r.
 
     The defaults are the SISA pipeline's (``config.PipelineConfig``): Adam, lr 1e-3,
     batch 64, 20 epochs, no weight decay, standardiser fitted on the training rows.
     """
 
-    epochs: int = 20
-    lr: float = 1e-3
-    batch_size: int = 64
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    normalize: bool = True
+    label: ClassVar[str] = "recipe"
 
-    def check(self) -> None:
-        check_optim(self.optimizer, self.lr, self.batch_size, self.epochs)
-        if self.weight_decay < 0 or self.momentum < 0:
-            raise ClulError("weight_decay and momentum must be >= 0")
-
-
-def check_optim(optimizer: str, lr: float, batch_size: int, epochs: int) -> None:
-    if optimizer not in OPTIMIZERS:
-        raise ClulError(f"optimizer must be one of {OPTIMIZERS}, got '{optimizer}'")
-    if lr <= 0:
-        raise ClulError(f"lr must be positive, got {lr}")
-    if batch_size < 1:
-        raise ClulError(f"batch_size must be >= 1, got {batch_size}")
-    if epochs < 0:
-        raise ClulError(f"epochs must be >= 0, got {epochs}")
-
-
-def make_optimizer(params, name: str, lr: float, momentum: float = 0.9,
-                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    raise ClulError(f"optimizer must be one of {OPTIMIZERS}, got '{name}'")
-
-
-@dataclass
-class OptimParams(MethodParams):
-    """The optimisation fields the gradient-based methods share; a method redeclares a
-    field to change its default and extends ``check`` with its own fields."""
-
-    epochs: int = 5
-    lr: float = 1e-3
-    batch_size: int = 64
-    optimizer: str = "adam"
-    momentum: float = 0.9
-
-    def check(self) -> None:
-        check_optim(self.optimizer, self.lr, self.batch_size, self.epochs)
-
-    def optimizer_for(self, params, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-        return make_optimizer(params, self.optimizer, self.lr, self.momentum, weight_decay)
+    epochs: NonNegInt = 20
+    momentum: NonNegative = 0.9
+    weight_decay: NonNegative = 0.0
+    normalize: Bool = True
 
 
 def run_epochs(model: nn.Module, opt: torch.optim.Optimizer, seed: int, epochs: int, n: int,
@@ -168,11 +121,11 @@ def fit_standardizer(model: nn.Module, x: torch.Tensor) -> None:
         norm.fit(x)
 
 
-def train_supervised(model: nn.Module, data: Split, recipe: TrainRecipe, seed: int) -> nn.Module:
-    """Cross-entropy training in place, ``recipe.epochs`` seeded passes over ``data``."""
-    opt = make_optimizer(model.parameters(), recipe.optimizer, recipe.lr, recipe.momentum,
-                         recipe.weight_decay)
-    run_epochs(model, opt, seed, recipe.epochs, len(data), recipe.batch_size,
+def train_supervised(model: nn.Module, data: Split, p: OptimFields, seed: int,
+                     weight_decay: float = 0.0) -> nn.Module:
+    """Cross-entropy training in place, ``p.epochs`` seeded passes over ``data``."""
+    run_epochs(model, p.optimizer_for(model.parameters(), weight_decay), seed, p.epochs,
+               len(data), p.batch_size,
                lambda idx, _: F.cross_entropy(model(data.x[idx]), data.y[idx]))
     model.eval()
     return model
@@ -181,12 +134,12 @@ def train_supervised(model: nn.Module, data: Split, recipe: TrainRecipe, seed: i
 def train_from_scratch(template: nn.Module, data: Split, recipe: TrainRecipe,
                        seed: int) -> nn.Module:
     """Fresh weights (seeded), standardiser fitted on ``data``, then the recipe's training."""
-    recipe.check()
     model = reinitialize(template, derive_seed(seed, SALT_INIT))
     if recipe.normalize:
         fit_standardizer(model, data.x)
     with torch.random.fork_rng(devices=[]):
-        return train_supervised(model, data, recipe, derive_seed(seed, SALT_EPOCH))
+        return train_supervised(model, data, recipe, derive_seed(seed, SALT_EPOCH),
+                                recipe.weight_decay)
 
 
 @torch.no_grad()
