@@ -25,6 +25,8 @@ from clul_ray.metrics import (
     zrf,
 )
 
+pytestmark = pytest.mark.pure
+
 
 def test_accuracy_and_recall():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])

@@ -12,6 +12,8 @@ from clul_ray.unlearn.neggrad import NegGradParams
 from clul_ray.unlearn.scrub import ScrubParams
 from clul_ray.unlearn.training import TrainRecipe
 
+pytestmark = pytest.mark.pure
+
 
 def refused(method: str, config: dict, match: str) -> str:
     with pytest.raises(ClulError, match=match) as info:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ..config import PipelineConfig, make_config
-from ..errors import ClulError
+from ..data.ids import parse_ids
 from .common import (
     Address,
     AsJson,
@@ -82,33 +82,6 @@ def train(
         emit(result, as_json)
 
     run(body)
-
-
-def parse_ids(ids: str | None, ids_file: Path | None) -> list[int]:
-    """The ids of ``--ids 1,2,3`` or ``--ids-file`` (one a line); a ClulError naming the
-    item or line that is not an integer."""
-    if (ids is None) == (ids_file is None):
-        raise ClulError("give exactly one of --ids or --ids-file")
-    if ids is not None:
-        parts = [p.strip() for p in ids.split(",") if p.strip()]
-        where = "--ids"
-        lines = list(enumerate(parts, 1))
-    else:
-        if not ids_file.is_file():
-            raise ClulError(f"ids file not found: {ids_file}")
-        where = str(ids_file)
-        lines = [(i, ln.strip()) for i, ln in enumerate(ids_file.read_text().splitlines(), 1)
-                 if ln.strip()]
-    out_ids = []
-    for i, tok in lines:
-        try:
-            out_ids.append(int(tok))
-        except ValueError:
-            what = f"line {i}" if ids_file is not None else f"item {i}"
-            raise ClulError(f"{where}: {what} is not an integer id: {tok!r}") from None
-    if not out_ids:
-        raise ClulError(f"{where}: no ids given")
-    return out_ids
 
 
 def delete(

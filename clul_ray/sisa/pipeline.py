@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from ..config import PipelineConfig
+from ..data.ids import repeated_ids
 from ..data.sources import open_source
 from ..errors import ClulError, first_line
 from ..lock import locked, read_lock
@@ -212,10 +213,10 @@ class Pipeline:
         req_ids = np.asarray(list(ids), dtype=np.int64)
         if len(req_ids) == 0:
             raise ClulError("the deletion request is empty")
-        uniq, counts = np.unique(req_ids, return_counts=True)
-        if (counts > 1).any():
-            rep = ", ".join(str(int(i)) for i in uniq[counts > 1][:5])
+        rep = repeated_ids(req_ids)
+        if rep:
             raise ClulError(f"ids repeated in the request: {rep}")
+        uniq = np.unique(req_ids)
         _ = self.state  # refuses a root with no trained model
         with self.writing("delete"):
             self.resume()

@@ -17,17 +17,15 @@ from ..config import PipelineConfig
 from ..data.sources import features
 from ..hashing import derive_seed
 from ..models import build_model
+from ..optim import make_optimizer
 from ..store import Store
 from .checkpoint import SliceResult, model_sha256, read_checkpoint, write_checkpoint
 from .plan import epochs_per_slice
 
 
-def make_optimizer(cfg: PipelineConfig, model: nn.Module) -> torch.optim.Optimizer:
-    if cfg.train.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-                               weight_decay=cfg.train.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=cfg.train.lr,
-                            weight_decay=cfg.train.weight_decay)
+def make_shard_optimizer(cfg: PipelineConfig, model: nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    return make_optimizer(model.parameters(), t.optimizer, t.lr, t.momentum, t.weight_decay)
 
 
 def init_model(cfg: PipelineConfig, shard: int) -> nn.Module:
@@ -74,12 +72,12 @@ def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
         if cfg.train.normalize:  # statistics from this shard's own first slice only
             model.norm.fit(x)
         model = model.to(device)
-        opt = make_optimizer(cfg, model)
+        opt = make_shard_optimizer(cfg, model)
     else:
         ck = read_checkpoint(store, shard, slc - 1, keys[slc - 1], device)
         model.load_state_dict(ck["model"])
         model = model.to(device)
-        opt = make_optimizer(cfg, model)
+        opt = make_shard_optimizer(cfg, model)
         opt.load_state_dict(ck["optimizer"])
 
     loss_fn = nn.CrossEntropyLoss()
