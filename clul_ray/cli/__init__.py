@@ -1,5 +1,6 @@
 """The ``clul-ray`` command line: one typer app; each command lives in the module of its
-group (``pipeline``, ``quickstart``, ``lineage``, ``unlearn``) and is added here.
+group (``pipeline``, ``quickstart``, ``lineage``, ``unlearn``, ``tune``) and is added
+here.
 
 The command modules import what they share from :mod:`.common` and nothing from this
 module, so there is no import cycle and no registration order to respect.
@@ -11,7 +12,7 @@ import os
 
 import typer
 
-from . import lineage, pipeline, quickstart, unlearn
+from . import lineage, pipeline, quickstart, tune, unlearn
 from .common import HelpCommand, HelpGroup
 
 app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True,
@@ -29,6 +30,7 @@ for _name, _command in [
     ("purge", lineage.purge),
     ("compare", unlearn.compare),
     ("unlearn", unlearn.unlearn),
+    ("tune", tune.tune),
 ]:
     app.command(_name, cls=HelpCommand)(_command)
 

@@ -43,6 +43,18 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
     return parsed
 
 
+def tuned_params(path: Path | None, method: str) -> dict[str, Any]:
+    """A method's params from a sweep's best.yaml (none when ``path`` is None)."""
+    if path is None:
+        return {}
+    from ..tune.outputs import load_best
+
+    best = load_best(path)
+    if method not in best:
+        raise ClulError(f"{path} has no params for {method} (it has: {', '.join(best)})")
+    return best[method]
+
+
 def compare(
     forget: Forget,
     out_dir: Annotated[Path, typer.Option("--out", help="folder for compare.csv/.md/.png")],
@@ -62,11 +74,14 @@ def compare(
     test_fraction: Annotated[float, typer.Option(help="held-out test fraction")] = 0.2,
     data_dir: DataDir = None,
     backend: Annotated[str, typer.Option(help="ray (tasks, 1 CPU each) | local")] = "ray",
+    tuned: Annotated[Path | None, typer.Option(
+        help="a `clul-ray tune` folder (or its best.yaml): add a tuned row per method")] = None,
     address: Address = None,
     as_json: AsJson = False,
     verbose: Verbose = False,
 ) -> None:
     """Compare approximate unlearning methods with retraining on one forget scenario."""
+    from ..tune.outputs import load_best
     from ..unlearn.compare import CompareSpec, check_spec, parse_param_overrides, run_compare
     from ..unlearn.training import TrainRecipe
 
@@ -76,7 +91,8 @@ def compare(
             forget=forget, methods=[methods], seeds=seeds, seed=seed,
             test_fraction=test_fraction,
             recipe=TrainRecipe(epochs=epochs, lr=lr, batch_size=batch_size),
-            params=parse_param_overrides(param or []), backend=backend, data_dir=data_dir)
+            params=parse_param_overrides(param or []), backend=backend, data_dir=data_dir,
+            tuned=load_best(tuned) if tuned is not None else {})
         check_spec(spec)
         verbose_ray(verbose)
         if backend == "ray":
@@ -117,6 +133,9 @@ def unlearn(
     param: Annotated[list[str] | None, typer.Option(
         "--param", help="key=value for the method, repeatable (e.g. --param lr=0.01)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the method (and of random:P)")] = 0,
+    params_from: Annotated[Path | None, typer.Option(
+        "--params-from", help="best.yaml of `clul-ray tune` (its params for this method; "
+                              "--param values win)")] = None,
     address: Address = None,
     as_json: AsJson = False,
     verbose: Verbose = False,
@@ -126,7 +145,7 @@ def unlearn(
     A new version, marked approximate, goes through the deletion ledger like `delete`."""
 
     def body() -> None:
-        params = parse_model_args(param or [])
+        params = {**tuned_params(params_from, method), **parse_model_args(param or [])}
         verbose_ray(verbose)
         with RichProgress(not as_json) as prog:
             result = open_root(root, address, prog).unlearn(method, forget, params, seed)

@@ -31,8 +31,14 @@ class BadTeacherParams(OptimParams):
     retain_fraction: Fraction = 0.3
 
 
+def _space(tune):
+    return {"temperature": tune.loguniform(0.5, 8.0), "lr": tune.loguniform(1e-5, 1e-2),
+            "epochs": tune.randint(1, 11), "retain_fraction": tune.uniform(0.1, 1.0)}
+
+
 @register_method("bad_teacher", BadTeacherParams, changes_weights=True,
-                 summary="KL to a random teacher on D_f and to the original on 30% of D_r")
+                 summary="KL to a random teacher on D_f and to the original on 30% of D_r",
+                 space=_space)
 def bad_teacher(model: nn.Module, forget: Split, retain: Split,
                 p: BadTeacherParams) -> tuple[nn.Module, dict[str, Any]]:
     competent = copy.deepcopy(model).eval()

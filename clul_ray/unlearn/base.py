@@ -77,6 +77,9 @@ class UnlearnReport:
 
 
 Body = Callable[[nn.Module, Split, Split, Any], tuple[nn.Module, dict[str, Any]]]
+# A method's search space of strengths, in Ray Tune's types: ``space(ray.tune) -> {param:
+# domain}`` (the module is passed in, so that declaring a space imports no Ray).
+Space = Callable[[Any], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,15 @@ class Method:
     summary: str
     body: Body
     preset: tuple[tuple[str, Any], ...] = ()
+    space: Space | None = None
+
+    def search_space(self) -> dict[str, Any]:
+        """The strengths Ray Tune sweeps by default ({} for a method without any)."""
+        if self.space is None:
+            return {}
+        from ray import tune
+
+        return self.space(tune)
 
     def make_params(self, config: MethodParams | Mapping[str, Any] | None = None,
                     seed: int | None = None) -> MethodParams:
@@ -130,9 +142,9 @@ _ORDER = ("retrain", "finetune", "neggrad", "neggrad+", "random_label", "bad_tea
 
 
 def register_method(name: str, params_cls: type[MethodParams], changes_weights: bool,
-                    summary: str) -> Callable[[Body], Method]:
+                    summary: str, space: Space | None = None) -> Callable[[Body], Method]:
     def deco(body: Body) -> Method:
-        method = Method(name, params_cls, changes_weights, summary, body)
+        method = Method(name, params_cls, changes_weights, summary, body, space=space)
         _REGISTRY[name] = method
         return method
 
@@ -143,7 +155,7 @@ def register_variant(name: str, base: str, preset: Mapping[str, Any], summary: s
     """A named preset of a registered method, e.g. ``neggrad+`` = neggrad with plus=true."""
     b = get_method(base)
     method = Method(name, b.params_cls, b.changes_weights, summary, b.body,
-                    tuple(sorted(preset.items())))
+                    tuple(sorted(preset.items())), b.space)
     _REGISTRY[name] = method
     return method
 

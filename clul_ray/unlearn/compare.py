@@ -65,6 +65,7 @@ class CompareSpec(Settings):
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     backend: Literal["ray", "local"] = "ray"
     data_dir: str | None = None
+    tuned: dict[str, dict[str, Any]] = Field(default_factory=dict)  # from `clul-ray tune`
 
 
 @dataclass
@@ -136,8 +137,24 @@ def check_spec(spec: CompareSpec) -> list[str]:
             raise ClulError(f"--param for '{m}', which is not among the methods "
                             f"({', '.join(methods)})")
         get_method(m).make_params(values)
+    for m, values in spec.tuned.items():
+        get_method(m).make_params(values)
+    if spec.tuned and not set(spec.tuned) & set(methods):
+        raise ClulError(f"the tuned params are for {', '.join(spec.tuned)}, none of which is "
+                        "compared")
     parse_scenario(spec.forget)
     return methods
+
+
+TUNED = " (tuned)"
+
+
+def runs(spec: CompareSpec, methods: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(row label, method, params) of every run: each method with its params, then a
+    ``"<method> (tuned)"`` run for each method the spec has tuned params for."""
+    out = [(m, m, method_params(spec, m)) for m in methods]
+    out += [(m + TUNED, m, dict(spec.tuned[m])) for m in methods if m in spec.tuned]
+    return out
 
 
 def load_data(spec: CompareSpec) -> Data:
@@ -198,11 +215,11 @@ def warm_up(model: nn.Module, x: torch.Tensor) -> None:
 
 
 def run_method(model: nn.Module, data: Data, method: str, params: dict[str, Any],
-               seed: int) -> MethodResult:
+               seed: int, label: str | None = None) -> MethodResult:
     with torch_threads(1):
         warm_up(model, data.retain.x)
         new, report = unlearn_model(model, data.forget, data.retain, method, params, seed)
-        return MethodResult(method, seed, outputs_of(new, data), report.to_dict())
+        return MethodResult(label or method, seed, outputs_of(new, data), report.to_dict())
 
 
 def method_params(spec: CompareSpec, method: str) -> dict[str, Any]:
@@ -211,14 +228,15 @@ def method_params(spec: CompareSpec, method: str) -> dict[str, Any]:
     return dict(spec.params.get(method, {}))
 
 
-def method_settings(spec: CompareSpec, method: str) -> dict[str, Any]:
+def settings(method: str, params: dict[str, Any]) -> dict[str, Any]:
     """Every parameter a method runs with (defaults included), seed aside."""
-    p = get_method(method).make_params(method_params(spec, method)).model_dump()
+    p = get_method(method).make_params(params).model_dump()
     p.pop("seed", None)
     return p
 
 
-def execute(spec: CompareSpec, methods: list[str], data: Data, template: nn.Module,
+def execute(spec: CompareSpec, todo: list[tuple[str, str, dict]], data: Data,
+            template: nn.Module,
             tick: Progress) -> tuple[dict[int, OriginalInfo], list[MethodResult]]:
     """The original model and every method for each seed; progress as each one finishes."""
     seeds = [spec.seed + k for k in range(spec.seeds)]
@@ -231,16 +249,16 @@ def execute(spec: CompareSpec, methods: list[str], data: Data, template: nn.Modu
             tick("compare: original models", len(originals), len(seeds))
         else:
             results.append(value)
-            tick("compare: methods", len(results), len(seeds) * len(methods))
+            tick("compare: methods", len(results), len(seeds) * len(todo))
 
     tick("compare: original models", 0, len(seeds))
-    tick("compare: methods", 0, len(seeds) * len(methods))
+    tick("compare: methods", 0, len(seeds) * len(todo))
     if spec.backend == "local":
         for s in seeds:
             model, info = train_original(template, data, spec.recipe, s)
             finished(info)
-            for m in methods:
-                finished(run_method(model, data, m, method_params(spec, m), s))
+            for label, m, params in todo:
+                finished(run_method(model, data, m, params, s, label))
         return originals, results
 
     import ray
@@ -254,9 +272,9 @@ def execute(spec: CompareSpec, methods: list[str], data: Data, template: nn.Modu
     for s in seeds:
         model_ref, info_ref = train_task.remote(template, data_ref, spec.recipe, s)
         labels[info_ref] = f"original (seed {s})"
-        for m in methods:
-            ref = method_task.remote(model_ref, data_ref, m, method_params(spec, m), s)
-            labels[ref] = f"{m} (seed {s})"
+        for label, m, params in todo:
+            ref = method_task.remote(model_ref, data_ref, m, params, s, label)
+            labels[ref] = f"{label} (seed {s})"
     gather(labels, lambda _ref, value: finished(value))
     return originals, results
 
@@ -307,10 +325,12 @@ def run_compare(spec: CompareSpec, out_dir: str | Path,
     template = build_model(spec.model, data.input_shape, data.num_classes, spec.model_args)
     tick("compare: loading data", 1, 1)
     t0 = time.perf_counter()
-    originals, results = execute(spec, methods, data, template, tick)
+    todo = runs(spec, methods)
+    originals, results = execute(spec, todo, data, template, tick)
     wall = time.perf_counter() - t0
     per_seed = score(data, originals, results, tick)
     order = ["retrain", "original"] + [m for m in methods if m != "retrain"]
+    order = [x for m in order for x in (m, m + TUNED)]
     rows = aggregate(per_seed, order)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -321,7 +341,7 @@ def run_compare(spec: CompareSpec, out_dir: str | Path,
         "rows": {"forget": len(data.forget), "retain": len(data.retain),
                  "test": len(data.test)},
         "recipe": spec.recipe.model_dump(),
-        "params": {m: method_settings(spec, m) for m in methods},
+        "params": {label: settings(m, params) for label, m, params in todo},
         "original_train_seconds": [originals[s].seconds for s in sorted(originals)],
         "wall_seconds": wall,
     }

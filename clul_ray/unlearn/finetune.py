@@ -16,8 +16,13 @@ class FinetuneParams(OptimParams):
     weight_decay: float = 0.0
 
 
+def _space(tune):
+    return {"lr": tune.loguniform(1e-4, 1e-1), "epochs": tune.randint(1, 11)}
+
+
 @register_method("finetune", FinetuneParams, changes_weights=True,
-                 summary="continue training on D_r only")
+                 summary="continue training on D_r only",
+                 space=_space)
 def finetune(model: nn.Module, forget: Split, retain: Split,
              p: FinetuneParams) -> tuple[nn.Module, dict[str, Any]]:
     return train_supervised(model, retain, p, derive_seed(p.seed, SALT_EPOCH),

@@ -31,8 +31,14 @@ class MIRegParams(OptimParams):
     forget_batch_size: BatchSize = 16
 
 
+def _space(tune):
+    return {"gamma": tune.loguniform(0.1, 30.0), "lr": tune.loguniform(1e-4, 1e-1),
+            "epochs": tune.randint(1, 11)}
+
+
 @register_method("mi_reg", MIRegParams, changes_weights=True,
-                 summary="CE on D_r + gamma * plug-in I(outputs; source marker)")
+                 summary="CE on D_r + gamma * plug-in I(outputs; source marker)",
+                 space=_space)
 def mi_reg(model: nn.Module, forget: Split, retain: Split,
            p: MIRegParams) -> tuple[nn.Module, dict[str, Any]]:
     if len(retain) == 0:

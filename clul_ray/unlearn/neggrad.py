@@ -26,8 +26,13 @@ class NegGradParams(OptimParams):
     beta: Fraction = 0.999
 
 
+def _space(tune):
+    return {"lr": tune.loguniform(1e-5, 1e-2), "epochs": tune.randint(1, 11)}
+
+
 @register_method("neggrad", NegGradParams, changes_weights=True,
-                 summary="gradient ascent on D_f (plus=true: NegGrad+ with CE on D_r)")
+                 summary="gradient ascent on D_f (plus=true: NegGrad+ with CE on D_r)",
+                 space=_space)
 def neggrad(model: nn.Module, forget: Split, retain: Split,
             p: NegGradParams) -> tuple[nn.Module, dict[str, Any]]:
     opt = p.optimizer_for(model.parameters())

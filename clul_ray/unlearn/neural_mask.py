@@ -65,8 +65,13 @@ def penultimate_mean(model: nn.Module, head: str, x: torch.Tensor) -> torch.Tens
     return seen[0].flatten(1).mean(0)
 
 
+def _space(tune):
+    return {"threshold": tune.uniform(0.0, 2.0)}
+
+
 @register_method("neural_mask", NeuralMaskParams, changes_weights=False,
-                 summary="zero penultimate units active on D_f; weights unchanged")
+                 summary="zero penultimate units active on D_f; weights unchanged",
+                 space=_space)
 def neural_mask(model: nn.Module, forget: Split, retain: Split,
                 p: NeuralMaskParams) -> tuple[nn.Module, dict[str, Any]]:
     head = head_name(model)

@@ -43,8 +43,13 @@ def relabelled_epochs(model: nn.Module, opt: torch.optim.Optimizer, forget: Spli
                       prepare=lambda s: relabelled_union(forget, retain, c, s), **hooks)
 
 
+def _space(tune):
+    return {"lr": tune.loguniform(1e-4, 1e-1), "epochs": tune.randint(1, 11)}
+
+
 @register_method("random_label", RandomLabelParams, changes_weights=True,
-                 summary="CE on D_f with random wrong labels y' != y, plus CE on D_r")
+                 summary="CE on D_f with random wrong labels y' != y, plus CE on D_r",
+                 space=_space)
 def random_label(model: nn.Module, forget: Split, retain: Split,
                  p: RandomLabelParams) -> tuple[nn.Module, dict[str, Any]]:
     relabelled_epochs(model, p.optimizer_for(model.parameters()), forget, retain, p.seed,

@@ -58,8 +58,14 @@ def saliency_mask(model: nn.Module, forget: Split, keep_fraction: float,
     return masks
 
 
+def _space(tune):
+    return {"keep_fraction": tune.uniform(0.1, 1.0), "lr": tune.loguniform(1e-3, 1e-1),
+            "epochs": tune.randint(1, 11)}
+
+
 @register_method("salun", SalUnParams, changes_weights=True,
-                 summary="random wrong labels on D_f + CE on D_r, only salient weights move")
+                 summary="random wrong labels on D_f + CE on D_r, only salient weights move",
+                 space=_space)
 def salun(model: nn.Module, forget: Split, retain: Split,
           p: SalUnParams) -> tuple[nn.Module, dict[str, Any]]:
     masks = saliency_mask(model, forget, p.keep_fraction)

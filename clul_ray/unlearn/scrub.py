@@ -20,7 +20,7 @@ from ..hashing import derive_seed
 from .base import Split, register_method
 from .losses import distill_kl
 from .params import BatchSize, NonNegInt, OptimParams, Positive
-from .training import SALT_EPOCH, SALT_FORGET, begin_epoch, shuffled_batches
+from .training import SALT_EPOCH, SALT_FORGET, begin_epoch, end_epoch, shuffled_batches
 
 
 class ScrubParams(OptimParams):
@@ -35,8 +35,15 @@ class ScrubParams(OptimParams):
     forget_batch_size: BatchSize = 32
 
 
+def _space(tune):
+    return {"temperature": tune.loguniform(0.5, 8.0), "alpha": tune.uniform(0.0, 2.0),
+            "gamma": tune.uniform(0.1, 2.0), "msteps": tune.randint(0, 6),
+            "epochs": tune.randint(1, 11)}
+
+
 @register_method("scrub", ScrubParams, changes_weights=True,
-                 summary="max KL to the original on D_f, then min CE + KL on D_r")
+                 summary="max KL to the original on D_f, then min CE + KL on D_r",
+                 space=_space)
 def scrub(model: nn.Module, forget: Split, retain: Split,
           p: ScrubParams) -> tuple[nn.Module, dict[str, Any]]:
     teacher = copy.deepcopy(model).eval()
@@ -65,4 +72,5 @@ def scrub(model: nn.Module, forget: Split, retain: Split,
              + p.alpha * distill_kl(out, t, p.temperature)).backward()
             opt.step()
             min_steps += 1
+        end_epoch(epoch, model)
     return model, {"max_steps": max_steps, "min_steps": min_steps}

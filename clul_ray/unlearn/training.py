@@ -7,8 +7,10 @@ bit-for-bit reproducible.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import numpy as np
@@ -73,7 +75,35 @@ def run_epochs(model: nn.Module, opt: torch.optim.Optimizer, seed: int, epochs: 
             if after_step is not None:
                 after_step()
             steps += 1
+        end_epoch(epoch + 1, model)
     return steps
+
+
+_EPOCH_HOOK: ContextVar[Callable[[int, nn.Module], None] | None] = ContextVar(
+    "clul_ray_epoch_hook", default=None)
+
+
+@contextlib.contextmanager
+def on_epoch_end(hook: Callable[[int, nn.Module], None] | None) -> Iterator[None]:
+    """Call ``hook(epoch, model)`` after each epoch of a method run inside this block (a
+    sweep reports per-epoch scores through it)."""
+    token = _EPOCH_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _EPOCH_HOOK.reset(token)
+
+
+def end_epoch(epoch: int, model: nn.Module) -> None:
+    """The end of a method's epoch ``epoch`` (1-based): the hook, if any, sees the model;
+    neither the model's mode nor any random stream is changed by it."""
+    hook = _EPOCH_HOOK.get()
+    if hook is None:
+        return
+    was = model.training
+    with torch.random.fork_rng(devices=[]):
+        hook(epoch, model)
+    model.train(was)
 
 
 def shuffled_batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:

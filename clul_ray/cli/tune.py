@@ -1,0 +1,140 @@
+"""``clul-ray tune``: Ray Tune sweeps of unlearning strengths, scored against retraining."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.table import Column, Table
+
+from ..errors import ClulError, first_line
+from .common import (
+    Address,
+    AsJson,
+    DataDir,
+    Dataset,
+    Model,
+    RichProgress,
+    Verbose,
+    emit,
+    out,
+    run,
+    verbose_ray,
+)
+from .unlearn import parse_model_args
+
+# option name -> SweepSpec field, for the values a pipeline YAML may also give
+YAML_KEYS = ("method", "dataset", "model", "model_args", "forget", "space", "num_samples",
+             "scheduler", "search", "max_concurrent", "seeds", "seed", "test_fraction",
+             "epochs", "lr", "batch_size", "data_dir", "weights", "out")
+
+
+def read_sweep_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ClulError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ClulError(f"config file {path} is not valid YAML: {first_line(e)}") from None
+    if not isinstance(raw, dict):
+        raise ClulError(f"config file {path} must hold a mapping of settings")
+    raw = raw.get("tune", raw)
+    unknown = sorted(set(raw) - set(YAML_KEYS))
+    if unknown:
+        raise ClulError(f"config file {path}: unknown tune setting '{unknown[0]}' (known: "
+                        f"{', '.join(YAML_KEYS)})")
+    return raw
+
+
+def tune(
+    method: Annotated[str | None, typer.Option(
+        help="a method, a comma-separated list, or all (every method with strengths)")] = None,
+    forget: Annotated[str | None, typer.Option(help="class:C | random:P | ids:FILE")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="folder for trials.csv, best.md, best.yaml, pareto.png")] = None,
+    dataset: Dataset = None,
+    model: Model = None,
+    space: Annotated[Path | None, typer.Option(
+        help="YAML overriding the search space (param: {loguniform: [lo, hi]} ...)")] = None,
+    num_samples: Annotated[int | None, typer.Option(help="trials per method")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="asha (early stopping) | fifo")] = None,
+    search: Annotated[str | None, typer.Option(help="random | optuna")] = None,
+    max_concurrent: Annotated[int | None, typer.Option(
+        help="trials at once (default: the cluster's CPUs)")] = None,
+    seeds: Annotated[int | None, typer.Option(help="seeds per trial (score = the mean)")] = None,
+    seed: Annotated[int | None, typer.Option(help="first seed; fixes the split")] = None,
+    model_arg: Annotated[list[str] | None, typer.Option(
+        "--model-arg", help="key=value for the model factory, repeatable")] = None,
+    weight: Annotated[list[str] | None, typer.Option(
+        "--weight", help="objective weight, repeatable: FA=1 RA=1 TA=1 MIA=1 cost=0")] = None,
+    epochs: Annotated[int | None, typer.Option(help="original (and retrain) epochs")] = None,
+    data_dir: DataDir = None,
+    config: Annotated[Path | None, typer.Option(
+        help="a YAML of these settings (keys as the options, or under `tune:`)")] = None,
+    address: Address = None,
+    as_json: AsJson = False,
+    verbose: Verbose = False,
+) -> None:
+    """Sweep unlearning strengths with Ray Tune; write the ranked best and the Pareto front."""
+    from ..tune.space import load_space
+    from ..tune.sweep import SweepSpec, resolve_methods, run_sweep
+
+    def body() -> None:
+        settings: dict[str, Any] = read_sweep_yaml(config) if config is not None else {}
+        given = {"method": method, "forget": forget, "out": out_dir, "dataset": dataset,
+                 "model": model, "num_samples": num_samples, "scheduler": scheduler,
+                 "search": search, "max_concurrent": max_concurrent, "seeds": seeds,
+                 "seed": seed, "epochs": epochs, "data_dir": data_dir}
+        settings.update({k: v for k, v in given.items() if v is not None})
+        if model_arg:
+            settings["model_args"] = parse_model_args(model_arg)
+        if weight:
+            settings["weights"] = {**settings.get("weights", {}), **parse_model_args(weight)}
+        for need in ("method", "forget", "out"):
+            if settings.get(need) is None:
+                raise ClulError(f"missing --{need} (or `{need}:` in --config)")
+        if settings.get("num_samples") == 0:
+            raise ClulError("--num-samples must be at least 1")
+        recipe = {k: settings.pop(k) for k in ("epochs", "lr", "batch_size") if k in settings}
+        target = Path(settings.pop("out"))
+        methods = resolve_methods([str(settings.pop("method"))])
+        space_file = space or settings.pop("space", None)
+        spec = SweepSpec(methods=methods, recipe=recipe,
+                         space=load_space(space_file, methods) if space_file else {},
+                         **settings)
+        verbose_ray(verbose)
+        with RichProgress(not as_json) as prog:
+            result = run_sweep(spec, target, prog, address)
+        emit(result, as_json, show_sweep)
+
+    run(body)
+
+
+def show_sweep(result: dict[str, Any]) -> None:
+    meta = result["meta"]
+    t = Table("default gap", "tuned gap", "trials", "stopped early", "failed", "wall s",
+              "parallel eff.",
+              title=f"sweep: {meta['dataset']} / {meta['model']} / forget {meta['forget']}")
+    t.columns.insert(0, Column("method", no_wrap=True))
+
+    def f(v: float, d: int = 4) -> str:
+        return "-" if v is None or math.isnan(v) else f"{v:.{d}f}"
+
+    for m, s in result["summary"].items():
+        t.add_row(m, f(s["default_gap"]), f(s["tuned_gap"]), str(s["trials"]),
+                  str(s["stopped_early"]), str(s["failed"]), f(s["wall_seconds"], 1),
+                  f(s["parallel_efficiency"], 2))
+    out.print(t)
+    for m, p in result["best"].items():
+        out.print(f"best {m}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float)
+                                           else f"{k}={v}" for k, v in sorted(p.items())),
+                  highlight=False)
+    for k, p in result["files"].items():
+        out.print(f"{k}: {p}", highlight=False)
+    if result.get("mlflow"):
+        m = result["mlflow"]
+        out.print(f"MLflow: {m['tracking_uri']} run {m['parent_run']} "
+                  f"({m['child_runs']} trial runs)", highlight=False)
