@@ -170,18 +170,24 @@ class PipelineConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> PipelineConfig:
         """A YAML file (flat or grouped); ``overrides`` (flat, None ignored) win."""
-        p = Path(path)
-        if not p.is_file():
-            raise ClulError(f"config file not found: {p}")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ClulError(f"config file {p} is not valid YAML: {first_line(e)}") from e
+        raw = read_yaml(path, "config file") or {}
         if not isinstance(raw, dict):
-            raise ClulError(f"config file {p} must hold a mapping of settings")
+            raise ClulError(f"config file {path} must hold a mapping of settings")
         raw.pop("root", None)
         return make_config(**raw).updated(**{k: v for k, v in overrides.items()
                                              if v is not None})
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """A YAML file's content; a missing file or bad YAML is a one-line ClulError that calls
+    the file ``what``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ClulError(f"{what} not found: {p}")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ClulError(f"{what} {p} is not valid YAML: {first_line(e)}") from None
 
 
 def make_config(**kwargs: Any) -> PipelineConfig:

@@ -80,6 +80,22 @@ class HelpCommand(_HelpWidth, TyperCommand):
     """A ``clul-ray`` command, with :func:`help_width` help."""
 
 
+# ---- option values --------------------------------------------------------------------------
+def parse_model_args(items: list[str]) -> dict[str, Any]:
+    """``["hidden=64", "dropout=0.2"]`` -> ``{"hidden": 64, "dropout": 0.2}``."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ClulError(f"bad key=value '{item}' (expected key=value, e.g. hidden=64)")
+        try:
+            parsed[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key.strip()] = value
+    return parsed
+
+
+
 # ---- running a command --------------------------------------------------------------------
 def fail(msg: str) -> NoReturn:
     err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)

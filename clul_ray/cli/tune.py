@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.table import Column, Table
 
-from ..errors import ClulError, first_line
+from ..config import read_yaml
+from ..errors import ClulError
 from .common import (
     Address,
     AsJson,
@@ -21,10 +21,10 @@ from .common import (
     Verbose,
     emit,
     out,
+    parse_model_args,
     run,
     verbose_ray,
 )
-from .unlearn import parse_model_args
 
 # option name -> SweepSpec field, for the values a pipeline YAML may also give
 YAML_KEYS = ("method", "dataset", "model", "model_args", "forget", "space", "num_samples",
@@ -33,12 +33,7 @@ YAML_KEYS = ("method", "dataset", "model", "model_args", "forget", "space", "num
 
 
 def read_sweep_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ClulError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ClulError(f"config file {path} is not valid YAML: {first_line(e)}") from None
+    raw = read_yaml(path, "config file") or {}
     if not isinstance(raw, dict):
         raise ClulError(f"config file {path} must hold a mapping of settings")
     raw = raw.get("tune", raw)

@@ -3,7 +3,6 @@ scenario) and ``clul-ray unlearn`` (approximate forgetting on a trained storage 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,23 +23,10 @@ from .common import (
     emit,
     open_root,
     out,
+    parse_model_args,
     run,
     verbose_ray,
 )
-
-
-def parse_model_args(items: list[str]) -> dict[str, Any]:
-    """``["hidden=64", "dropout=0.2"]`` -> ``{"hidden": 64, "dropout": 0.2}``."""
-    parsed: dict[str, Any] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ClulError(f"bad key=value '{item}' (expected key=value, e.g. hidden=64)")
-        try:
-            parsed[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            parsed[key.strip()] = value
-    return parsed
 
 
 def tuned_params(path: Path | None, method: str) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import ClulError, first_line
+from ..config import read_yaml
+from ..errors import ClulError
 from ..unlearn import get_method
 from ..unlearn.compare import settings
 from .objective import pareto_front
@@ -167,10 +168,7 @@ def load_best(path: str | Path) -> dict[str, dict[str, Any]]:
         p = p / "best.yaml"
     if not p.is_file():
         raise ClulError(f"no best.yaml at {path} (run `clul-ray tune --out DIR` first)")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ClulError(f"{p} is not valid YAML: {first_line(e)}") from None
+    raw = read_yaml(p, "best params file")
     if not isinstance(raw, dict) or not raw or not all(isinstance(v, dict)
                                                        for v in raw.values()):
         raise ClulError(f"{p} must map each method to its params")

@@ -19,9 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..errors import ClulError, first_line
+from ..config import read_yaml
+from ..errors import ClulError
 from ..unlearn import get_method, method_names
 
 KINDS = {"uniform": 2, "loguniform": 2, "quniform": 3, "randint": 2, "choice": None}
@@ -92,14 +91,7 @@ def parse_space(raw: Any, methods: list[str], where: str = "space") -> dict[str,
 
 
 def load_space(path: str | Path, methods: list[str]) -> dict[str, dict]:
-    p = Path(path)
-    if not p.is_file():
-        raise ClulError(f"space file not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ClulError(f"space file {p} is not valid YAML: {first_line(e)}") from None
-    return parse_space(raw, methods, f"space file {p}")
+    return parse_space(read_yaml(path, "space file"), methods, f"space file {path}")
 
 
 def to_domain(spec: Any, tune) -> Any:
