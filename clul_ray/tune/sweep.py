@@ -137,7 +137,7 @@ def sweep_method(method: str, spec: SweepSpec, shared: Shared, out: Path,
         param_space=space_for(method, spec.space.get(method)),
         tune_config=tune.TuneConfig(
             metric="objective", mode="min", num_samples=spec.num_samples,
-            search_alg=search, scheduler=scheduler,
+            search_alg=search, scheduler=scheduler, reuse_actors=True,
             max_concurrent_trials=min(spec.max_concurrent or cpus, spec.num_samples)),
         run_config=tune.RunConfig(
             name=method, storage_path=str((out / "ray_results").resolve()), verbose=0,
