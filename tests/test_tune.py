@@ -225,3 +225,22 @@ def test_compare_adds_a_tuned_row_per_method(tmp_path):
                                                  "neggrad (tuned)"]
     assert out["meta"]["params"]["neggrad (tuned)"]["lr"] == 0.003
     assert out["meta"]["params"]["neggrad"]["lr"] != 0.003
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+    """SGD with a negative momentum passes the params' checks but torch refuses it when
+    the trial builds its optimiser: those trials fail, the others complete."""
+    from clul_ray.tune.sweep import SweepSpec, run_sweep
+
+    spec = SweepSpec(methods=["finetune"], forget="class:3", num_samples=4, scheduler="fifo",
+                     model_args={"hidden": 16}, recipe={"epochs": 2},
+                     space={"finetune": {"optimizer": "sgd", "epochs": 1,
+                                         "momentum": {"choice": [-1.0, 0.5]}}})
+    result = run_sweep(spec, tmp_path)
+    rows = json.loads((tmp_path / "sweep.json").read_text())["trials"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    done = [r for r in rows if r["status"] == "completed"]
+    assert failed and done and len(failed) + len(done) == 4
+    assert all(r["params"]["momentum"] == -1.0 and "momentum" in r["error"] for r in failed)
+    assert result["summary"]["finetune"]["failed"] == len(failed)
+    assert yaml.safe_load((tmp_path / "best.yaml").read_text())["finetune"]["momentum"] == 0.5

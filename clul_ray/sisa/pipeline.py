@@ -229,9 +229,8 @@ class Pipeline:
                                 "deleted")
             if len(fresh) == 0:
                 out = summarize(self.store.root, self.config, self.state)
-                out.update({**request_summary({}, None, 0, 0), "already_deleted": already,
-                            "retrained": {}})
-                out.pop("checkpoints_discarded")
+                out.update({"request_id": None, "deleted": 0, "affected": {},
+                            "already_deleted": already, "retrained": {}})
                 return out
             self._ray(self.config)
             req = self.ledger.record(plan)
