@@ -244,3 +244,14 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert all(r["params"]["momentum"] == -1.0 and "momentum" in r["error"] for r in failed)
     assert result["summary"]["finetune"]["failed"] == len(failed)
     assert yaml.safe_load((tmp_path / "best.yaml").read_text())["finetune"]["momentum"] == 0.5
+
+
+def test_optuna_search_through_the_cli(tmp_path):
+    res = runner.invoke(app, ["tune", "--method", "mi_reg", "--forget", "class:3",
+                              "--num-samples", "3", "--search", "optuna", "--scheduler",
+                              "fifo", "--epochs", "2", "--model-arg", "hidden=16",
+                              "--out", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["meta"]["search"] == "optuna" and out["summary"]["mi_reg"]["trials"] == 3
+    assert set(out["best"]["mi_reg"]) == {"gamma", "lr", "epochs"}

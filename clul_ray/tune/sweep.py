@@ -121,8 +121,11 @@ def sweep_method(method: str, spec: SweepSpec, shared: Shared, out: Path,
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     if spec.search == "optuna":
+        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        if not verbose():  # "A new study created in memory ..." on every sweep
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
         search = OptunaSearch(seed=spec.seed)
     else:
         search = BasicVariantGenerator(random_state=spec.seed)
