@@ -9,7 +9,7 @@ import io
 import json
 import os
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +17,17 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import layout
-from .errors import ClulError
+from .errors import ClulError, first_line
+
+T = TypeVar("T")
+
+
+class CorruptFile(ClulError):
+    """A file under the root that is missing, unreadable or not what was recorded."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = path
 
 
 def open_fs(root: str) -> tuple[pafs.FileSystem, str]:
@@ -82,10 +92,29 @@ class Store:
     def write_json(self, rel: str, obj: Any) -> None:
         self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
+    def read_record(self, rel: str, model: type[T]) -> T | None:
+        """A small JSON record validated as a pydantic ``model`` (None when absent); a
+        record that does not fit is a one-line ClulError naming the file."""
+        raw = self.read_json(rel)
+        if raw is None:
+            return None
+        try:
+            return model.model_validate(raw)
+        except ValueError as e:  # pydantic's ValidationError
+            err = e.errors()[0] if hasattr(e, "errors") else {"loc": (), "msg": str(e)}
+            where = ".".join(str(x) for x in err["loc"]) or "record"
+            raise CorruptFile(self.path(rel), f"not a valid {model.__name__} record "
+                              f"({where}: {err['msg']})") from None
+
     def read_json(self, rel: str) -> Any | None:
+        """A small JSON file's content (None when absent); an unreadable or garbage file is
+        a one-line ClulError naming it."""
         if not self.exists(rel):
             return None
-        return json.loads(self.read_bytes(rel))
+        try:
+            return json.loads(self.read_bytes(rel))
+        except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError
+            raise CorruptFile(self.path(rel), f"not valid JSON ({first_line(e)})") from None
 
     def delete(self, rel: str) -> None:
         p = self.path(rel)
@@ -115,9 +144,15 @@ class Store:
         files = self.list_files(rel, ".parquet")
         if not files:
             return None
-        tables = [pq.read_table(self.path(f), columns=columns, filesystem=self.fs)
-                  for f in files]
+        tables = [self.read_parquet(f, columns) for f in files]
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+    def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        """One Parquet file; a truncated or garbage file is a one-line ClulError naming it."""
+        try:
+            return pq.read_table(self.path(rel), columns=columns, filesystem=self.fs)
+        except (pa.ArrowException, OSError) as e:
+            raise CorruptFile(self.path(rel), f"unreadable Parquet ({first_line(e)})") from None
 
     # ---- partitions ------------------------------------------------------------------
     def read_slice(self, shard: int, slc: int,
@@ -141,7 +176,7 @@ class Store:
         """Rewrite every Parquet file under ``rel_dir`` without ``ids``; idempotent."""
         removed = 0
         for f in self.list_files(rel_dir, ".parquet"):
-            t = pq.read_table(self.path(f), filesystem=self.fs)
+            t = self.read_parquet(f)
             keep = ~np.isin(t.column("id").to_numpy(), ids)
             if keep.all():
                 continue

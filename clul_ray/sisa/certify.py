@@ -13,38 +13,31 @@ tainted versions).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from .. import layout
-from ..errors import ClulError, first_line
+from ..errors import ClulError
 from ..store import Store
 from .checkpoint import read_checkpoint
 from .ledger import Ledger, Request
 from .plan import checkpoint_keys
-from .version import read_config, read_current, read_version
+from .version import ModelVersion, read_config, read_current, read_version
 
 MAX_SHOWN = 10
 
 
 def _ids_in(store: Store, rel: str, ids: np.ndarray) -> np.ndarray:
-    got = pq.read_table(store.path(rel), columns=["id"], filesystem=store.fs)
+    got = store.read_parquet(rel, ["id"])
     return np.intersect1d(got.column("id").to_numpy(), ids)
 
 
-def scan(store: Store, ids: np.ndarray) -> dict:
-    """Findings of deleted ``ids`` (or of a broken chain) under the root; ``ok`` if none."""
-    ids = np.unique(np.asarray(ids, dtype=np.int64))
-    findings: list[dict] = []
-    checked = {"data_files": 0, "index_files": 0, "shards": 0, "checkpoints": 0}
+Found = Callable[..., None]
 
-    def found(kind: str, path: str, message: str, hit: np.ndarray | None = None) -> None:
-        f = {"kind": kind, "path": path, "message": message}
-        if hit is not None:
-            f.update(count=int(len(hit)), ids=[int(i) for i in hit[:MAX_SHOWN]])
-        findings.append(f)
 
+def check_deleted(store: Store, ids: np.ndarray, found: Found, checked: dict) -> None:
+    """Deleted ``ids`` left in any data partition or index file."""
     for rel, kind, counter in ((layout.TRAIN, "data", "data_files"),
                                (layout.TEST, "data", "data_files"),
                                (layout.INDEX, "index", "index_files")):
@@ -52,50 +45,125 @@ def scan(store: Store, ids: np.ndarray) -> dict:
             checked[counter] += 1
             try:
                 hit = _ids_in(store, f, ids)
-            except Exception as e:  # an unreadable file is a finding
-                found(kind, f, f"unreadable: {first_line(e)}")
+            except ClulError as e:  # an unreadable file is a finding
+                found(kind, f, str(e))
                 continue
             if len(hit):
                 found(kind, f, f"{len(hit)} deleted ids", hit)
 
+
+def check_index(store: Store, shards: int, slices: int, found: Found) -> None:
+    """Every (shard, slice) partition holds exactly the ids the index places there: a
+    missing or truncated partition file is lost rows, never a smaller training set."""
+    try:
+        ids, shard, slc = store.read_index()
+    except ClulError as e:
+        found("index", layout.INDEX, str(e))
+        return
+    order = np.lexsort((ids, slc, shard))
+    ids, shard, slc = ids[order], shard[order], slc[order]
+    for k in range(shards):
+        for r in range(slices):
+            want = ids[(shard == k) & (slc == r)]
+            try:
+                have = store.slice_ids(k, r)
+            except ClulError as e:
+                found("data", layout.slice_dir(k, r), str(e))
+                continue
+            if len(have) == len(want) and (have == want).all():
+                continue
+            lost, extra = np.setdiff1d(want, have), np.setdiff1d(have, want)
+            what = []
+            if len(lost):
+                what.append(f"{len(lost)} rows of the index are missing from its files "
+                            f"(lost data, e.g. ids {', '.join(map(str, lost[:5]))})")
+            if len(extra):
+                what.append(f"{len(extra)} rows are not in the index (e.g. ids "
+                            f"{', '.join(map(str, extra[:5]))})")
+            found("data", layout.slice_dir(k, r), "; ".join(what),
+                  lost if len(lost) else extra)
+
+
+def check_version(store: Store, v: ModelVersion, found: Found, checked: dict) -> None:
+    """Every model ``v`` serves is what it claims: the checkpoint keys recomputed from the
+    current partitions, and each checkpoint file's recorded key, shard, slice and sample
+    count (and its file digest, where recorded); an edited model's file exists. Fills in
+    the file digests ``v`` does not record yet."""
+    for s in v.shards:
+        k, keys = s.shard, s.keys
+        checked["shards"] += 1
+        if s.artifact:  # approximate: the edited model is served; later slices discarded
+            if not store.exists(s.artifact):
+                found("model", s.artifact, "missing edited model of the version")
+            continue
+        try:
+            slice_ids = [store.slice_ids(k, r) for r in range(len(keys))]
+        except ClulError as e:
+            found("chain", layout.shard_dir(k), str(e))
+            continue
+        chain = checkpoint_keys(v.training_digest, k, slice_ids)
+        for r, (want, have) in enumerate(zip(chain, keys, strict=True)):
+            if want != have:
+                found("chain", layout.slice_dir(k, r),
+                      f"shard {k} slice {r}: the checkpoint key of version {v.version} "
+                      "does not match its current partition ids")
+                break
+        digests = list(s.checkpoint_sha256) + [""] * (len(keys) - len(s.checkpoint_sha256))
+        seen = 0
+        for r, key in enumerate(keys):
+            seen += len(slice_ids[r])
+            path = layout.checkpoint_path(k, r, key)
+            checked["checkpoints"] += 1
+            try:
+                ck, digests[r] = read_checkpoint(store, k, r, key, sha256=digests[r] or None,
+                                                 with_digest=True)
+            except ClulError as e:
+                found("checkpoint", path, str(e).removeprefix(store.path(path) + ": "))
+                continue
+            if ck.get("n_samples") != seen:
+                found("checkpoint", path, f"records {ck.get('n_samples')} samples, the "
+                      f"partitions of slices 0..{r} hold {seen}")
+        s.checkpoint_sha256 = digests
+
+
+def commit_findings(store: Store, v: ModelVersion, removed: np.ndarray,
+                    slices: int) -> list[dict]:
+    """What must hold before ``v`` is committed: no removed id left under the root, the
+    partitions equal to the index, and every served model what it claims."""
+    findings: list[dict] = []
+    checked = {"data_files": 0, "index_files": 0, "shards": 0, "checkpoints": 0}
+    found = _collector(findings)
+    if len(removed):
+        check_deleted(store, np.unique(removed), found, checked)
+    check_index(store, len(v.shards), slices, found)
+    check_version(store, v, found, checked)
+    return findings
+
+
+def _collector(findings: list[dict]) -> Found:
+    def found(kind: str, path: str, message: str, hit: np.ndarray | None = None) -> None:
+        f = {"kind": kind, "path": path, "message": message}
+        if hit is not None:
+            f.update(count=int(len(hit)), ids=[int(i) for i in hit[:MAX_SHOWN]])
+        findings.append(f)
+
+    return found
+
+
+def scan(store: Store, ids: np.ndarray) -> dict:
+    """Findings of deleted ``ids``, of partitions that differ from the index, of served
+    models that are not what they claim, and of stray checkpoints; ``ok`` if none."""
+    ids = np.unique(np.asarray(ids, dtype=np.int64))
+    findings: list[dict] = []
+    checked = {"data_files": 0, "index_files": 0, "shards": 0, "checkpoints": 0}
+    found = _collector(findings)
+    check_deleted(store, ids, found, checked)
     state = read_current(store)
     current: set[str] = set()
     if state is not None:
-        for s in state.shards:
-            k, keys = s.shard, s.keys
-            checked["shards"] += 1
-            current.update(s.checkpoint_paths())
-            try:
-                slice_ids = [store.slice_ids(k, r) for r in range(len(keys))]
-            except Exception as e:
-                found("chain", layout.shard_dir(k), f"shard {k}: partition unreadable: "
-                      f"{first_line(e)}")
-                continue
-            chain = checkpoint_keys(state.training_digest, k, slice_ids)
-            for r, (want, have) in enumerate(zip(chain, keys, strict=True)):
-                if want != have:
-                    found("chain", layout.slice_dir(k, r),
-                          f"shard {k} slice {r}: the checkpoint key of version "
-                          f"{state.version} does not match its current partition ids")
-                    break
-            seen = 0
-            for r, key in enumerate(keys):
-                seen += len(slice_ids[r])
-                path = layout.checkpoint_path(k, r, key)
-                checked["checkpoints"] += 1
-                if not store.exists(path):
-                    found("checkpoint", path, "missing checkpoint of the current version")
-                    continue
-                try:
-                    ck = read_checkpoint(store, k, r, key)
-                except Exception as e:
-                    found("checkpoint", path, f"unreadable: {first_line(e)}")
-                    continue
-                recorded = (ck.get("key"), ck.get("shard"), ck.get("slice"), ck.get("n_samples"))
-                if recorded != (key, k, r, seen):
-                    found("checkpoint", path,
-                          f"records key/shard/slice/samples {recorded[0]!s:.12}/{recorded[1]}/"
-                          f"{recorded[2]}/{recorded[3]}, expected {key:.12}/{k}/{r}/{seen}")
+        check_index(store, len(state.shards), len(state.shards[0].keys), found)
+        check_version(store, state, found, checked)
+        current = state.checkpoint_paths()
     for f in store.checkpoint_files():
         if f not in current:
             found("stale_checkpoint", f, "checkpoint file of no current shard")

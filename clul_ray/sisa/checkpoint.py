@@ -15,8 +15,9 @@ from torch import nn
 
 from .. import layout
 from ..config import PipelineConfig
+from ..errors import first_line
 from ..models import build_model
-from ..store import Store
+from ..store import CorruptFile, Store
 from .version import ShardState
 
 
@@ -29,6 +30,7 @@ class SliceResult:
     seconds: float
     node_id: str
     model_sha256: str
+    file_sha256: str = ""  # the checkpoint file's digest
 
 
 def model_sha256(model: nn.Module) -> str:
@@ -51,12 +53,40 @@ def deserialize(data: bytes, device: str = "cpu"):
     return torch.load(io.BytesIO(data), map_location=device, weights_only=False)
 
 
-def read_checkpoint(store: Store, shard: int, slc: int, key: str, device: str = "cpu") -> dict:
-    return deserialize(store.read_bytes(layout.checkpoint_path(shard, slc, key)), device)
+def read_checkpoint(store: Store, shard: int, slc: int, key: str, device: str = "cpu",
+                    sha256: str | None = None, with_digest: bool = False):
+    """The checkpoint of (shard, slice, key), checked: it exists, its file digest is
+    ``sha256`` (when given), it loads, and it records this key, shard and slice. Anything
+    else is a one-line ClulError naming the file (never a model trained on a substitute).
+    With ``with_digest``: (checkpoint, file digest)."""
+    rel = layout.checkpoint_path(shard, slc, key)
+    path = store.path(rel)
+    if not store.exists(rel):
+        raise CorruptFile(path, "missing checkpoint")
+    data = store.read_bytes(rel)
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise CorruptFile(path, f"file digest {digest:.12} differs from the recorded "
+                                f"{sha256:.12}")
+    try:
+        ck = deserialize(data, device)
+    except Exception as e:  # truncated or not a checkpoint: torch's many error types
+        raise CorruptFile(path, f"unreadable checkpoint ({first_line(e)})") from None
+    recorded = (ck.get("key"), ck.get("shard"), ck.get("slice")) if isinstance(ck, dict) \
+        else None
+    if recorded != (key, shard, slc):
+        got = "nothing" if recorded is None else \
+            f"key {str(recorded[0]):.12} shard {recorded[1]} slice {recorded[2]}"
+        raise CorruptFile(path, f"records {got}, expected key {key:.12} shard {shard} "
+                                f"slice {slc}")
+    return (ck, digest) if with_digest else ck
 
 
-def write_checkpoint(store: Store, shard: int, slc: int, key: str, state: dict) -> None:
-    store.write_bytes(layout.checkpoint_path(shard, slc, key), serialize(state))
+def write_checkpoint(store: Store, shard: int, slc: int, key: str, state: dict) -> str:
+    """Store a checkpoint; returns its file digest."""
+    data = serialize(state)
+    store.write_bytes(layout.checkpoint_path(shard, slc, key), data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def checkpoint_model(cfg: PipelineConfig, ck: dict) -> nn.Module:
@@ -70,9 +100,9 @@ def checkpoint_model(cfg: PipelineConfig, ck: dict) -> nn.Module:
 def result_from_checkpoint(cfg: PipelineConfig, store: Store, shard: int, slc: int,
                            key: str) -> SliceResult:
     """A stored step's result, read back from its checkpoint (its time and node unknown)."""
-    ck = read_checkpoint(store, shard, slc, key)
+    ck, digest = read_checkpoint(store, shard, slc, key, with_digest=True)
     return SliceResult(shard, slc, key, ck["n_samples"], 0.0, "unknown",
-                       model_sha256(checkpoint_model(cfg, ck)))
+                       model_sha256(checkpoint_model(cfg, ck)), digest)
 
 
 def write_artifact(store: Store, request_id: str, shard: int, model: nn.Module) -> str:

@@ -28,6 +28,23 @@ def build_version(cfg: PipelineConfig, prev: ModelVersion | None,
     seconds: dict[int, float] = {}
     for r in results:
         seconds[r.shard] = seconds.get(r.shard, 0.0) + r.seconds
+    by_step = {(r.shard, r.slice): r for r in results}
+
+    def digests(k: int, old) -> list[str]:
+        """Each slice checkpoint's file digest: this run's, else the previous version's
+        under the same key, else "" (the commit check reads it)."""
+        out = []
+        for r, key in enumerate(keys[k]):
+            res = by_step.get((k, r))
+            if res is not None and res.file_sha256:
+                out.append(res.file_sha256)
+            elif old is not None and old.keys[r:r + 1] == [key] \
+                    and r < len(old.checkpoint_sha256):
+                out.append(old.checkpoint_sha256[r])
+            else:
+                out.append("")
+        return out
+
     shards = []
     for k in range(cfg.partition.shards):
         base = {"shard": k, "keys": keys[k], "retrained_from": starts.get(k)}
@@ -41,13 +58,15 @@ def build_version(cfg: PipelineConfig, prev: ModelVersion | None,
             s = ShardState(**base, n_samples=res.n_samples, model_sha256=res.model_sha256,
                            node_id=res.node_id, seconds=seconds[k],
                            step_nodes={str(r.slice): r.node_id for r in results
-                                       if r.shard == k})
+                                       if r.shard == k}, checkpoint_sha256=digests(k, old))
         elif old is not None and old.keys == keys[k]:
-            s = old.model_copy(update={"retrained_from": starts.get(k)})
+            s = old.model_copy(update={"retrained_from": starts.get(k),
+                                       "checkpoint_sha256": digests(k, old)})
         else:
             res = stored(k, keys[k][-1])
             s = ShardState(**base, n_samples=res.n_samples, model_sha256=res.model_sha256,
-                           node_id=res.node_id, seconds=res.seconds)
+                           node_id=res.node_id, seconds=res.seconds,
+                           checkpoint_sha256=digests(k, old))
         shards.append(s)
     return ModelVersion(version=prev.version + 1 if prev else 1,
                         parent=prev.version if prev else None, operation=operation,

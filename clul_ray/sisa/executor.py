@@ -32,8 +32,10 @@ class LocalExecutor:
             on_step: StepCallback | None = None) -> list[SliceResult]:
         out = []
         for job in jobs:
+            prev = job.start_sha
             for r in range(job.start, cfg.partition.slices):
-                res = train_slice(cfg, store, job.shard, r, list(job.keys))
+                res = train_slice(cfg, store, job.shard, r, list(job.keys), prev_sha=prev)
+                prev = res.file_sha256
                 out.append(res)
                 if on_step:
                     on_step(res)
@@ -41,8 +43,11 @@ class LocalExecutor:
 
 
 def _remote_step(cfg: PipelineConfig, store: Store, shard: int, slc: int,
-                 keys: list[str], _previous: SliceResult | None) -> SliceResult:
-    return train_slice(cfg, store, shard, slc, keys, node_id())
+                 keys: list[str], previous: SliceResult | str) -> SliceResult:
+    """One slice step; ``previous`` is the previous step's result (Ray orders the steps
+    by it) or, for a job's first step, the digest of the checkpoint it starts from."""
+    prev_sha = previous.file_sha256 if isinstance(previous, SliceResult) else previous
+    return train_slice(cfg, store, shard, slc, keys, node_id(), prev_sha=prev_sha)
 
 
 class RayExecutor:
@@ -62,7 +67,7 @@ class RayExecutor:
             scheduling_strategy="SPREAD" if cfg.compute.placement == "spread" else "DEFAULT")
         labels = {}
         for job in jobs:
-            prev = None
+            prev = job.start_sha
             for r in range(job.start, cfg.partition.slices):
                 prev = step.remote(cfg, store, job.shard, r, list(job.keys), prev)
                 labels[prev] = f"training shard {job.shard} slice {r}"
@@ -87,8 +92,10 @@ def _train_shard_loop(config: dict) -> None:
     start = first_missing(keys, lambda r, key: store.has_checkpoint(shard, r, key),
                           config["start"])
     done: list[dict] = []
+    prev = config["start_sha"] if start == config["start"] else ""
     for r in range(start, cfg.partition.slices):
-        res = train_slice(cfg, store, shard, r, keys, node, rank, world)
+        res = train_slice(cfg, store, shard, r, keys, node, rank, world, prev)
+        prev = res.file_sha256 if rank == 0 else ""
         done.append(asdict(res))
         if config.get("fail_after_slice") == r and rank == 0:  # fault injection, once
             marker = f"_ray_train/fail-once-{shard}"
@@ -135,6 +142,7 @@ class RayTrainExecutor:
             _train_shard_loop,
             train_loop_config={"cfg": cfg.model_dump(), "root": store.root, "shard": job.shard,
                                "start": job.start, "keys": list(job.keys),
+                               "start_sha": job.start_sha,
                                "fail_after_slice": self.fail_after_slice},
             scaling_config=ray.train.ScalingConfig(
                 num_workers=cfg.compute.train_workers_per_shard,

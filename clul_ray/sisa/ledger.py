@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .. import layout
+from ..errors import ClulError
 from ..hashing import sha256_ids
 from ..store import Store
 from .controller import Kind, Stage
@@ -45,8 +46,14 @@ class Ledger:
         self.store = store
 
     def requests(self) -> list[Request]:
-        return [Request(**self.store.read_json(f))
+        return [self.store.read_record(f, Request)
                 for f in self.store.list_files(layout.LEDGER, ".json")]
+
+    def request(self, request_id: str) -> Request:
+        req = self.store.read_record(layout.ledger_path(request_id), Request)
+        if req is None:
+            raise ClulError(f"no ledger record {request_id} under {self.store.root}")
+        return req
 
     def pending(self) -> list[Request]:
         return [r for r in self.requests() if r.state != Stage.COMMITTED]

@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -27,6 +28,7 @@ from ..models import build_model
 from ..runtime import check_shard_fits, check_storage_root, ensure_ray, node_resources
 from ..store import Store
 from . import version as records
+from .certify import check_index, commit_findings
 from .checkpoint import SliceResult, result_from_checkpoint
 from .commit import build_version, commit
 from .controller import Current, Kind, Stage, next_step
@@ -57,6 +59,13 @@ class ObserverWarning(UserWarning):
 
 def _noop(desc: str, done: int, total: int) -> None:
     return None
+
+
+def _recorded_digest(v: ModelVersion, shard: int, slc: int, key: str) -> str:
+    """The file digest ``v`` records for a checkpoint, "" when it records none for it."""
+    s = v.shard(shard)
+    ok = slc < len(s.keys) and s.keys[slc] == key and slc < len(s.checkpoint_sha256)
+    return s.checkpoint_sha256[slc] if ok else ""
 
 
 def uses_ray(cfg: PipelineConfig) -> bool:
@@ -162,8 +171,13 @@ class Pipeline:
     def _train_shards(self, cfg: PipelineConfig, shards: list[int]
                       ) -> tuple[list[SliceResult], dict[int, int]]:
         """Train each shard from its first slice without a matching checkpoint."""
+        self._check_data(cfg)
         jobs = plan_training({k: self.shard_keys(cfg, k) for k in shards},
                              self.store.has_checkpoint)
+        prev = records.read_current(self.store)
+        jobs = [j if j.start == 0 or prev is None else replace(
+            j, start_sha=_recorded_digest(prev, j.shard, j.start - 1, j.keys[j.start - 1]))
+            for j in jobs]
         total, done = sum(cfg.partition.slices - j.start for j in jobs), 0
         self.progress("training slices", 0, total)
 
@@ -187,12 +201,30 @@ class Pipeline:
                           operation, request_id, timings, edited,
                           lambda k, key: result_from_checkpoint(
                               cfg, self.store, k, cfg.partition.slices - 1, key))
+        removed = self.ledger.request(request_id).ids if request_id else np.zeros(0, np.int64)
+        findings = commit_findings(self.store, v, removed, cfg.partition.slices)
+        if findings:  # the previous version keeps serving
+            f = findings[0]
+            more = f" (and {len(findings) - 1} more findings)" if len(findings) > 1 else ""
+            raise ClulError(f"version {v.version} not committed: {self.store.path(f['path'])}"
+                            f": {f['message']}{more}")
         t0 = time.perf_counter()
         v.metrics = evaluate(cfg, self.store, v, uses_ray(cfg), self.progress)
         v.timings["evaluate_seconds"] = time.perf_counter() - t0
         commit(self.store, v)
         self._notify("version_committed", cfg, v)
         return v
+
+    def _check_data(self, cfg: PipelineConfig) -> None:
+        """Refuse to train on partitions that differ from the index (a lost or truncated
+        file), naming the slice and the rows."""
+        findings: list[dict] = []
+        check_index(self.store, cfg.partition.shards, cfg.partition.slices,
+                    lambda kind, path, message, hit=None: findings.append((path, message)))
+        if findings:
+            path, message = findings[0]
+            raise ClulError(f"{self.store.path(path)}: {message}; nothing trained (restore "
+                            "the file, or `clul-ray repair` to see what can be rebuilt)")
 
     # ---- evaluate --------------------------------------------------------------------
     def evaluate(self) -> dict:

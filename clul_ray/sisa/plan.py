@@ -42,6 +42,7 @@ class ShardJob:
     shard: int
     start: int
     keys: tuple[str, ...]
+    start_sha: str = ""  # file digest of the checkpoint the job starts from ("" unknown)
 
 
 def first_missing(keys: list[str] | tuple[str, ...], has: Callable[[int, str], bool],

@@ -48,7 +48,7 @@ def device_for(cfg: PipelineConfig) -> str:
 
 def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
                 keys: list[str], node_id: str = "local", rank: int = 0,
-                world_size: int = 1) -> SliceResult:
+                world_size: int = 1, prev_sha: str | None = None) -> SliceResult:
     """Train slice ``slc`` of ``shard`` from the checkpoint of slice ``slc-1`` and store it.
 
     With ``world_size > 1`` (Ray Train, inside an initialised ``torch.distributed`` group)
@@ -74,7 +74,7 @@ def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
         model = model.to(device)
         opt = make_shard_optimizer(cfg, model)
     else:
-        ck = read_checkpoint(store, shard, slc - 1, keys[slc - 1], device)
+        ck = read_checkpoint(store, shard, slc - 1, keys[slc - 1], device, prev_sha or None)
         model.load_state_dict(ck["model"])
         model = model.to(device)
         opt = make_shard_optimizer(cfg, model)
@@ -114,12 +114,13 @@ def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
         "key": keys[slc], "shard": shard, "slice": slc, "n_samples": n,
         "training_digest": cfg.training_digest(),
     }
+    digest = ""
     if rank == 0:
-        write_checkpoint(store, shard, slc, keys[slc], state)
+        digest = write_checkpoint(store, shard, slc, keys[slc], state)
     if world_size > 1:
         torch.distributed.barrier()  # the next slice (any rank) reads this checkpoint
     return SliceResult(shard, slc, keys[slc], n, time.perf_counter() - t0, node_id,
-                       model_sha256(model))
+                       model_sha256(model), digest)
 
 
 def _to_cpu(obj):

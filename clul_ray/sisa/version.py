@@ -30,6 +30,7 @@ class ShardState(BaseModel):
     seconds: float = 0.0
     retrained_from: int | None = None
     step_nodes: dict[str, str] = Field(default_factory=dict)
+    checkpoint_sha256: list[str] = Field(default_factory=list)  # per slice; "" unknown
     artifact: str | None = None  # an edited model (approximate unlearning), else None
 
     @property
@@ -81,8 +82,7 @@ class ModelVersion(BaseModel):
 
 # ---- reading and writing --------------------------------------------------------------
 def read_config(store: Store) -> PipelineConfig | None:
-    raw = store.read_json(layout.CONFIG)
-    return None if raw is None else PipelineConfig(**raw)
+    return store.read_record(layout.CONFIG, PipelineConfig)
 
 
 def require_config(store: Store) -> PipelineConfig:
@@ -97,8 +97,7 @@ def write_config(store: Store, cfg: PipelineConfig) -> None:
 
 
 def read_current(store: Store) -> ModelVersion | None:
-    raw = store.read_json(layout.STATE)
-    return None if raw is None else ModelVersion(**raw)
+    return store.read_record(layout.STATE, ModelVersion)
 
 
 def require_current(store: Store) -> ModelVersion:
@@ -109,13 +108,12 @@ def require_current(store: Store) -> ModelVersion:
 
 
 def read_version(store: Store, version: int) -> ModelVersion | None:
-    raw = store.read_json(layout.version_path(version))
-    return None if raw is None else ModelVersion(**raw)
+    return store.read_record(layout.version_path(version), ModelVersion)
 
 
 def list_versions(store: Store) -> list[ModelVersion]:
     """Every committed version, oldest first."""
-    return sorted((ModelVersion(**store.read_json(f))
+    return sorted((store.read_record(f, ModelVersion)
                    for f in store.list_files(layout.VERSIONS, ".json")),
                   key=lambda v: v.version)
 

@@ -1,0 +1,126 @@
+"""Corrupt, missing and substituted files under a root: one line naming the file, exit 2,
+the serving version unchanged, never a model trained on what is left (backend local: no
+Ray)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import tiny_config
+from typer.testing import CliRunner
+
+from clul_ray.cli import app
+from clul_ray.errors import ClulError
+from clul_ray.sisa.pipeline import Pipeline
+from clul_ray.sisa.version import read_current
+
+pytestmark = pytest.mark.pure
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def local_base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("local") / "root"
+    Pipeline(str(root)).train(tiny_config(backend="local", epochs=2))
+    return root
+
+
+@pytest.fixture
+def root(local_base, tmp_path):
+    dst = tmp_path / "root"
+    shutil.copytree(local_base, dst)
+    return dst
+
+
+def ids_of(root, shard, slc):
+    ids, sh, sl = Pipeline(str(root)).store.read_index()
+    return [int(i) for i in ids[(sh == shard) & (sl == slc)]]
+
+
+def one_line_refusal(args, *names):
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exit_code == 2, res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in res.output, res.output
+    for n in names:
+        assert n in res.output, res.output
+    return res.output
+
+
+def test_a_lost_partition_file_is_named_never_trained_around(root):
+    for f in (root / "data/train/shard=2/slice=1").glob("*.parquet"):
+        f.unlink()
+    lost = len(ids_of(root, 2, 1))
+    with pytest.raises(ClulError, match=rf"shard=2/slice=1: {lost} rows of the index are "
+                                        r"missing from its files \(lost data"):
+        Pipeline(str(root)).train(tiny_config(backend="local", epochs=2))
+    assert read_current(Pipeline(str(root)).store).version == 1, "nothing committed"
+    one_line_refusal(["delete", "--root", root, "--ids", ids_of(root, 0, 0)[0]],
+                     "shard=2/slice=1", "lost data")
+    res = runner.invoke(app, ["verify", "--root", str(root)])
+    assert res.exit_code == 1 and "shard=2/slice=1" in res.output
+
+
+def test_a_substituted_checkpoint_is_never_trained_on_or_committed(root):
+    ck = root / "checkpoints/shard=0/slice=0"
+    (target,) = list(ck.glob("*.pt"))
+    (other,) = list((root / "checkpoints/shard=1/slice=0").glob("*.pt"))
+    shutil.copy(other, target)  # a valid checkpoint, of another shard
+    victim = ids_of(root, 0, 1)[0]  # retrains shard 0 from slice 1, reading slice 0's
+    with pytest.raises(ClulError, match=rf"{target.name}: file digest .* differs from the "
+                                        "recorded"):
+        Pipeline(str(root)).delete([victim])
+    assert read_current(Pipeline(str(root)).store).version == 1
+    res = runner.invoke(app, ["verify", "--root", str(root)])
+    assert res.exit_code == 1 and target.name in res.output
+
+
+def test_a_checkpoint_recording_another_key_is_refused_even_without_a_digest(root):
+    """A version written before file digests existed still has the content check."""
+    store = Pipeline(str(root)).store
+    raw = store.read_json("state.json")
+    for s in raw["shards"]:
+        s.pop("checkpoint_sha256", None)
+    store.write_json("state.json", raw)
+    (target,) = list((root / "checkpoints/shard=0/slice=0").glob("*.pt"))
+    (other,) = list((root / "checkpoints/shard=1/slice=0").glob("*.pt"))
+    shutil.copy(other, target)
+    with pytest.raises(ClulError, match=r"records key .* shard 1 slice 0, expected key .* "
+                                        r"shard 0 slice 0"):
+        Pipeline(str(root)).delete([ids_of(root, 0, 1)[0]])
+
+
+@pytest.mark.parametrize("what", ["checkpoint", "partition", "index"])
+def test_truncated_files_are_named(root, what):
+    pattern = {"checkpoint": "checkpoints/shard=0/slice=2/*.pt",
+               "partition": "data/train/shard=0/slice=2/*.parquet",
+               "index": "index/*.parquet"}[what]
+    f = next(root.glob(pattern))
+    f.write_bytes(f.read_bytes()[:50])
+    message = {"checkpoint": "file digest", "partition": "unreadable Parquet",
+               "index": "unreadable Parquet"}[what]
+    one_line_refusal(["delete", "--root", root, "--ids", ids_of_safe(root)],
+                     f.name, message)
+    assert read_current(Pipeline(str(root)).store).version == 1
+
+
+def ids_of_safe(root):
+    """An id of shard 1 read from the test split's neighbour: the index may be broken."""
+    return int(Pipeline(str(root)).store.test_ids()[0])
+
+
+@pytest.mark.parametrize("name", ["state.json", "config.json"])
+def test_garbage_small_files_are_named(root, name):
+    (root / name).write_bytes(b"\x00\xffnot json")
+    one_line_refusal(["status", "--root", root], name, "not valid JSON")
+    (root / name).write_text('{"version": "seven"}')
+    one_line_refusal(["status", "--root", root], name, "not a valid")
+
+
+def test_a_garbage_ledger_record_is_named(root):
+    pipe = Pipeline(str(root))
+    pipe.delete([ids_of(root, 1, 0)[0]])
+    (rec,) = list((root / "ledger").glob("*.json"))
+    rec.write_text('{"state": "planned"}')
+    one_line_refusal(["status", "--root", root], rec.name, "not a valid Request record")
