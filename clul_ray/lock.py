@@ -34,11 +34,24 @@ def _holder(command: str) -> dict:
             "command": command, "since": time.time()}
 
 
+# A lock file that cannot be parsed was left by a holder that died while writing it (or a
+# full disk): stale once it is this old (a live holder writes it right after creating it).
+GARBAGE_STALE_SECONDS = 10.0
+
+
 def read_lock(store: Store) -> dict | None:
     try:
-        return store.read_json(LOCK)
-    except (ValueError, OSError):  # half-written by a holder that died mid-write
-        return {"host": "?", "pid": -1, "command": "?", "since": 0.0, "token": "?"}
+        lock = store.read_json(LOCK)
+        if isinstance(lock, dict) and "token" in lock:
+            return lock
+    except ClulError:
+        pass
+    if not store.exists(LOCK):
+        return None
+    # empty or garbage: half-written by a holder that died mid-write, or a full disk
+    mtime = store.fs.get_file_info(store.path(LOCK)).mtime
+    return {"host": "?", "pid": -1, "command": "? (an unreadable lock file)",
+            "since": mtime.timestamp() if mtime else 0.0, "token": "?", "garbage": True}
 
 
 def _alive(pid: int) -> bool:
@@ -52,7 +65,10 @@ def _alive(pid: int) -> bool:
 
 
 def is_stale(lock: dict) -> bool:
-    """Held by a process of this host that no longer exists."""
+    """Held by a process of this host that no longer exists, or unreadable for longer than
+    a holder takes to write it."""
+    if lock.get("garbage"):
+        return time.time() - float(lock.get("since", 0.0)) > GARBAGE_STALE_SECONDS
     return lock.get("host") == socket.gethostname() and not _alive(int(lock.get("pid", -1)))
 
 

@@ -124,3 +124,25 @@ def test_a_garbage_ledger_record_is_named(root):
     (rec,) = list((root / "ledger").glob("*.json"))
     rec.write_text('{"state": "planned"}')
     one_line_refusal(["status", "--root", root], rec.name, "not a valid Request record")
+
+
+def test_an_empty_or_garbage_lock_file_is_stale_once_old(root):
+    """A full disk while taking the lock leaves an empty lock.json: it must not refuse every
+    writer forever."""
+    import os
+    import time
+
+    from clul_ray import lock
+
+    store = Pipeline(str(root)).store
+    (root / "lock.json").write_bytes(b"")
+    fresh = lock.read_lock(store)
+    assert fresh["garbage"] and not lock.is_stale(fresh), "a lock being written right now"
+    one_line_refusal(["delete", "--root", root, "--ids", ids_of(root, 1, 0)[0]], "in use")
+    old = time.time() - 60
+    os.utime(root / "lock.json", (old, old))
+    (root / "lock.json").write_bytes(b"\x00garbage")
+    os.utime(root / "lock.json", (old, old))
+    assert lock.is_stale(lock.read_lock(store))
+    out = Pipeline(str(root)).delete([ids_of(root, 1, 0)[0]])
+    assert out["version"] == 2 and not (root / "lock.json").exists()
