@@ -177,6 +177,8 @@ def show(r: dict) -> None:
                                "requests", "deleted_ids", "checkpoints") if k in r}
     for k, v in extra.items():
         out.print(f"{k}: {v}", highlight=False)
+    for problem in r.get("problems", []):
+        out.print(f"[yellow]problem:[/yellow] {problem}", highlight=False)
     if r.get("locked_by"):
         from ..lock import describe
 

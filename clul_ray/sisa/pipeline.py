@@ -19,14 +19,15 @@ from typing import Protocol
 
 import numpy as np
 
+from .. import layout
 from ..config import PipelineConfig
 from ..data.ids import repeated_ids
 from ..data.sources import open_source
 from ..errors import ClulError, first_line
-from ..lock import locked, read_lock
+from ..lock import describe, is_stale, locked, read_lock
 from ..models import build_model
 from ..runtime import check_shard_fits, check_storage_root, ensure_ray, node_resources
-from ..store import Store
+from ..store import CorruptFile, Store
 from . import version as records
 from .certify import check_index, commit_findings
 from .checkpoint import SliceResult, result_from_checkpoint
@@ -228,6 +229,10 @@ class Pipeline:
 
     # ---- evaluate --------------------------------------------------------------------
     def evaluate(self) -> dict:
+        holder = read_lock(self.store)
+        if holder is not None and self._lock is None and not is_stale(holder):
+            raise ClulError(f"{self.store.root} is being changed by {describe(holder)}; "
+                            "evaluate when it has finished")
         self.resume()
         cfg = self.config
         self._ray(cfg)
@@ -335,16 +340,35 @@ class Pipeline:
 
     # ---- status ----------------------------------------------------------------------
     def status(self) -> dict:
-        cfg = self.config
-        v = records.read_current(self.store)
-        out = summarize(self.store.root, cfg, v) if v else {
-            "root": self.store.root, "version": None, "shards": cfg.partition.shards,
-            "slices": cfg.partition.slices}
-        reqs = self.ledger.requests()
-        out["requests"] = {"committed": sum(r.state == Stage.COMMITTED for r in reqs),
-                           "pending": [r.request_id for r in reqs
-                                       if r.state != Stage.COMMITTED]}
+        """The current version, the ledger and the lock, and ``problems``: every record that
+        cannot be read and every pending request, named (status never refuses for them)."""
+        if not self.store.exists(layout.CONFIG):
+            raise ClulError(f"no pipeline under {self.store.root}: run `clul-ray train` first")
+        problems: list[str] = []
+
+        def read(fn):
+            try:
+                return fn()
+            except CorruptFile as e:
+                problems.append(str(e))
+                return None
+
+        cfg = read(lambda: self.config)
+        v = read(lambda: records.read_current(self.store))
+        out = summarize(self.store.root, cfg, v) if cfg and v else {
+            "root": self.store.root, "version": v.version if v else None,
+            "shards": cfg.partition.shards if cfg else None,
+            "slices": cfg.partition.slices if cfg else None}
+        reqs = [r for f in self.store.list_files(layout.LEDGER, ".json")
+                if (r := read(lambda f=f: self.store.read_record(f, Request))) is not None]
+        pending = [r for r in reqs if r.state != Stage.COMMITTED]
+        problems += [f"request {r.request_id} ({r.kind}) stopped at stage '{r.state}': the "
+                     "next delete, unlearn, evaluate or train on this root finishes it"
+                     for r in pending]
+        out["requests"] = {"committed": len(reqs) - len(pending),
+                           "pending": [r.request_id for r in pending]}
         out["deleted_ids"] = int(sum(r.n_ids for r in reqs))
         out["checkpoints"] = len(self.store.checkpoint_files())
         out["locked_by"] = read_lock(self.store)
+        out["problems"] = problems
         return out

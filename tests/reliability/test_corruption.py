@@ -110,20 +110,38 @@ def ids_of_safe(root):
     return int(Pipeline(str(root)).store.test_ids()[0])
 
 
+def status_problems(root) -> list[str]:
+    res = runner.invoke(app, ["status", "--root", str(root), "--json"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    return json.loads(res.stdout.strip().splitlines()[-1])["problems"]
+
+
 @pytest.mark.parametrize("name", ["state.json", "config.json"])
 def test_garbage_small_files_are_named(root, name):
+    """Writers refuse in one line naming the file; status still answers and names it."""
+    victim = ids_of(root, 1, 0)[0]
     (root / name).write_bytes(b"\x00\xffnot json")
-    one_line_refusal(["status", "--root", root], name, "not valid JSON")
+    one_line_refusal(["delete", "--root", root, "--ids", victim], name, "not valid JSON")
+    assert any(name in p and "not valid JSON" in p for p in status_problems(root))
     (root / name).write_text('{"version": "seven"}')
-    one_line_refusal(["status", "--root", root], name, "not a valid")
+    one_line_refusal(["delete", "--root", root, "--ids", victim], name, "not a valid")
+    assert any(name in p and "not a valid" in p for p in status_problems(root))
 
 
-def test_a_garbage_ledger_record_is_named(root):
+def test_a_garbage_ledger_record_is_named_and_a_pending_request_reported(root):
     pipe = Pipeline(str(root))
-    pipe.delete([ids_of(root, 1, 0)[0]])
+    pipe._crash_after = "data_removed"
+    with pytest.raises(RuntimeError, match="injected crash"):
+        pipe.delete([ids_of(root, 1, 0)[0]])
+    problems = status_problems(root)
+    assert any("stopped at stage 'data_removed'" in p for p in problems), problems
     (rec,) = list((root / "ledger").glob("*.json"))
     rec.write_text('{"state": "planned"}')
-    one_line_refusal(["status", "--root", root], rec.name, "not a valid Request record")
+    one_line_refusal(["delete", "--root", root, "--ids", ids_of(root, 2, 0)[0]], rec.name,
+                     "not a valid Request record")
+    assert any(rec.name in p for p in status_problems(root))
 
 
 def test_an_empty_or_garbage_lock_file_is_stale_once_old(root):
