@@ -28,6 +28,7 @@ for _name, _command in [
     ("lineage", lineage.lineage),
     ("verify", lineage.verify),
     ("purge", lineage.purge),
+    ("repair", lineage.repair),
     ("compare", unlearn.compare),
     ("unlearn", unlearn.unlearn),
     ("tune", tune.tune),

@@ -10,7 +10,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import AsJson, Root, emit, err, out, run
+from .common import (
+    Address,
+    AsJson,
+    RichProgress,
+    Root,
+    Verbose,
+    emit,
+    err,
+    open_root,
+    out,
+    run,
+    verbose_ray,
+)
 
 
 def _when(ts: float | None) -> str:
@@ -118,7 +130,8 @@ def verify(
     = None,
     as_json: AsJson = False,
 ) -> None:
-    """Re-scan storage for deleted ids (data, index, checkpoint chain); exit 1 on residue."""
+    """Re-scan storage: deleted ids, partitions against the index, every served checkpoint
+    (key chain, recorded key/shard/slice/rows, file digest); exit 1 on any finding."""
     from ..sisa.certify import verify as scan
     from ..store import Store
 
@@ -127,11 +140,30 @@ def verify(
     if not result["ok"]:
         shown = "; ".join(f"{f['path']}: {f['message']}" for f in result["findings"][:3])
         more = len(result["findings"]) - 3
-        err.print(f"[red]error:[/red] residue of deleted data under {root}: {shown}"
+        err.print(f"[red]error:[/red] verification of {root} failed: {shown}"
                   + (f" (and {more} more)" if more > 0 else ""),
                   highlight=False, soft_wrap=True)
         sys.stderr.flush()
         raise typer.Exit(1)
+
+
+def repair(root: Root = "runs/default", address: Address = None, as_json: AsJson = False,
+           verbose: Verbose = False) -> None:
+    """Rebuild what can be rebuilt (index, checkpoints, pending requests); refuse lost rows."""
+
+    def body() -> None:
+        verbose_ray(verbose)
+        with RichProgress(not as_json) as prog:
+            result = open_root(root, address, prog).repair()
+        emit(result, as_json, show_repair)
+
+    run(body)
+
+
+def show_repair(r: dict) -> None:
+    out.print(f"[bold]{r['root']}[/bold]: version {r['version']}", highlight=False)
+    for a in r["actions"]:
+        out.print(f"- {a}", highlight=False)
 
 
 def purge(root: Root = "runs/default", as_json: AsJson = False) -> None:

@@ -338,6 +338,12 @@ class Pipeline:
                 done.append(req.request_id)
         return done
 
+    def repair(self) -> dict:
+        """Rebuild what can be rebuilt under the root (see :mod:`.repair`)."""
+        from .repair import repair
+
+        return repair(self)
+
     # ---- status ----------------------------------------------------------------------
     def status(self) -> dict:
         """The current version, the ledger and the lock, and ``problems``: every record that

@@ -164,3 +164,56 @@ def test_an_empty_or_garbage_lock_file_is_stale_once_old(root):
     assert lock.is_stale(lock.read_lock(store))
     out = Pipeline(str(root)).delete([ids_of(root, 1, 0)[0]])
     assert out["version"] == 2 and not (root / "lock.json").exists()
+
+
+# ---- repair ---------------------------------------------------------------------------------
+def test_repair_retrains_damaged_checkpoints_bit_for_bit(root, local_base):
+    before = {s.shard: s.model_sha256 for s in read_current(Pipeline(str(root)).store).shards}
+    bad = next(root.glob("checkpoints/shard=0/slice=1/*.pt"))
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated
+    gone = next(root.glob("checkpoints/shard=2/slice=2/*.pt"))
+    gone.unlink()  # missing
+    res = runner.invoke(app, ["repair", "--root", str(root), "--json"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["version"] == 2 and any(bad.name in a for a in out["actions"])
+    v = read_current(Pipeline(str(root)).store)
+    assert v.operation == "repair"
+    assert {s.shard: s.model_sha256 for s in v.shards} == before, "the same models again"
+    assert runner.invoke(app, ["verify", "--root", str(root)]).exit_code == 0
+    again = json.loads(runner.invoke(app, ["repair", "--root", str(root), "--json"])
+                       .stdout.strip().splitlines()[-1])
+    assert again["actions"] == ["nothing to do"] and again["version"] == 2
+
+
+def test_repair_rebuilds_a_garbage_index(root):
+    ids_before = sorted(Pipeline(str(root)).store.read_index()[0].tolist())
+    for f in (root / "index").glob("*.parquet"):
+        f.write_bytes(b"garbage")
+    res = runner.invoke(app, ["repair", "--root", str(root)])
+    assert res.exit_code == 0 and "rebuilt the index" in res.output, res.output
+    assert sorted(Pipeline(str(root)).store.read_index()[0].tolist()) == ids_before
+
+
+def test_repair_refuses_lost_rows_and_names_them(root):
+    lost = ids_of(root, 1, 2)
+    for f in (root / "data/train/shard=1/slice=2").glob("*.parquet"):
+        f.unlink()
+    msg = one_line_refusal(["repair", "--root", root], "shard=1/slice=2",
+                           f"{len(lost)} rows of the index are missing", "restore the file")
+    assert str(sorted(lost)[0]) in msg
+    assert read_current(Pipeline(str(root)).store).version == 1
+
+
+def test_repair_finishes_a_pending_request(root):
+    pipe = Pipeline(str(root))
+    pipe._crash_after = "checkpoints_discarded"
+    victim = ids_of(root, 2, 1)[0]
+    with pytest.raises(RuntimeError, match="injected crash"):
+        pipe.delete([victim])
+    res = runner.invoke(app, ["repair", "--root", str(root)])
+    assert res.exit_code == 0 and "finished request" in res.output, res.output
+    st = Pipeline(str(root)).status()
+    assert st["requests"]["pending"] == [] and st["version"] == 2 and st["problems"] == []
