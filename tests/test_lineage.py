@@ -27,6 +27,7 @@ from clul_ray.layout import checkpoint_path
 from clul_ray.lineage import LineageWarning, sync
 from clul_ray.lineage.tracking import TAG, Tracking
 from clul_ray.sisa.ensemble import Ensemble
+from clul_ray.sisa.ledger import Ledger
 from clul_ray.sisa.version import read_config, read_current
 from clul_ray.store import Store
 
@@ -85,8 +86,7 @@ def check_history(root, d1, d2):
     t = Tracking(store)
     runs = t.version_runs()
     assert sorted(runs) == [1, 2, 3] and len(t.runs("version")) == 3, "one run per version"
-    ledger = {r["request_id"]: r for r in
-              (store.read_json(f) for f in store.list_files("ledger", ".json"))}
+    ledger = {r.request_id: r.model_dump() for r in Ledger(store).requests()}
     for n, req in ((1, None), (2, r1), (3, r2)):
         run = runs[n]
         tags, state = run.data.tags, store.read_json(f"versions/v{n:06d}.json")

@@ -33,7 +33,7 @@ def taint(vs: list[ModelVersion], reqs: list[Request]) -> dict[int, str]:
     out: dict[int, str] = {}
     for rid, w in sorted(deletion_versions(vs, reqs).items(), key=lambda x: x[1]):
         req = by_id.get(rid)
-        if req is None or not req.plan.train_ids:
+        if req is None or req.n_train == 0:
             continue
         for v in vs:
             if v.version < w and v.version not in out:
@@ -92,11 +92,12 @@ def sample(store: Store, sample_id: int) -> dict:
     ids, shard, slc = store.read_index()
     hit = np.flatnonzero(ids == x)
     in_test = bool(np.isin(x, store.test_ids()))
-    removed = next((r for r in reqs if x in r.plan.train_ids or x in r.plan.test_ids), None)
+    key = Ledger(store).key if reqs else 0
+    removed = next((r for r in reqs if r.removed(np.array([x]), key).any()), None)
     if len(hit):
         split = "train"
     elif removed is not None:
-        split = "train" if x in removed.plan.train_ids else "test"
+        split = "train" if removed.removed(np.array([x]), key, "train").any() else "test"
     elif in_test:
         split = "test"
     else:

@@ -28,23 +28,20 @@ from .version import ModelVersion, read_config, read_current, read_version
 MAX_SHOWN = 10
 
 
-def _ids_in(store: Store, rel: str, ids: np.ndarray) -> np.ndarray:
-    got = store.read_parquet(rel, ["id"])
-    return np.intersect1d(got.column("id").to_numpy(), ids)
-
-
 Found = Callable[..., None]
 
 
-def check_deleted(store: Store, ids: np.ndarray, found: Found, checked: dict) -> None:
-    """Deleted ``ids`` left in any data partition or index file."""
+def check_deleted(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], found: Found,
+                  checked: dict) -> None:
+    """Deleted ids (``is_deleted(ids)`` is their mask) left in any data or index file."""
     for rel, kind, counter in ((layout.TRAIN, "data", "data_files"),
                                (layout.TEST, "data", "data_files"),
                                (layout.INDEX, "index", "index_files")):
         for f in store.list_files(rel, ".parquet"):
             checked[counter] += 1
             try:
-                hit = _ids_in(store, f, ids)
+                ids = store.read_parquet(f, ["id"]).column("id").to_numpy()
+                hit = np.unique(ids[is_deleted(ids)])
             except ClulError as e:  # an unreadable file is a finding
                 found(kind, f, str(e))
                 continue
@@ -134,7 +131,7 @@ def commit_findings(store: Store, v: ModelVersion, removed: np.ndarray,
     checked = {"data_files": 0, "index_files": 0, "shards": 0, "checkpoints": 0}
     found = _collector(findings)
     if len(removed):
-        check_deleted(store, np.unique(removed), found, checked)
+        check_deleted(store, lambda ids: np.isin(ids, removed), found, checked)
     check_index(store, len(v.shards), slices, found)
     check_version(store, v, found, checked)
     return findings
@@ -150,14 +147,14 @@ def _collector(findings: list[dict]) -> Found:
     return found
 
 
-def scan(store: Store, ids: np.ndarray) -> dict:
-    """Findings of deleted ``ids``, of partitions that differ from the index, of served
-    models that are not what they claim, and of stray checkpoints; ``ok`` if none."""
-    ids = np.unique(np.asarray(ids, dtype=np.int64))
+def scan(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], n_ids: int) -> dict:
+    """Findings of deleted ids (``is_deleted(ids)`` is their mask; ``n_ids`` of them), of
+    partitions that differ from the index, of served models that are not what they claim,
+    and of stray checkpoints; ``ok`` if none."""
     findings: list[dict] = []
     checked = {"data_files": 0, "index_files": 0, "shards": 0, "checkpoints": 0}
     found = _collector(findings)
-    check_deleted(store, ids, found, checked)
+    check_deleted(store, is_deleted, found, checked)
     state = read_current(store)
     current: set[str] = set()
     if state is not None:
@@ -167,7 +164,7 @@ def scan(store: Store, ids: np.ndarray) -> dict:
     for f in store.checkpoint_files():
         if f not in current:
             found("stale_checkpoint", f, "checkpoint file of no current shard")
-    return {"ok": not findings, "ids": int(len(ids)), "checked": checked,
+    return {"ok": not findings, "ids": int(n_ids), "checked": checked,
             "findings": findings, "scanned_at": time.time()}
 
 
@@ -190,9 +187,15 @@ def verify(store: Store, request_id: str | None = None) -> dict:
     if read_config(store) is None:
         raise ClulError(f"no pipeline under {store.root}: run `clul-ray train` first")
     reqs = committed_requests(store, request_id)
-    ids = (np.unique(np.concatenate([r.ids for r in reqs])) if reqs
-           else np.zeros(0, np.int64))
-    out = scan(store, ids)
+    key = Ledger(store).key if reqs else 0
+
+    def is_deleted(ids: np.ndarray) -> np.ndarray:
+        mask = np.zeros(len(ids), dtype=bool)
+        for r in reqs:
+            mask |= r.removed(ids, key)
+        return mask
+
+    out = scan(store, is_deleted, sum(r.n_ids for r in reqs))
     state = read_current(store)
     out.update({"root": store.root, "version": state.version if state else None,
                 "requests": [r.request_id for r in reqs]})
@@ -206,14 +209,14 @@ def certificate(store: Store, req: Request, slices: int) -> dict:
     v = read_version(store, version)
     return {
         "request_id": req.request_id, "ids_sha256": req.ids_sha256, "n_ids": req.n_ids,
-        "n_train_ids": len(req.plan.train_ids), "n_test_ids": len(req.plan.test_ids),
+        "n_train_ids": req.n_train, "n_test_ids": req.n_ids - req.n_train,
         "affected": [{"shard": k, "from_slice": r0, "slices": list(range(r0, slices))}
                      for k, r0 in sorted(req.plan.affected.items())],
         "checkpoints_discarded": list(req.result.get("discarded", [])),
         "parent_version": v.parent if v else None, "version": version, "root": store.root,
         "requested_at": req.created, "committed_at": req.committed_at() or time.time(),
         "model_sha256": {str(s.shard): s.model_sha256 for s in (v.shards if v else [])},
-        "verification": scan(store, req.ids),
+        "verification": scan(store, lambda ids: np.isin(ids, req.ids), req.n_ids),
     }
 
 

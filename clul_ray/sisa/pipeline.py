@@ -257,7 +257,7 @@ class Pipeline:
         _ = self.state  # refuses a root with no trained model
         with self.writing("delete"):
             self.resume()
-            gone = np.isin(uniq, self.ledger.deleted_ids())
+            gone = self.ledger.deleted(uniq)
             already, fresh = uniq[gone].tolist(), uniq[~gone]
             plan = plan_deletion(*self.store.read_index(), self.store.test_ids(), fresh)
             if plan.unknown:
@@ -303,7 +303,7 @@ class Pipeline:
     def _finish(self, req: Request, t0: float, what: str) -> dict:
         self._drive(req)
         out = summarize(self.store.root, self.config, self.state)
-        out.update(request_summary(req.plan.affected, req.request_id, len(req.plan.train_ids)
+        out.update(request_summary(req.plan.affected, req.request_id, req.n_train
                                    if req.kind == Kind.UNLEARN else req.n_ids,
                                    len(req.result.get("discarded", []))))
         out["wall_seconds"][what] = time.perf_counter() - t0
@@ -365,7 +365,7 @@ class Pipeline:
             "root": self.store.root, "version": v.version if v else None,
             "shards": cfg.partition.shards if cfg else None,
             "slices": cfg.partition.slices if cfg else None}
-        reqs = [r for f in self.store.list_files(layout.LEDGER, ".json")
+        reqs = [r for f in self.ledger.record_files()
                 if (r := read(lambda f=f: self.store.read_record(f, Request))) is not None]
         pending = [r for r in reqs if r.state != Stage.COMMITTED]
         problems += [f"request {r.request_id} ({r.kind}) stopped at stage '{r.state}': the "

@@ -22,7 +22,6 @@ from ..errors import ClulError
 from ..store import CorruptFile
 from .certify import check_index
 from .checkpoint import read_checkpoint
-from .ledger import Request
 from .version import read_current
 
 if TYPE_CHECKING:
@@ -56,8 +55,7 @@ def rebuild_index(p: Pipeline) -> int:
 def repair(p: Pipeline) -> dict:
     store = p.store
     cfg = p.config  # an unreadable config refuses here: nothing can be rebuilt without it
-    for f in store.list_files(layout.LEDGER, ".json"):
-        store.read_record(f, Request)  # an unreadable ledger record refuses here
+    p.ledger.requests()  # an unreadable ledger record refuses here
     actions: list[str] = []
     with p.writing("repair"):
         try:
@@ -66,14 +64,13 @@ def repair(p: Pipeline) -> dict:
             n = rebuild_index(p)
             actions.append(f"rebuilt the index from the partition files ({n} rows; it was "
                            f"unreadable: {e})")
-        deleted = p.ledger.deleted_ids()
         findings: list[tuple[str, str, np.ndarray | None]] = []
         check_index(store, cfg.partition.shards, cfg.partition.slices,
                     lambda kind, path, message, hit=None: findings.append((path, message,
                                                                             hit)))
         for path, message, hit in findings:
-            if hit is not None and np.isin(hit, deleted).all() and "not in the index" in \
-                    message:
+            if hit is not None and "not in the index" in message \
+                    and p.ledger.deleted(hit).all():
                 store.remove_rows(path, hit)
                 actions.append(f"removed {len(hit)} rows of deleted ids from {path}")
             else:

@@ -217,3 +217,28 @@ def test_repair_finishes_a_pending_request(root):
     assert res.exit_code == 0 and "finished request" in res.output, res.output
     st = Pipeline(str(root)).status()
     assert st["requests"]["pending"] == [] and st["version"] == 2 and st["problems"] == []
+
+
+def test_no_deleted_id_stays_in_plain_form_after_commit(root):
+    """The ledger keeps keyed digests once a request commits: "already deleted" and the
+    sample history still answer, and no file under the root holds the ids in plain."""
+    pipe = Pipeline(str(root))
+    victims = [ids_of(root, 0, 1)[0], ids_of(root, 2, 2)[1]]
+    tid = int(pipe.store.test_ids()[0])
+    pipe.delete(victims + [tid])
+    (rec,) = Pipeline(str(root)).ledger.requests()
+    assert rec.plan.train_ids == [] and rec.plan.test_ids == []
+    assert len(rec.train_digests) == 2 and len(rec.test_digests) == 1
+    again = Pipeline(str(root)).delete(victims)
+    assert again["already_deleted"] == sorted(victims) and again["retrained"] == {}
+    from clul_ray.lineage.history import sample
+
+    s = sample(pipe.store, victims[0])
+    assert s["split"] == "train" and s["removed_by"]["request_id"] == rec.request_id
+    assert sample(pipe.store, tid)["split"] == "test"
+    import re
+
+    for f in root.rglob("*.json"):  # the ledger, certificates, versions, notes
+        numbers = {int(n) for n in re.findall(r"(?<![\w.])-?\d+(?![\w.])", f.read_text())}
+        assert not numbers & set(victims) - {0, 1, 2}, f  # (tiny ints are counts)
+    assert runner.invoke(app, ["verify", "--root", str(root)]).exit_code == 0
