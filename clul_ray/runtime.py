@@ -10,6 +10,11 @@ from typing import Any
 from .errors import ClulError, first_line, last_line
 
 VERBOSE_ENV = "CLUL_RAY_VERBOSE"
+# Ray's own switch (ray._private.worker.Worker.raise_errors checks that it is set): when a
+# failed task's object ref is dropped unread, Ray logs "Unhandled error" and the remote
+# traceback. After a failure was reported in one line (gather() stops at the first failed
+# shard; the other shards' refs are dropped unread), those traces reach the user at exit.
+IGNORE_UNHANDLED_ENV = "RAY_IGNORE_UNHANDLED_ERRORS"
 
 
 def verbose() -> bool:
@@ -21,10 +26,14 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Initialise Ray once per process. A local instance unless an address is given.
 
     Unless :func:`verbose`, Ray's warnings (token authentication, Ray Data's progress-bar
-    notice) and its workers' log lines stay out of the user's terminal (they are in Ray's
-    session logs)."""
+    notice), its workers' log lines and its "Unhandled error" traces of failed tasks whose
+    results were never read (``RAY_IGNORE_UNHANDLED_ERRORS``) stay out of the user's
+    terminal (they are in Ray's session logs; a failure that matters is raised by
+    :func:`gather` as one line)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     loud = verbose()
+    if not loud:
+        os.environ.setdefault(IGNORE_UNHANDLED_ENV, "1")
     import ray
 
     if ray.is_initialized():

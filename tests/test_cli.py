@@ -56,7 +56,10 @@ def cli_root(trained_root):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--ids", "1,x,3"], "item 2 is not an integer id"),
+    (["--ids", "1,x,3"], "item 2 is not an id (ASCII decimal int64): 'x'"),
+    (["--ids", "1,2,２９"], "item 3 is not an id (ASCII decimal int64): '２９'"),
+    (["--ids", "5_8"], "item 1 is not an id (ASCII decimal int64): '5_8'"),
+    (["--ids", "9223372036854775808"], "item 1 is outside the int64 range"),
     (["--ids", ""], "no ids given"),
     (["--ids", "4,4"], "repeated"),
     (["--ids", "123456789"], "unknown ids"),
@@ -74,9 +77,53 @@ def test_malformed_ids_file(cli_root, tmp_path):
     f = tmp_path / "ids.txt"
     f.write_text("1\n2.5\n")
     res = invoke("delete", "--root", cli_root, "--ids-file", f)
-    assert res.exit_code == 2 and "line 2 is not an integer id: '2.5'" in res.output
+    assert res.exit_code == 2
+    assert "line 2 is not an id (ASCII decimal int64): '2.5'" in res.output
     res = invoke("delete", "--root", cli_root, "--ids-file", tmp_path / "none.txt")
     assert res.exit_code == 2 and "ids file not found" in res.output
+
+
+@pytest.mark.pure
+def test_bad_ids_files_refused_before_the_root_is_read(tmp_path):
+    """An ids file that is a directory or not UTF-8 text: one line, exit 2 (was a
+    UnicodeDecodeError traceback); the root is not looked at, so no Ray is needed."""
+    binary = tmp_path / "ids.bin"
+    binary.write_bytes(b"1\n\x80\x81\n")
+    for f, message in [(tmp_path, f"ids file {tmp_path} is a directory, not a file of ids"),
+                       (binary, f"ids file {binary} is not a text file of ids (not UTF-8)")]:
+        res = invoke("delete", "--root", tmp_path / "none", "--ids-file", f)
+        assert res.exit_code == 2, res.output
+        assert res.output.strip() == f"error: {message}"
+    assert not (tmp_path / "none").exists()
+
+
+ROOT_COMMANDS = [["train"], ["delete", "--ids", "1"], ["evaluate"], ["status"], ["unlock"],
+                 ["lineage"], ["verify"], ["purge"],
+                 ["unlearn", "--method", "finetune", "--forget", "class:1"]]
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("cmd", ROOT_COMMANDS, ids=lambda c: c[0])
+def test_a_root_that_is_a_file_is_refused(tmp_path, cmd):
+    """`--root` naming a file (or a path under one) is refused in one line before anything
+    is written or Ray starts (`train` gave a FileExistsError traceback)."""
+    f = tmp_path / "afile"
+    f.write_text("not a root\n")
+    for root, message in [(f, f"--root {f} is a file, not a folder"),
+                          (f / "sub", f"--root {f / 'sub'}: {f} is a file, not a folder")]:
+        res = invoke(cmd[0], "--root", root, *cmd[1:])
+        assert res.exit_code == 2, res.output
+        assert res.output.strip() == f"error: {message}", res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    assert f.read_text() == "not a root\n"
+
+
+@pytest.mark.pure
+def test_checked_root():
+    from clul_ray.cli.common import checked_root
+
+    assert checked_root("s3://bucket/x") == "s3://bucket/x"
+    assert checked_root("runs/never/made") == "runs/never/made"
 
 
 def test_bad_train_input(tmp_path):

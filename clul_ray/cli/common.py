@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -23,8 +24,48 @@ err = Console(stderr=True)
 
 T = TypeVar("T")
 
+# ---- storage roots ------------------------------------------------------------------------
+def checked_root(root: str, option: str = "--root") -> str:
+    """``root`` unchanged, unless it is a local path that cannot be a folder: the path, or
+    the nearest of its parents that exists, is a file (or a broken link). Refused in one line
+    before anything is written (the store would fail with FileExistsError or
+    NotADirectoryError halfway). URIs (``s3://``, ``gs://``, …) pass; ``file://`` is checked
+    as the local path it names."""
+    local = root
+    if "://" in root:
+        if not root.startswith("file://"):
+            return root
+        from urllib.parse import unquote, urlparse
+
+        local = unquote(urlparse(root).path)
+    p = Path(local)
+    for q in (p, *p.parents):
+        if q.is_dir():
+            return root
+        if q.is_symlink() and not q.exists():
+            what = f"{option} {root} is a broken link" if q == p else \
+                f"{option} {root}: {q} is a broken link"
+            raise ClulError(f"{what}, not a folder")
+        if q.exists():
+            what = f"{option} {root} is a file" if q == p else f"{option} {root}: {q} is a file"
+            raise ClulError(f"{what}, not a folder")
+    return root
+
+
+def _root_option(value: str | None) -> str | None:
+    """The ``--root`` option's check, run as its value is parsed (before the command's body,
+    so before Ray starts or anything is written)."""
+    if value is None:
+        return value
+    try:
+        return checked_root(value)
+    except ClulError as e:
+        fail(str(e))
+
+
 # ---- options used by more than one command ------------------------------------------------
-Root = Annotated[str, typer.Option("--root", help="storage root: a folder or a pyarrow.fs URI")]
+Root = Annotated[str, typer.Option("--root", help="storage root: a folder or a pyarrow.fs URI",
+                                   callback=_root_option)]
 Address = Annotated[str | None, typer.Option(
     "--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: start local Ray)")]
 AsJson = Annotated[bool, typer.Option("--json", help="print one JSON object")]
@@ -120,10 +161,11 @@ def verbose_ray(verbose: bool) -> None:
 
 def open_root(root: str, address: str | None = None, progress=None):
     """The pipeline on a storage root, with MLflow lineage recording (imported here so that
-    ``--help`` loads neither Ray nor torch)."""
+    ``--help`` loads neither Ray nor torch). A local path that is a file is refused
+    (:func:`checked_root`) for the commands whose ``--root`` is not :data:`Root`."""
     from ..api import open_pipeline
 
-    return open_pipeline(root, address=address, progress=progress)
+    return open_pipeline(checked_root(root), address=address, progress=progress)
 
 
 class RichProgress:

@@ -19,6 +19,7 @@ from .common import (
     RichProgress,
     Root,
     Verbose,
+    checked_root,
     emit,
     open_root,
     out,
@@ -124,7 +125,7 @@ def unlock(root: Root = "runs/default") -> None:
         from ..lock import unlock as do_unlock
         from ..store import Store
 
-        held = do_unlock(Store(root))
+        held = do_unlock(Store(checked_root(root)))
         out.print(f"removed the lock of {describe(held)}" if held else f"{root} is not locked",
                   highlight=False)
 
