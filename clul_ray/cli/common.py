@@ -52,7 +52,7 @@ def checked_root(root: str, option: str = "--root") -> str:
     return root
 
 
-def _root_option(value: str | None) -> str | None:
+def root_option(value: str | None) -> str | None:
     """The ``--root`` option's check, run as its value is parsed (before the command's body,
     so before Ray starts or anything is written)."""
     if value is None:
@@ -65,7 +65,7 @@ def _root_option(value: str | None) -> str | None:
 
 # ---- options used by more than one command ------------------------------------------------
 Root = Annotated[str, typer.Option("--root", help="storage root: a folder or a pyarrow.fs URI",
-                                   callback=_root_option)]
+                                   callback=root_option)]
 Address = Annotated[str | None, typer.Option(
     "--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: start local Ray)")]
 AsJson = Annotated[bool, typer.Option("--json", help="print one JSON object")]

@@ -13,7 +13,16 @@ from rich.table import Table
 
 from ..config import PipelineConfig, make_config
 from ..errors import ClulError
-from .common import Address, RichProgress, Verbose, open_root, out, run, verbose_ray
+from .common import (
+    Address,
+    RichProgress,
+    Verbose,
+    checked_root,
+    open_root,
+    out,
+    run,
+    verbose_ray,
+)
 
 
 def deletion_table(trained: dict, deleted: dict) -> Table:
@@ -83,7 +92,7 @@ def quickstart(
     """The main job on bundled digits: train S=4, R=4, delete a batch of ids, compare."""
 
     def body() -> None:
-        target = root or "runs/quickstart"
+        target = checked_root(root) if root else "runs/quickstart"
         if not root and Path(target).exists():
             shutil.rmtree(target)
         elif root and Path(root).exists() and any(Path(root).iterdir()):

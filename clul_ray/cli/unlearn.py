@@ -24,6 +24,7 @@ from .common import (
     open_root,
     out,
     parse_model_args,
+    root_option,
     run,
     verbose_ray,
 )
@@ -112,7 +113,8 @@ def show_compare(result: dict[str, Any]) -> None:
 
 
 def unlearn(
-    root: Annotated[str, typer.Option("--root", help="storage root of a trained pipeline")],
+    root: Annotated[str, typer.Option("--root", help="storage root of a trained pipeline",
+                                      callback=root_option)],
     method: Annotated[str, typer.Option(help="finetune | neggrad | random_label | "
                                              "bad_teacher | scrub | salun | mi_reg | ...")],
     forget: Forget,
