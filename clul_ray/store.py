@@ -79,11 +79,22 @@ class Store:
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write atomically where the filesystem allows: a temporary file, then a move."""
         target = self.path(rel)
+        try:
+            self._put(target, data)
+        except OSError as e:  # a full disk, a read-only mount: the previous content stays
+            raise ClulError(f"cannot write {target}: {first_line(e)}") from None
+
+    def _put(self, target: str, data: bytes) -> None:
         self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
-        self.fs.move(tmp, target)
+        try:
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, target)
+        except OSError:
+            if self.fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+                self.fs.delete_file(tmp)
+            raise
 
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open_input_stream(self.path(rel)) as f:

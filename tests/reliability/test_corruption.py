@@ -242,3 +242,36 @@ def test_no_deleted_id_stays_in_plain_form_after_commit(root):
         numbers = {int(n) for n in re.findall(r"(?<![\w.])-?\d+(?![\w.])", f.read_text())}
         assert not numbers & set(victims) - {0, 1, 2}, f  # (tiny ints are counts)
     assert runner.invoke(app, ["verify", "--root", str(root)]).exit_code == 0
+
+
+@pytest.mark.parametrize("fail_on", ["checkpoints/", "versions/", "state.json"])
+def test_a_full_disk_mid_deletion_leaves_the_previous_version_and_resumes(root, monkeypatch,
+                                                                          fail_on):
+    """No space at a checkpoint write, at the version record, at the commit point: one line
+    naming the file, the previous version serving, and the request finished once there is
+    room again, with the models of an uninterrupted deletion."""
+    import errno
+
+    from clul_ray.store import Store
+
+    reference = root.parent / "reference"
+    shutil.copytree(root, reference)
+    victim = ids_of(root, 0, 1)[0]
+    want = Pipeline(str(reference)).delete([victim])
+    real = Store._put
+
+    def full(self, target, data):
+        if target.startswith(self.path(fail_on)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, target, data)
+
+    monkeypatch.setattr(Store, "_put", full)
+    res = runner.invoke(app, ["delete", "--root", str(root), "--ids", str(victim)])
+    assert res.exit_code == 2 and "No space left on device" in res.output, res.output
+    assert read_current(Pipeline(str(root)).store).version == 1
+    assert not list(root.rglob("*.tmp-*")), "no half-written file left"
+    monkeypatch.setattr(Store, "_put", real)
+    done = Pipeline(str(root)).evaluate()
+    assert done["version"] == 2
+    assert [s["model_sha256"] for s in done["per_shard"]] == \
+        [s["model_sha256"] for s in want["per_shard"]]
