@@ -8,6 +8,11 @@ Specs: ``digits`` (scikit-learn's bundled 8x8 digits, no network), ``synthetic:N
 (seeded, generated in blocks; options ``synthetic:N:classes=C:dim=D:seed=S``),
 ``parquet:PATH`` (a user's file or folder), and torchvision's ``cifar10``, ``cifar100``,
 ``mnist`` and ``fashion_mnist`` read from a local data dir.
+
+Raw rows versus features: every source builds ``x`` from its *raw* rows with
+:func:`raw_to_features` (digits are scaled from 0..16 to 0..1, torchvision images from uint8
+``HWC`` to float ``CHW`` in 0..1; synthetic and Parquet rows are their own features), so a
+caller holding raw rows maps them exactly as the partitions were built.
 """
 
 from __future__ import annotations
@@ -29,6 +34,50 @@ TORCHVISION = {
     "mnist": ("MNIST", 10),
     "fashion_mnist": ("FashionMNIST", 10),
 }
+
+
+RAW_DTYPE = {"digits": "float64", "synthetic": "float32", "parquet": "float32",
+             **{k: "uint8" for k in TORCHVISION}}
+"""The dtype of each source kind's raw rows, as its files (or generator) give them."""
+
+
+def source_kind(spec: str) -> str:
+    """The kind of a dataset spec: ``digits``, ``synthetic``, ``parquet`` or a torchvision name."""
+    return spec.partition(":")[0].strip().lower()
+
+
+def raw_to_features(kind: str, raw: Any, input_shape: tuple[int, ...] | list[int]) -> np.ndarray:
+    """A dataset's raw rows -> its canonical features: an (n, d) float32 array, d the product
+    of ``input_shape``. A pure function, and the very transform each source applies when it
+    builds its canonical rows (they call it), so the two cannot drift.
+
+    Raw rows per source kind:
+
+    - ``digits``: rows as scikit-learn's ``load_digits().data`` (or ``.images``) gives them,
+      pixel values 0..16 -> divided by 16.
+    - torchvision sets (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``): the uint8
+      images as their files hold them, ``(n, H, W)`` or ``(n, H, W, C)`` (or those flattened
+      to ``(n, H*W*C)``, in that ``HWC`` order) -> channels first, flattened, divided by 255.
+    - ``synthetic`` and ``parquet``: identity (a user's Parquet columns are already the
+      features), cast to float32.
+
+    Raises ClulError when the rows do not hold ``d`` values each.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    d = int(np.prod(shape))
+    a = np.asarray(raw)
+    n = len(a) if a.ndim else 0
+    if a.ndim == 0 or a.size != n * d:
+        got = int(np.prod(a.shape[1:])) if a.ndim > 1 else (1 if a.ndim == 1 else 0)
+        raise ClulError(f"expected rows of {d} raw features ({kind}, input shape "
+                        f"{list(shape)}), got {got} per row")
+    if kind == "digits":
+        return a.reshape(n, d).astype(np.float32) / 16.0
+    if kind in TORCHVISION:
+        c, h, w = shape if len(shape) == 3 else (1, *shape[-2:])
+        hwc = a.reshape(n, h, w, c)
+        return hwc.transpose(0, 3, 1, 2).reshape(n, d).astype(np.float32) / 255.0
+    return a.reshape(n, d).astype(np.float32)
 
 
 def fixed_list(x: np.ndarray) -> pa.FixedSizeListArray:
@@ -226,15 +275,15 @@ def open_source(
     group_column: str | None = None,
 ) -> DataSource:
     """Resolve a dataset spec to a source. Raises ClulError with a one-line reason."""
-    kind, _, rest = spec.partition(":")
-    kind = kind.strip().lower()
+    kind, rest = source_kind(spec), spec.partition(":")[2]
     if kind == "digits":
         from sklearn.datasets import load_digits
 
         if group_column:
             raise ClulError("digits has no group column")
         d = load_digits()
-        t = canonical(np.arange(len(d.target)), d.target, d.data.astype(np.float32) / 16.0)
+        t = canonical(np.arange(len(d.target)), d.target,
+                      raw_to_features("digits", d.data, (1, 8, 8)))
         return DataSource(spec, "digits", 10, (1, 8, 8), _table=t)
     if kind == "synthetic":
         n_s, *opts = rest.split(":") if rest else [""]
@@ -316,11 +365,11 @@ def _torchvision(spec: str, kind: str, data_dir: str | None, download: bool) -> 
                             "pass --download to fetch them") from None
         except OSError as e:
             raise ClulError(f"could not download {kind} into {data_dir}: {e}") from None
-        data = np.asarray(ds.data)
-        data = data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2)
-        x = data.reshape(len(data), -1).astype(np.float32) / 255.0
+        data = np.asarray(ds.data)  # (n, H, W) or (n, H, W, C), uint8
+        shape = (1, *data.shape[1:]) if data.ndim == 3 else (data.shape[3], *data.shape[1:3])
+        shape = tuple(int(s) for s in shape)
+        x = raw_to_features(kind, data, shape)
         ids = np.arange(offset, offset + len(data), dtype=np.int64)
         offset += len(data)
         parts.append(canonical(ids, np.asarray(ds.targets), x))
-        shape = tuple(int(s) for s in data.shape[1:])
     return DataSource(spec, kind, classes, shape, _table=pa.concat_tables(parts))

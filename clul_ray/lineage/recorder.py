@@ -274,12 +274,16 @@ def _shard_dataset(store: Store, shard: int, digest: str):
 
 def _log_model(t: Tracking, store: Store, run_id: str, version: int,
                config: dict) -> tuple[str, str]:
-    """Log the pointer-only pyfunc ensemble as an MLflow 3 logged model of ``run_id``."""
+    """Log the pointer-only pyfunc ensemble as an MLflow 3 logged model of ``run_id``, with
+    its input contract (the dataset spec, raw row width and dtype) in the model config and as
+    its signature: raw dataset rows in, the predicted class (int64) out."""
     import mlflow.pyfunc
     from mlflow.entities import LoggedModelOutput
     from mlflow.models import Model
 
-    from .pyfunc import PIP_REQUIREMENTS
+    from .pyfunc import PIP_REQUIREMENTS, input_contract, model_signature
+
+    contract = input_contract(config)
 
     lm = t.client.create_logged_model(
         t.experiment_id, name="ensemble", source_run_id=run_id, model_type="sisa-ensemble",
@@ -289,13 +293,20 @@ def _log_model(t: Tracking, store: Store, run_id: str, version: int,
     level = pyfunc_log.level
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/model"
-        pyfunc_log.setLevel(logging.ERROR)  # "Failed to infer model signature": by design
+        pyfunc_log.setLevel(logging.ERROR)  # MLflow's notes on models from code
         try:
-            mlflow.pyfunc.save_model(
-                path, python_model=MODEL_CODE, pip_requirements=PIP_REQUIREMENTS,
-                model_config={"root": root_uri(store), "version": version, "config": config},
-                mlflow_model=Model(artifact_path=lm.artifact_location, model_uuid=lm.model_id,
-                                   run_id=run_id, model_id=lm.model_id))
+            with warnings.catch_warnings():
+                # no input example by design: saving one would load the ensemble to check it
+                warnings.filterwarnings("ignore", message=".*input example was not provided")
+                mlflow.pyfunc.save_model(
+                    path, python_model=MODEL_CODE, pip_requirements=PIP_REQUIREMENTS,
+                    model_config={"root": root_uri(store), "version": version,
+                                  "config": config, "dataset": config["data"]["dataset"],
+                                  "input": contract},
+                    signature=model_signature(contract) if contract else None,
+                    mlflow_model=Model(artifact_path=lm.artifact_location,
+                                       model_uuid=lm.model_id, run_id=run_id,
+                                       model_id=lm.model_id))
         finally:
             pyfunc_log.setLevel(level)
         t.client.log_model_artifacts(lm.model_id, path)
