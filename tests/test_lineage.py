@@ -292,8 +292,9 @@ def purge_and_check(root, monkeypatch, uri=None, artifacts_dir=None):
     model = load_current(root, monkeypatch, uri)
     x, y = digits()
     want = expected_predictions(root, x)
-    assert (model.predict(pd.DataFrame({"x": list(x)})) == want).all()
-    assert (model.predict(pd.DataFrame(x)) == want).all()
+    raw = x * 16  # the registered model takes raw digits rows (0..16), as load_digits gives
+    assert (model.predict(pd.DataFrame({"x": list(raw)})) == want).all()
+    assert (model.predict(pd.DataFrame(raw)) == want).all()
     assert (want == y).mean() > 0.3
 
 
