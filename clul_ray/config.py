@@ -124,6 +124,10 @@ class PipelineConfig(BaseModel):
     def _flat(cls, raw: Any) -> Any:
         if isinstance(raw, dict) and any(k in FLAT for k in raw):
             nested = {k: v for k, v in raw.items() if k in GROUPS}
+            for k, v in nested.items():
+                if not isinstance(v, dict):
+                    raise ValueError(f"{k} must be a mapping of its settings, got "
+                                     f"{type(v).__name__}")
             clash = [k for k, v in raw.items() if k in FLAT and k in nested.get(FLAT[k], {})]
             if clash:
                 raise ValueError(f"{clash[0]} is given both flat and under "
