@@ -296,7 +296,7 @@ def test_scenarios(tmp_path):
     refused("class:", "bad forget scenario")
     refused(f"ids:{tmp_path / 'missing.txt'}", "not found")
     f.write_text("105\nabc\n")
-    refused(f"ids:{f}", "line 2 is not an integer")
+    refused(f"ids:{f}", "line 2 is not an id")
     f.write_text("105\n105\n")
     refused(f"ids:{f}", "repeated")
     f.write_text("105\n7\n")
