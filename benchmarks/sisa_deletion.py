@@ -286,11 +286,12 @@ def fmt(x: float | None, nd: int = 1) -> str:
 
 
 def title(res: dict) -> str:
-    cfg = res["config"]
-    return (f"SISA deletion benchmark: {cfg['dataset']}, S={cfg['shards']}, R={cfg['slices']}, "
-            f"e0={cfg['epochs']} (eps={res['epochs_per_slice']} per slice step), mlp "
-            f"hidden={cfg['model_args']['hidden']}x{cfg['model_args']['depth']}, batch "
-            f"{cfg['batch_size']}, {res['machine']['cpus']} CPUs")
+    cfg = PipelineConfig(**res["config"])  # the grouped config (or a flat one, from old runs)
+    t, p = cfg.train, cfg.partition
+    return (f"SISA deletion benchmark: {cfg.data.dataset}, S={p.shards}, R={p.slices}, "
+            f"e0={t.epochs} (eps={res['epochs_per_slice']} per slice step), mlp "
+            f"hidden={t.model_args['hidden']}x{t.model_args['depth']}, batch "
+            f"{t.batch_size}, {res['machine']['cpus']} CPUs")
 
 
 def rows(res: dict) -> tuple[list[str], list[list[str]]]:
@@ -542,11 +543,11 @@ def main(argv: list[str] | None = None) -> int:
                "config": cfg.model_dump(), "epochs_per_slice": eps,
                "full": full, "deletions": deletions}
         res["singles_mean"] = singles_summary(res)
-        report(res)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path(a.out) if a.out else OUT_DIR / f"sisa_deletion-{stamp}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=2, default=str))
+        out.write_text(json.dumps(res, indent=2, default=str))  # before the report: kept
+        report(res)
         out.with_suffix(".md").write_text(markdown(res))
         log(f"wrote {out} and {out.with_suffix('.md').name}")
     finally:
