@@ -270,6 +270,7 @@ class Pipeline:
                             "already_deleted": already, "retrained": {}})
                 return out
             self._ray(self.config)
+            self._check_data(self.config)  # refuse lost rows before anything changes
             req = self.ledger.record(plan)
             out = self._finish(req, t0, "delete")
         out["already_deleted"] = already
@@ -293,6 +294,7 @@ class Pipeline:
             ids = resolve_forget(self.store, cfg, forget, seed)
             plan = plan_deletion(*self.store.read_index(), self.store.test_ids(), ids)
             self._ray(cfg)
+            self._check_data(cfg)  # refuse lost rows before anything changes
             req = self.ledger.record(plan, Kind.UNLEARN, {
                 "method": method, "params": dict(params or {}), "seed": seed,
                 "forget": forget})

@@ -33,6 +33,11 @@ def root(local_base, tmp_path):
     return dst
 
 
+def snapshot(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
 def ids_of(root, shard, slc):
     ids, sh, sl = Pipeline(str(root)).store.read_index()
     return [int(i) for i in ids[(sh == shard) & (sl == slc)]]
@@ -56,8 +61,10 @@ def test_a_lost_partition_file_is_named_never_trained_around(root):
                                         r"missing from its files \(lost data"):
         Pipeline(str(root)).train(tiny_config(backend="local", epochs=2))
     assert read_current(Pipeline(str(root)).store).version == 1, "nothing committed"
+    before = snapshot(root)
     one_line_refusal(["delete", "--root", root, "--ids", ids_of(root, 0, 0)[0]],
                      "shard=2/slice=1", "lost data")
+    assert snapshot(root) == before, "refused before anything changed: no pending request"
     res = runner.invoke(app, ["verify", "--root", str(root)])
     assert res.exit_code == 1 and "shard=2/slice=1" in res.output
 
