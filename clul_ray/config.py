@@ -41,6 +41,13 @@ class PartitionConfig(_Group):
     seed: int = Field(default=0, ge=0, description="seed of placement and the test split")
     test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     group_column: str | None = None
+    added_slices: int = Field(default=0, ge=0, description="slices appended by `clul-ray "
+                              "add` (state of the root, kept in its stored config)")
+
+    @property
+    def total_slices(self) -> int:
+        """The slices every shard has now: the first ``slices`` and one per ``add``."""
+        return self.slices + self.added_slices
 
 
 class TrainConfig(_Group):
@@ -165,7 +172,8 @@ class PipelineConfig(BaseModel):
 
     def partition_dict(self) -> dict[str, Any]:
         """What decides where every id lives; fixed for a storage root."""
-        return {"dataset": self.data.dataset, **self.partition.model_dump()}
+        return {"dataset": self.data.dataset,
+                **self.partition.model_dump(exclude={"added_slices"})}
 
     def updated(self, **flat: Any) -> PipelineConfig:
         """A copy with flat or grouped settings replaced."""

@@ -31,6 +31,7 @@ VERSIONS = "versions"
 LEDGER = "ledger"
 CERTIFICATES = "certificates"
 NOTES = "lineage"
+STAGING = "staging"
 
 
 def slice_dir(shard: int, slc: int) -> str:

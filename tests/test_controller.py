@@ -11,6 +11,7 @@ import pytest
 from clul_ray.errors import ClulError
 from clul_ray.sisa.controller import (
     TRANSITIONS,
+    AddRows,
     AdoptCommitted,
     Certify,
     CommitEdited,
@@ -18,9 +19,11 @@ from clul_ray.sisa.controller import (
     DiscardCheckpoints,
     EditModels,
     Kind,
+    ReleaseStaging,
     RemoveRows,
     Retrain,
     Stage,
+    TrainAdded,
     next_step,
     walk,
 )
@@ -45,6 +48,13 @@ def test_an_approximate_request_edits_first_and_commits_the_edited_models():
         (Stage.RETRAINED, Certify, Stage.COMMITTED)]
 
 
+def test_an_addition_writes_the_rows_trains_the_new_slice_and_releases_the_staging():
+    assert [(a, type(s), b) for a, s, b in walk(Kind.ADD)] == [
+        (Stage.PLANNED, AddRows, Stage.DATA_ADDED),
+        (Stage.DATA_ADDED, TrainAdded, Stage.RETRAINED),
+        (Stage.RETRAINED, ReleaseStaging, Stage.COMMITTED)]
+
+
 @pytest.mark.parametrize("kind", list(Kind))
 def test_a_request_resumed_from_any_stage_finishes_the_same_walk(kind):
     """The ledger records a stage after its step: resuming from stage S runs exactly the
@@ -63,13 +73,13 @@ def test_a_request_resumed_from_any_stage_finishes_the_same_walk(kind):
 def test_a_version_committed_before_a_crash_is_adopted_not_committed_again(kind):
     """Storage's current version already names the request: the step that would commit a
     version records that one instead."""
-    step, then = next_step(kind, Stage.CHECKPOINTS_DISCARDED, "r1", Current(7, "r1"))
+    before = next(a for a, _, b in walk(kind) if b == Stage.RETRAINED)
+    step, then = next_step(kind, before, "r1", Current(7, "r1"))
     assert step == AdoptCommitted(7) and then == Stage.RETRAINED
     # another request's version, or none: commit as usual
-    assert next_step(kind, Stage.CHECKPOINTS_DISCARDED, "r1", Current(7, "r0"))[0] in (
-        Retrain(), CommitEdited())
-    assert next_step(kind, Stage.CHECKPOINTS_DISCARDED, "r1", Current())[0] in (
-        Retrain(), CommitEdited())
+    commits = (Retrain(), CommitEdited(), TrainAdded())
+    assert next_step(kind, before, "r1", Current(7, "r0"))[0] in commits
+    assert next_step(kind, before, "r1", Current())[0] in commits
 
 
 def test_a_committed_request_has_no_next_step():

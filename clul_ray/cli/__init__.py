@@ -20,6 +20,7 @@ app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True,
 
 for _name, _command in [
     ("train", pipeline.train),
+    ("add", pipeline.add),
     ("delete", pipeline.delete),
     ("evaluate", pipeline.evaluate),
     ("status", pipeline.status),

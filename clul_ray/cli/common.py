@@ -215,8 +215,10 @@ def show(r: dict) -> None:
                       "-" if s["retrained_from"] is None else f"slice {s['retrained_from']}",
                       s["model_sha256"][:12], str(s["node_id"])[:12])
         out.print(t)
-    extra = {k: r[k] for k in ("request_id", "deleted", "already_deleted", "affected",
-                               "requests", "deleted_ids", "checkpoints") if k in r}
+    extra = {k: r[k] for k in ("request_id", "added", "added_test", "new_slice",
+                               "rows_per_shard", "deleted", "already_deleted", "affected",
+                               "requests", "deleted_ids", "added_ids", "checkpoints")
+             if k in r}
     for k, v in extra.items():
         out.print(f"{k}: {v}", highlight=False)
     for problem in r.get("problems", []):

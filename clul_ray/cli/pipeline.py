@@ -1,5 +1,5 @@
-"""``clul-ray train``, ``delete``, ``evaluate``, ``status`` and ``unlock``: the SISA pipeline
-on one storage root."""
+"""``clul-ray train``, ``add``, ``delete``, ``evaluate``, ``status`` and ``unlock``: the
+SISA pipeline on one storage root."""
 
 from __future__ import annotations
 
@@ -80,6 +80,28 @@ def train(
         verbose_ray(verbose)
         with RichProgress(not as_json) as prog:
             result = open_root(root, address, prog).train(cfg)
+        emit(result, as_json)
+
+    run(body)
+
+
+def add(
+    root: Root = "runs/default",
+    dataset: Annotated[str, typer.Option(
+        help="the new rows: digits, synthetic:N, parquet:PATH or a torchvision name; new ids "
+             "only, labels within the root's classes")] = ...,
+    data_dir: DataDir = None,
+    download: Annotated[bool, typer.Option(help="download a torchvision dataset")] = False,
+    address: Address = None,
+    as_json: AsJson = False,
+    verbose: Verbose = False,
+) -> None:
+    """Grow the ensemble: new rows go to their shards, in a new last slice that alone trains."""
+
+    def body() -> None:
+        verbose_ray(verbose)
+        with RichProgress(not as_json) as prog:
+            result = open_root(root, address, prog).add(dataset, data_dir, download)
         emit(result, as_json)
 
     run(body)

@@ -48,7 +48,7 @@ def cost_report(cfg: PipelineConfig, shard: np.ndarray, slc: np.ndarray, trained
     the deletion."""
     from ..sisa.plan import epochs_per_slice, sample_epochs
 
-    shards, slices = cfg.partition.shards, cfg.partition.slices
+    shards, slices = cfg.partition.shards, cfg.partition.total_slices
     affected = {int(k): int(v) for k, v in deleted["affected"].items()}
     full_s = sum(s["train_seconds"] for s in trained["per_shard"])
     redo_s = deleted["wall_seconds"]["retrain_compute_seconds"]

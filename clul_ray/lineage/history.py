@@ -111,8 +111,12 @@ def sample(store: Store, sample_id: int) -> dict:
                    "committed_at": removed.committed_at(), "version": until,
                    "certificate": certificate_path(removed.request_id)
                    if store.exists(certificate_path(removed.request_id)) else None}
-    trained = ([v.version for v in vs if until is None or v.version < until]
-               if split == "train" else [])
+    ledger = Ledger(store)
+    added = next((r for r in ledger.additions()
+                  if r.names(np.array([x]), ledger.key).any()), None)
+    since = deletion_versions(vs, [added]).get(added.request_id, until) if added else None
+    trained = ([v.version for v in vs if (until is None or v.version < until)
+                and (since is None or v.version >= since)] if split == "train" else [])
     return {
         "root": store.root, "sample_id": x, "split": split,
         "present": bool(len(hit)) or in_test,
@@ -121,4 +125,5 @@ def sample(store: Store, sample_id: int) -> dict:
         "trained_versions": trained, "current_version": current,
         "current_clean": current not in trained,
         "removed_by": removal,
+        "added_by": {"request_id": added.request_id, "version": since} if added else None,
     }

@@ -101,7 +101,7 @@ class SisaEnsembleModel(mlflow.pyfunc.PythonModel):
         if v is None:
             raise ClulError(f"version {version} is not recorded under {conf['root']}")
         cfg = PipelineConfig(**conf["config"])
-        last = cfg.partition.slices - 1
+        last = cfg.partition.total_slices - 1
         served = [s.artifact or s.checkpoint_paths()[last] for s in v.trained_shards()]
         missing = [p for p in served if not store.exists(p)]
         if missing:

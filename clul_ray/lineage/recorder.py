@@ -88,7 +88,7 @@ def sync(store: Store) -> dict:
         return done
     t = Tracking(store)
     reqs = Ledger(store).requests()
-    by_id = {r.request_id: r for r in reqs}
+    by_id = {r.request_id: r for r in Ledger(store).all_requests()}
     runs = t.version_runs()
     mvs = t.model_versions()
     for v in vs:
@@ -198,9 +198,10 @@ def _log_version(t: Tracking, store: Store, v: ModelVersion, req: Request | None
     created = int(v.created * 1000)
     tags = {f"{TAG}kind": "version", f"{TAG}version": n, f"{TAG}parent_version": v.parent,
             f"{TAG}operation": v.operation, f"{TAG}request_id": v.request_id,
-            f"{TAG}removed_ids_sha256": req.ids_sha256 if req else None,
-            f"{TAG}removed_ids": req.n_ids if req else None,
             f"{TAG}root": root_uri(store), f"{TAG}training_digest": v.training_digest}
+    what = "added" if req is not None and req.kind == "add" else "removed"
+    tags |= {f"{TAG}{what}_ids_sha256": req.ids_sha256 if req else None,
+             f"{TAG}{what}_ids": req.n_ids if req else None}
     for s in v.shards:
         k = s.shard
         tags[f"{TAG}shard.{k}.data_sha256"] = digests.get(str(k), {}).get("data_sha256",

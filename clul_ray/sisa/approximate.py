@@ -41,7 +41,7 @@ def unlearn_shard(cfg: PipelineConfig, store: Store, shard: ShardState, forget_i
     t0 = time.perf_counter()
     torch.set_num_threads(cfg.compute.threads_per_shard)
     k = shard.shard
-    rows = store.read_shard(k, cfg.partition.slices - 1, ["id", "label", "x"])
+    rows = store.read_shard(k, cfg.partition.total_slices - 1, ["id", "label", "x"])
     if rows is None:
         raise ClulError(f"shard {k} holds no rows")
     ids = rows.column("id").to_numpy()
@@ -86,7 +86,7 @@ def resolve_forget(store: Store, cfg: PipelineConfig, scenario: str, seed: int) 
     from ..unlearn.scenarios import parse_scenario, split_forget
 
     sc = parse_scenario(scenario)
-    last = cfg.partition.slices - 1
+    last = cfg.partition.total_slices - 1
     tables = [t for k in range(cfg.partition.shards)
               if (t := store.read_shard(k, last, ["id", "label"])) is not None]
     t = pa.concat_tables(tables).sort_by("id")

@@ -116,6 +116,6 @@ def load_shard_model(cfg: PipelineConfig, store: Store, s: ShardState,
     """The model a version serves for a shard: its edited artefact, or its last checkpoint."""
     if s.artifact:
         return deserialize(store.read_bytes(s.artifact), device).eval()
-    last = cfg.partition.slices - 1
+    last = cfg.partition.total_slices - 1
     return checkpoint_model(cfg, read_checkpoint(store, s.shard, last, s.keys[last],
                                                  device)).to(device)

@@ -23,7 +23,7 @@ def build_version(cfg: PipelineConfig, prev: ModelVersion | None,
                   timings: dict[str, float], edited: dict[int, dict] | None,
                   stored: Callable[[int, str], SliceResult]) -> ModelVersion:
     """The next version. ``stored(shard, key)`` reads a last-slice result from storage."""
-    last_slice = cfg.partition.slices - 1
+    last_slice = cfg.partition.total_slices - 1
     last = {r.shard: r for r in results if r.slice == last_slice}
     seconds: dict[int, float] = {}
     for r in results:

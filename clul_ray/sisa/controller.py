@@ -11,6 +11,12 @@ instead of retraining::
     planned -> unlearned -> data_removed -> checkpoints_discarded -> retrained -> committed
              EditModels   RemoveRows      DiscardCheckpoints      CommitEdited   Certify
 
+An addition (``add``, :mod:`.grow`) writes the new rows into a new last slice of every
+shard, trains that slice only, and drops the staged copy of the rows::
+
+    planned -> data_added -> retrained -> committed
+             AddRows       TrainAdded   ReleaseStaging
+
 The ledger records a stage after its step has finished, and every step is idempotent, so a
 request found in any stage but ``committed`` is resumed by running the step the table names.
 One fact from storage changes the walk: a crash between committing the new version and
@@ -32,6 +38,7 @@ from ..errors import ClulError
 class Stage(StrEnum):
     PLANNED = "planned"
     UNLEARNED = "unlearned"
+    DATA_ADDED = "data_added"
     DATA_REMOVED = "data_removed"
     CHECKPOINTS_DISCARDED = "checkpoints_discarded"
     RETRAINED = "retrained"
@@ -41,6 +48,7 @@ class Stage(StrEnum):
 class Kind(StrEnum):
     DELETE = "delete"    # exact: the affected shards retrain
     UNLEARN = "unlearn"  # approximate: the affected shard models are edited
+    ADD = "add"          # exact: new rows in a new slice, which trains from the last one
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,22 @@ class CommitEdited:
 
 
 @dataclass(frozen=True)
+class AddRows:
+    """Write the staged new rows into the new slice of their shards, the test split and
+    the index, and record the new slice count in the root's config."""
+
+
+@dataclass(frozen=True)
+class TrainAdded:
+    """Train every shard's new slice from its previous checkpoint and commit a version."""
+
+
+@dataclass(frozen=True)
+class ReleaseStaging:
+    """Delete the staged copy of the added rows (they now live in the partitions)."""
+
+
+@dataclass(frozen=True)
 class AdoptCommitted:
     """The request's version was committed before a crash: record it, commit nothing."""
 
@@ -82,7 +106,7 @@ class Certify:
 
 
 Step = EditModels | RemoveRows | DiscardCheckpoints | Retrain | CommitEdited | AdoptCommitted \
-    | Certify
+    | Certify | AddRows | TrainAdded | ReleaseStaging
 
 # (kind, stage) -> (the step to run, the stage recorded once it has finished)
 TRANSITIONS: dict[tuple[Kind, Stage], tuple[Step, Stage]] = {
@@ -95,6 +119,9 @@ TRANSITIONS: dict[tuple[Kind, Stage], tuple[Step, Stage]] = {
     (Kind.UNLEARN, Stage.DATA_REMOVED): (DiscardCheckpoints(), Stage.CHECKPOINTS_DISCARDED),
     (Kind.UNLEARN, Stage.CHECKPOINTS_DISCARDED): (CommitEdited(), Stage.RETRAINED),
     (Kind.UNLEARN, Stage.RETRAINED): (Certify(), Stage.COMMITTED),
+    (Kind.ADD, Stage.PLANNED): (AddRows(), Stage.DATA_ADDED),
+    (Kind.ADD, Stage.DATA_ADDED): (TrainAdded(), Stage.RETRAINED),
+    (Kind.ADD, Stage.RETRAINED): (ReleaseStaging(), Stage.COMMITTED),
 }
 
 

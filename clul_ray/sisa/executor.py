@@ -33,7 +33,7 @@ class LocalExecutor:
         out = []
         for job in jobs:
             prev = job.start_sha
-            for r in range(job.start, cfg.partition.slices):
+            for r in range(job.start, cfg.partition.total_slices):
                 res = train_slice(cfg, store, job.shard, r, list(job.keys), prev_sha=prev)
                 prev = res.file_sha256
                 out.append(res)
@@ -68,7 +68,7 @@ class RayExecutor:
         labels = {}
         for job in jobs:
             prev = job.start_sha
-            for r in range(job.start, cfg.partition.slices):
+            for r in range(job.start, cfg.partition.total_slices):
                 prev = step.remote(cfg, store, job.shard, r, list(job.keys), prev)
                 labels[prev] = f"training shard {job.shard} slice {r}"
         results = gather(labels, None if on_step is None else lambda _, res: on_step(res))
@@ -93,7 +93,7 @@ def _train_shard_loop(config: dict) -> None:
                           config["start"])
     done: list[dict] = []
     prev = config["start_sha"] if start == config["start"] else ""
-    for r in range(start, cfg.partition.slices):
+    for r in range(start, cfg.partition.total_slices):
         res = train_slice(cfg, store, shard, r, keys, node, rank, world, prev)
         prev = res.file_sha256 if rank == 0 else ""
         done.append(asdict(res))
@@ -160,7 +160,7 @@ class RayTrainExecutor:
         reported = {d["slice"]: SliceResult(**d)
                     for d in (result.metrics or {}).get("slices", [])}
         out = []
-        for r in range(job.start, cfg.partition.slices):
+        for r in range(job.start, cfg.partition.total_slices):
             if r in reported:
                 out.append(reported[r])
             else:  # trained by an attempt that failed later: read the stored checkpoint
@@ -176,7 +176,8 @@ class RayTrainExecutor:
         need = cfg.compute.train_workers_per_shard * max(cfg.compute.cpus_per_shard, 1e-9)
         fit = int(ray.cluster_resources().get("CPU", 1) // need) if jobs else 1
         out: list[SliceResult] = []
-        progress = _CheckpointWatcher(store, jobs, cfg.partition.slices, on_step, self.poll_seconds)
+        progress = _CheckpointWatcher(store, jobs, cfg.partition.total_slices, on_step,
+                                      self.poll_seconds)
         try:
             with ThreadPoolExecutor(max_workers=max(1, min(fit, len(jobs)))) as pool:
                 for results in pool.map(lambda j: self._fit(cfg, store, j), jobs):

@@ -1,4 +1,6 @@
-"""The deletion ledger: one record per request under ``ledger/``, written before any change.
+"""The request ledger: one record per request under ``ledger/``, written before any change.
+
+Requests remove rows (``delete``, ``unlearn``) or add them (``add``, :mod:`.grow`).
 
 A record holds the request's plan, its kind (:class:`~.controller.Kind`), its stage
 (:class:`~.controller.Stage`, advanced by :meth:`Ledger.advance` after each step finishes),
@@ -55,7 +57,14 @@ class Request(BaseModel):
         return self.n_train_ids if self.n_train_ids >= 0 else len(self.plan.train_ids)
 
     def removed(self, ids: np.ndarray, key: int, split: str | None = None) -> np.ndarray:
-        """Mask of ``ids`` this request removed (from ``split``: "train", "test", or both)."""
+        """Mask of ``ids`` this request removed (from ``split``: "train", "test", or both);
+        an ``add`` request removes none."""
+        if self.kind == Kind.ADD:
+            return np.zeros(len(ids), dtype=bool)
+        return self.names(ids, key, split)
+
+    def names(self, ids: np.ndarray, key: int, split: str | None = None) -> np.ndarray:
+        """Mask of ``ids`` this request names (removes, or for ``add`` adds), in ``split``."""
         ids = np.asarray(ids, dtype=np.int64)
         want = ("train", "test") if split is None else (split,)
         plain = [getattr(self.plan, f"{s}_ids") for s in want]
@@ -104,8 +113,17 @@ class Ledger:
     def record_files(self) -> list[str]:
         return [f for f in self.store.list_files(layout.LEDGER, ".json") if f != KEY_FILE]
 
-    def requests(self) -> list[Request]:
+    def all_requests(self) -> list[Request]:
+        """Every request, in order: removals and additions."""
         return [self.store.read_record(f, Request) for f in self.record_files()]
+
+    def requests(self) -> list[Request]:
+        """The removal requests (delete, unlearn), in order: what deletion checks, scans,
+        certificates and taint read."""
+        return [r for r in self.all_requests() if r.kind != Kind.ADD]
+
+    def additions(self) -> list[Request]:
+        return [r for r in self.all_requests() if r.kind == Kind.ADD]
 
     def request(self, request_id: str) -> Request:
         req = self.store.read_record(layout.ledger_path(request_id), Request)
@@ -114,12 +132,12 @@ class Ledger:
         return req
 
     def pending(self) -> list[Request]:
-        return [r for r in self.requests() if r.state != Stage.COMMITTED]
+        return [r for r in self.all_requests() if r.state != Stage.COMMITTED]
 
     def record(self, plan: DeletionPlan, kind: Kind = Kind.DELETE,
                meta: dict | None = None) -> Request:
         ids = plan.ids
-        seq = len(self.requests()) + 1
+        seq = len(self.record_files()) + 1
         digest = sha256_ids(ids)
         req = Request(request_id=f"{seq:06d}-{digest[:8]}", ids_sha256=digest, n_ids=len(ids),
                       plan=plan, kind=kind, meta=meta or {},

@@ -1,4 +1,5 @@
-"""The SISA pipeline on one storage root: train, delete, unlearn, evaluate, resume, status.
+"""The SISA pipeline on one storage root: train, add, delete, unlearn, evaluate, resume,
+status.
 
 A facade: it holds the root's lock while changing it and composes the pieces — Ray Data
 partitioning (:mod:`.partitioning`), the pure planning (:mod:`.plan`), the executors
@@ -19,7 +20,6 @@ from typing import Protocol
 
 import numpy as np
 
-from .. import layout
 from ..config import PipelineConfig
 from ..data.ids import repeated_ids
 from ..data.sources import open_source
@@ -27,7 +27,7 @@ from ..errors import ClulError, first_line
 from ..lock import describe, is_stale, locked, read_lock
 from ..models import build_model
 from ..runtime import check_shard_fits, check_storage_root, ensure_ray, node_resources
-from ..store import CorruptFile, Store
+from ..store import Store
 from . import version as records
 from .certify import check_index, commit_findings
 from .checkpoint import SliceResult, result_from_checkpoint
@@ -154,6 +154,7 @@ class Pipeline:
                 if diff:
                     raise ClulError(f"{self.store.root} was partitioned with other "
                                     f"{', '.join(diff)}; use a new --root")
+                cfg = cfg.updated(added_slices=existing.partition.added_slices)
                 self.resume()
             else:
                 partition(self.store, cfg, source, self.progress, uses_ray(cfg))
@@ -166,7 +167,7 @@ class Pipeline:
         return summarize(self.store.root, cfg, v)
 
     def shard_keys(self, cfg: PipelineConfig, shard: int) -> list[str]:
-        ids = [self.store.slice_ids(shard, r) for r in range(cfg.partition.slices)]
+        ids = [self.store.slice_ids(shard, r) for r in range(cfg.partition.total_slices)]
         return checkpoint_keys(cfg.training_digest(), shard, ids)
 
     def _train_shards(self, cfg: PipelineConfig, shards: list[int]
@@ -179,7 +180,7 @@ class Pipeline:
         jobs = [j if j.start == 0 or prev is None else replace(
             j, start_sha=_recorded_digest(prev, j.shard, j.start - 1, j.keys[j.start - 1]))
             for j in jobs]
-        total, done = sum(cfg.partition.slices - j.start for j in jobs), 0
+        total, done = sum(cfg.partition.total_slices - j.start for j in jobs), 0
         self.progress("training slices", 0, total)
 
         def on_step(_: SliceResult) -> None:
@@ -201,9 +202,10 @@ class Pipeline:
         v = build_version(cfg, records.read_current(self.store), keys, results, starts,
                           operation, request_id, timings, edited,
                           lambda k, key: result_from_checkpoint(
-                              cfg, self.store, k, cfg.partition.slices - 1, key))
-        removed = self.ledger.request(request_id).ids if request_id else np.zeros(0, np.int64)
-        findings = commit_findings(self.store, v, removed, cfg.partition.slices)
+                              cfg, self.store, k, cfg.partition.total_slices - 1, key))
+        req = self.ledger.request(request_id) if request_id else None
+        removed = req.ids if req and req.kind != Kind.ADD else np.zeros(0, np.int64)
+        findings = commit_findings(self.store, v, removed, cfg.partition.total_slices)
         if findings:  # the previous version keeps serving
             f = findings[0]
             more = f" (and {len(findings) - 1} more findings)" if len(findings) > 1 else ""
@@ -220,7 +222,7 @@ class Pipeline:
         """Refuse to train on partitions that differ from the index (a lost or truncated
         file), naming the slice and the rows."""
         findings: list[dict] = []
-        check_index(self.store, cfg.partition.shards, cfg.partition.slices,
+        check_index(self.store, cfg.partition.shards, cfg.partition.total_slices,
                     lambda kind, path, message, hit=None: findings.append((path, message)))
         if findings:
             path, message = findings[0]
@@ -241,6 +243,37 @@ class Pipeline:
         v.metrics = evaluate(cfg, self.store, v, uses_ray(cfg), self.progress)
         out = summarize(self.store.root, cfg, v)
         out["wall_seconds"] = {"evaluate": time.perf_counter() - t0}
+        return out
+
+    # ---- ledgered requests: add, delete, unlearn, resume -----------------------------
+    def add(self, dataset: str, data_dir: str | None = None, download: bool = False) -> dict:
+        """Append new rows (see :mod:`.grow`): a new last slice in every shard, the only
+        one that trains. New ids only; the class count is the root's."""
+        from .grow import place, read_rows, refuse_known, stage
+
+        t0 = time.perf_counter()
+        cfg, _ = self.config, self.state  # refuses a root with no trained model
+        source = open_source(dataset, data_dir, download, None, cfg.data.input_shape,
+                             cfg.partition.group_column)
+        rows = read_rows(source, cfg)
+        with self.writing("add"):
+            self.resume()
+            cfg = self.config
+            ids = rows.column("id").to_numpy()
+            refuse_known(ids, np.concatenate([self.store.read_index()[0],
+                                              self.store.test_ids()]), self.ledger.deleted(ids))
+            placed, addition = place(cfg, rows)
+            self._ray(cfg)
+            self._check_data(cfg)  # refuse lost rows before anything changes
+            staged = stage(self.store, placed)
+            req = self.ledger.record(addition.as_plan(), Kind.ADD, {
+                "slice": addition.slice, "staging": staged, "dataset": dataset})
+            self._drive(req)
+        out = summarize(self.store.root, self.config, self.state)
+        out.update({"request_id": req.request_id, "added": len(addition.train_ids),
+                    "added_test": len(addition.test_ids), "new_slice": addition.slice,
+                    "rows_per_shard": {str(k): n for k, n in addition.per_shard.items()}})
+        out["wall_seconds"]["add"] = time.perf_counter() - t0
         return out
 
     # ---- ledgered requests: delete, unlearn, resume ----------------------------------
@@ -313,8 +346,8 @@ class Pipeline:
 
     def _drive(self, req: Request) -> None:
         """Run the controller's steps until the request is committed."""
-        ctx = Context(self.store, self.config, self._train_shards, self._commit)
         while True:
+            ctx = Context(self.store, self.config, self._train_shards, self._commit)
             cur = records.read_current(self.store)
             nxt = next_step(req.kind, req.state, req.request_id,
                             Current(cur.version, cur.request_id) if cur else Current())
@@ -348,35 +381,8 @@ class Pipeline:
 
     # ---- status ----------------------------------------------------------------------
     def status(self) -> dict:
-        """The current version, the ledger and the lock, and ``problems``: every record that
-        cannot be read and every pending request, named (status never refuses for them)."""
-        if not self.store.exists(layout.CONFIG):
-            raise ClulError(f"no pipeline under {self.store.root}: run `clul-ray train` first")
-        problems: list[str] = []
+        """The current version, the ledger and the lock, and the problems (see
+        :mod:`.status`)."""
+        from .status import status
 
-        def read(fn):
-            try:
-                return fn()
-            except CorruptFile as e:
-                problems.append(str(e))
-                return None
-
-        cfg = read(lambda: self.config)
-        v = read(lambda: records.read_current(self.store))
-        out = summarize(self.store.root, cfg, v) if cfg and v else {
-            "root": self.store.root, "version": v.version if v else None,
-            "shards": cfg.partition.shards if cfg else None,
-            "slices": cfg.partition.slices if cfg else None}
-        reqs = [r for f in self.ledger.record_files()
-                if (r := read(lambda f=f: self.store.read_record(f, Request))) is not None]
-        pending = [r for r in reqs if r.state != Stage.COMMITTED]
-        problems += [f"request {r.request_id} ({r.kind}) stopped at stage '{r.state}': the "
-                     "next delete, unlearn, evaluate or train on this root finishes it"
-                     for r in pending]
-        out["requests"] = {"committed": len(reqs) - len(pending),
-                           "pending": [r.request_id for r in pending]}
-        out["deleted_ids"] = int(sum(r.n_ids for r in reqs))
-        out["checkpoints"] = len(self.store.checkpoint_files())
-        out["locked_by"] = read_lock(self.store)
-        out["problems"] = problems
-        return out
+        return status(self)

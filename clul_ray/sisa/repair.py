@@ -65,7 +65,7 @@ def repair(p: Pipeline) -> dict:
             actions.append(f"rebuilt the index from the partition files ({n} rows; it was "
                            f"unreadable: {e})")
         findings: list[tuple[str, str, np.ndarray | None]] = []
-        check_index(store, cfg.partition.shards, cfg.partition.slices,
+        check_index(store, cfg.partition.shards, cfg.partition.total_slices,
                     lambda kind, path, message, hit=None: findings.append((path, message,
                                                                             hit)))
         for path, message, hit in findings:

@@ -20,15 +20,19 @@ from .approximate import run_unlearning
 from .certify import write_certificate
 from .checkpoint import SliceResult
 from .controller import (
+    AddRows,
     AdoptCommitted,
     Certify,
     CommitEdited,
     DiscardCheckpoints,
     EditModels,
+    ReleaseStaging,
     RemoveRows,
     Retrain,
     Step,
+    TrainAdded,
 )
+from .grow import add_rows
 from .ledger import Request
 from .version import ModelVersion, require_current
 
@@ -58,7 +62,7 @@ def run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
         case RemoveRows():
             train_ids = np.asarray(plan.train_ids, dtype=np.int64)
             for k, r0 in plan.affected.items():
-                for r in range(r0, cfg.partition.slices):
+                for r in range(r0, cfg.partition.total_slices):
                     store.remove_rows(layout.slice_dir(k, r), train_ids)
             if plan.test_ids:
                 store.remove_rows(layout.TEST, np.asarray(plan.test_ids, np.int64))
@@ -83,9 +87,22 @@ def run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
                            {"unlearn_seconds": max(e["seconds"] for e in edited.values())},
                            edited)
             return {"version": v.version}
+        case AddRows():
+            add_rows(store, cfg, req.request_id, req.meta["staging"], req.meta["slice"])
+            return {}
+        case TrainAdded():
+            t0 = time.perf_counter()
+            results, starts = ctx.train_shards(cfg, list(range(cfg.partition.shards)))
+            v = ctx.commit(cfg, "add", req.request_id, starts, results,
+                           {"train_seconds": time.perf_counter() - t0,
+                            "train_compute_seconds": sum(r.seconds for r in results)})
+            return {"version": v.version}
+        case ReleaseStaging():
+            store.delete(req.meta["staging"])
+            return {}
         case AdoptCommitted(version=version):
             return {"version": version}
         case Certify():
-            write_certificate(store, req, cfg.partition.slices)
+            write_certificate(store, req, cfg.partition.total_slices)
             return {}
     raise TypeError(f"unknown step {step!r}")

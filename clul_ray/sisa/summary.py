@@ -12,7 +12,7 @@ def summarize(root: str, cfg: PipelineConfig, v: ModelVersion) -> dict[str, Any]
     acc = v.metrics.shard_accuracy
     return {
         "root": root, "version": v.version, "parent": v.parent, "operation": v.operation,
-        "shards": cfg.partition.shards, "slices": cfg.partition.slices,
+        "shards": cfg.partition.shards, "slices": cfg.partition.total_slices,
         "dataset": cfg.data.dataset, "model": cfg.train.model, "samples": v.samples,
         "test_samples": v.metrics.test_samples,
         "ensemble_accuracy": v.metrics.ensemble_accuracy,

@@ -88,6 +88,8 @@ def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
         net = DistributedDataParallel(model)
     n = len(y)
     eps = epochs_per_slice(cfg.train.epochs, cfg.partition.slices, cfg.train.epochs_per_slice)
+    if slc >= cfg.partition.slices and len(store.slice_ids(shard, slc)) == 0:
+        eps = 0  # an appended slice without rows keeps the previous state (see .grow)
     for epoch in range(eps):
         if n == 0:
             break
