@@ -184,3 +184,51 @@ def test_a_crashed_addition_is_resumed_and_equals_an_uninterrupted_one(grown, tm
     done = Pipeline(str(tmp_path / "root"))
     assert done.state.version == 2 and shas(done) == shas(Pipeline(str(d / "root")))
     assert done.store.list_files("staging") == []
+
+
+def test_cli_add_records_lineage_and_refuses_bad_input_in_one_line(tmp_path):
+    """`clul-ray add` on the lineage-recording pipeline: version runs train -> add ->
+    delete with parents and the added ids' digest; an added id's history starts at the
+    addition; a bad addition is one line, exit 2."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from clul_ray import Pipeline as Recorded
+    from clul_ray.cli import app
+    from clul_ray.lineage.tracking import TAG, Tracking
+
+    root = tmp_path / "root"
+    Recorded(str(root)).train(cfg(rows(tmp_path / "base.parquet", np.setdiff1d(IDS, ADDED))))
+    runner = CliRunner()
+    res = runner.invoke(app, ["add", "--root", str(root), "--dataset",
+                              rows(tmp_path / "added.parquet", ADDED), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["operation"] == "add" and out["new_slice"] == 3
+    ids, _, slc = Pipeline(str(root)).store.read_index()
+    added = int(ids[slc == 3][0])
+    Recorded(str(root)).delete([int(ids[slc == 0][0])])
+
+    t = Tracking(Pipeline(str(root)).store)
+    runs = t.version_runs()
+    tags = [runs[n].data.tags for n in (1, 2, 3)]
+    assert [g[f"{TAG}operation"] for g in tags] == ["train", "add", "delete"]
+    assert [g.get(f"{TAG}parent_version") for g in tags] == [None, "1", "2"]
+    assert tags[1][f"{TAG}added_ids"] == str(len(ADDED))
+    assert f"{TAG}removed_ids" not in tags[1] and tags[2][f"{TAG}removed_ids"] == "1"
+    assert tags[0].get(f"{TAG}tainted") == "true" and tags[1].get(f"{TAG}tainted") == "true"
+
+    res = runner.invoke(app, ["lineage", "--root", str(root), "--sample-id", str(added),
+                              "--json"])
+    h = json.loads(res.stdout.strip().splitlines()[-1])
+    assert h["trained_versions"] == [2, 3] and h["added_by"]["version"] == 2
+    res = runner.invoke(app, ["verify", "--root", str(root), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout.strip().splitlines()[-1])["ok"]
+
+    before = tree(root)
+    res = runner.invoke(app, ["add", "--root", str(root), "--dataset",
+                              rows(tmp_path / "again.parquet", ADDED[:3])])
+    assert res.exit_code == 2 and "already in the root" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+    assert tree(root) == before
