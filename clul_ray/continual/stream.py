@@ -7,6 +7,7 @@ YAML (a list under ``stream:``), each item a mapping or a text step::
     - {unlearn: [2, 4], learn: 5}     # unlearn tasks 2 and 4 while learning task 5
     - unlearn: {classes: [3]}          # or {ids: FILE}: one id a line
     - "unlearn 2 + learn 3"           # the text syntax below
+    - learn: 1-4                       # (or [1, 2, 3, 4]) one learn step per task
 
 Text (``--stream``): steps separated by ``;``, the parts of one step by ``+``::
 
@@ -145,6 +146,9 @@ def parse_items(items: Any) -> list[Step]:
         fields: dict[str, Any] = {}
         if "learn" in item:
             learn = _as_list(item["learn"], where)
+            if len(learn) > 1 and "unlearn" not in item:
+                steps += [Step(learn=k) for k in learn]  # learn: 1-4 is four steps
+                continue
             if len(learn) != 1:
                 raise ClulError(f"{where}: one task is learned per step, got {learn}")
             fields["learn"] = learn[0]
@@ -209,10 +213,10 @@ def check_stream(steps: list[Step], bench: Benchmark) -> None:
                 raise ClulError(f"{where}: {len(bad)} id(s) are no training row of a learned, "
                                 f"kept task (e.g. {int(bad[0])})")
         if s.learn is not None:
-            if s.learn in learned:
-                raise ClulError(f"{where}: task {s.learn} is learned twice")
             if s.learn in s.unlearn_tasks:
                 raise ClulError(f"{where}: task {s.learn} is learned and unlearned at once")
+            if s.learn in learned:
+                raise ClulError(f"{where}: task {s.learn} is learned twice")
         gone_tasks |= set(s.unlearn_tasks)
         gone_classes |= set(s.unlearn_classes)
         gone_ids |= set(s.ids)
