@@ -52,7 +52,7 @@ def continual(
     kept tasks, forget accuracy, BWT, forgetting, MIA-efficacy and the gaps to an oracle
     retrained on the allowed tasks. Writes stream.csv, stream.md, stream.png; each step of
     each strategy is an MLflow run whose parent is the previous step's."""
-    from ..continual.spec import make_spec, read_config
+    from ..continual.spec import check_spec, make_spec, read_config
     from ..unlearn.compare import parse_param_overrides
 
     def body() -> None:
@@ -67,6 +67,7 @@ def continual(
             params.setdefault(name, {}).update(kv)
         values["params"] = params
         spec = make_spec(values, stream)
+        checked = check_spec(spec)
         verbose_ray(verbose)
         if spec.backend == "ray":
             from ..runtime import ensure_ray
@@ -75,7 +76,7 @@ def continual(
         from ..continual.experiment import run_continual
 
         with RichProgress(not as_json) as prog:
-            result = run_continual(spec, out_dir, prog, tracking_uri)
+            result = run_continual(spec, out_dir, prog, tracking_uri, checked=checked)
         result.pop("rows")
         emit(result, as_json, show_stream)
 

@@ -11,14 +11,17 @@ from .outputs import summarize, write_all
 from .record import record_stream
 from .runner import Progress, run_side_by_side
 from .spec import ContinualSpec, check_spec, strategy_params
+from .stream import Step
+from .tasks import Benchmark
 
 
 def run_continual(spec: ContinualSpec, out: str | Path, progress: Progress | None = None,
-                  tracking_uri: str | None = None, record: bool = True) -> dict[str, Any]:
+                  tracking_uri: str | None = None, record: bool = True,
+                  checked: tuple[Benchmark, list[Step]] | None = None) -> dict[str, Any]:
+    """``checked``: what :func:`~.spec.check_spec` returned, when the caller checked the
+    spec already (the CLI does, before any progress is drawn or Ray starts)."""
     tick = progress or (lambda *_: None)
-    tick("continual: loading data", 0, 1)
-    bench, steps = check_spec(spec)
-    tick("continual: loading data", 1, 1)
+    bench, steps = checked or check_spec(spec)
     runs = [(name, strategy_params(spec, name)) for name in spec.strategies]
     t0 = time.perf_counter()
     rows = run_side_by_side(runs, spec.seed_list, steps, bench, spec.model, spec.model_args,
