@@ -12,7 +12,7 @@ import os
 
 import typer
 
-from . import lineage, pipeline, quickstart, tune, unlearn
+from . import continual, lineage, pipeline, quickstart, tune, unlearn
 from .common import HelpCommand, HelpGroup
 
 app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True,
@@ -33,6 +33,7 @@ for _name, _command in [
     ("compare", unlearn.compare),
     ("unlearn", unlearn.unlearn),
     ("tune", tune.tune),
+    ("continual", continual.continual),
 ]:
     app.command(_name, cls=HelpCommand)(_command)
 
