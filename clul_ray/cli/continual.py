@@ -36,6 +36,9 @@ def continual(
     param: Annotated[list[str] | None, typer.Option(
         "--param", help="strategy.key=value, repeatable (all.epochs=5, clul.gamma=0.7)")]
     = None,
+    params_from: Annotated[Path | None, typer.Option(
+        help="best.yaml of `clul-ray tune --stream` (or its folder): tuned strategy params "
+             "(--param still wins)")] = None,
     backend: Annotated[str | None, typer.Option(
         help="ray (one task per strategy, seed and step; default) | local")] = None,
     tracking_uri: Annotated[str | None, typer.Option(
@@ -52,7 +55,7 @@ def continual(
     kept tasks, forget accuracy, BWT, forgetting, MIA-efficacy and the gaps to an oracle
     retrained on the allowed tasks. Writes stream.csv, stream.md, stream.png; each step of
     each strategy is an MLflow run whose parent is the previous step's."""
-    from ..continual.spec import check_spec, make_spec, read_config
+    from ..continual.spec import check_spec, load_best_params, make_spec, read_config
     from ..unlearn.compare import parse_param_overrides
 
     def body() -> None:
@@ -63,6 +66,9 @@ def continual(
         values.update({k: v for k, v in given.items() if v is not None})
         values.setdefault("backend", "ray")
         params = {k: dict(v) for k, v in (values.get("params") or {}).items()}
+        if params_from is not None:
+            for name, kv in load_best_params(params_from).items():
+                params.setdefault(name, {}).update(kv)
         for name, kv in parse_param_overrides(param or []).items():
             params.setdefault(name, {}).update(kv)
         values["params"] = params

@@ -69,6 +69,10 @@ def tune(
     data_dir: DataDir = None,
     config: Annotated[Path | None, typer.Option(
         help="a YAML of these settings (keys as the options, or under `tune:`)")] = None,
+    stream: Annotated[Path | None, typer.Option(
+        help="sweep a continual strategy (--method, default clul) along the stream of this "
+             "`clul-ray continual` config; objective: the gap to the oracle after the whole "
+             "stream")] = None,
     address: Address = None,
     as_json: AsJson = False,
     verbose: Verbose = False,
@@ -76,6 +80,26 @@ def tune(
     """Sweep unlearning strengths with Ray Tune; write the ranked best and the Pareto front."""
     from ..tune.space import load_space
     from ..tune.sweep import SweepSpec, resolve_methods, run_sweep
+
+    if stream is not None:
+        def body_stream() -> None:
+            if forget or dataset or model or model_arg or weight or epochs or config:
+                raise ClulError("with --stream, the stream's config gives the data, model "
+                                "and recipe: drop --forget/--dataset/--model/--model-arg/"
+                                "--weight/--epochs/--config")
+            if out_dir is None:
+                raise ClulError("missing --out")
+            from ..tune.stream import make_stream_sweep, run_stream_sweep
+
+            spec = make_stream_sweep(stream, method or "clul", space, num_samples, scheduler,
+                                     search, max_concurrent, seeds, seed, data_dir)
+            verbose_ray(verbose)
+            with RichProgress(not as_json) as prog:
+                result = run_stream_sweep(spec, out_dir, prog, address)
+            emit(result, as_json, show_sweep)
+
+        run(body_stream)
+        return
 
     def body() -> None:
         settings: dict[str, Any] = read_sweep_yaml(config) if config is not None else {}

@@ -98,3 +98,24 @@ def check_spec(spec: ContinualSpec) -> tuple[Benchmark, list[Step]]:
     steps = resolve_ids(spec.stream)
     check_stream(steps, bench)
     return bench, steps
+
+
+def load_best_params(path: str | Path) -> dict[str, dict[str, Any]]:
+    """``best.yaml`` of ``clul-ray tune --stream`` (or a folder holding it) ->
+    ``{strategy: params}``, each checked."""
+    from ..config import read_yaml
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "best.yaml"
+    if not p.is_file():
+        raise ClulError(f"no best.yaml at {path} (run `clul-ray tune --stream CONFIG --out "
+                        "DIR` first)")
+    raw = read_yaml(p, "best params file")
+    if not isinstance(raw, dict) or not raw or not all(isinstance(v, dict)
+                                                       for v in raw.values()):
+        raise ClulError(f"{p} must map each strategy to its params")
+    for name, params in raw.items():
+        make_params(str(name), params)
+    return raw
+

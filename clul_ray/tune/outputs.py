@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,9 @@ def write_markdown(rows: list[dict[str, Any]], meta: dict[str, Any],
                    stats: dict[str, dict[str, Any]], path: Path, top: int = 5) -> Path:
     lines = [f"# Sweep: {meta['dataset']} / {meta['model']} / forget {meta['forget']}", "",
              f"{meta['num_samples']} samples per method, scheduler {meta['scheduler']}, "
-             f"search {meta['search']}, seeds {meta['seeds']}; objective = weighted mean "
-             f"|metric − retrain's| over FA, RA, TA, MIA (+ cost), lower is better.", "",
+             f"search {meta['search']}, seeds {meta['seeds']}; objective = "
+             + meta.get("objective_text", "weighted mean |metric − retrain's| over FA, RA, "
+                        "TA, MIA (+ cost)") + ", lower is better.", "",
              "| method | default gap | tuned gap | trials | stopped early | failed | "
              "wall s | parallel eff. |", "|---|---|---|---|---|---|---|---|"]
     for m, s in stats.items():
@@ -104,9 +106,10 @@ def _params_text(p: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(p.items()))
 
 
-def write_best_yaml(rows: list[dict[str, Any]], path: Path) -> Path:
+def write_best_yaml(rows: list[dict[str, Any]], path: Path,
+                    settings_of: Callable[[str, dict], dict] = settings) -> Path:
     """``{method: every param of the best trial}`` (defaults filled in, seed aside)."""
-    best = {m: settings(m, r["params"]) for m, r in best_rows(rows).items()}
+    best = {m: settings_of(m, r["params"]) for m, r in best_rows(rows).items()}
     path.write_text("# best params per method (clul-ray tune); use with --params-from / "
                     "--tuned\n" + yaml.safe_dump(best, sort_keys=True))
     return path
@@ -134,8 +137,9 @@ def write_pareto(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -
         ax.scatter([d["forget_gap"]], [d["utility_drop"]], marker="*", s=160, color="k",
                    label="default", zorder=5)
         ax.set_title(m)
-        ax.set_xlabel("forgetting gap to retrain")
-        ax.set_ylabel("utility drop below retrain")
+        ref = meta.get("reference", "retrain")
+        ax.set_xlabel(f"forgetting gap to {ref}")
+        ax.set_ylabel(f"utility drop below {ref}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(methods):]:
@@ -147,11 +151,12 @@ def write_pareto(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -
     return path
 
 
-def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> dict:
+def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path,
+                  settings_of: Callable[[str, dict], dict] = settings) -> dict:
     stats = summary(rows, meta)
     files = {"trials_csv": write_csv(rows, out / "trials.csv"),
              "best_md": write_markdown(rows, meta, stats, out / "best.md"),
-             "best_yaml": write_best_yaml(rows, out / "best.yaml"),
+             "best_yaml": write_best_yaml(rows, out / "best.yaml", settings_of),
              "pareto_png": write_pareto(rows, meta, out / "pareto.png")}
     files["json"] = out / "sweep.json"
     files["json"].write_text(json.dumps({"meta": meta, "summary": stats, "trials": rows},

@@ -30,9 +30,11 @@ def sweepable(method: str) -> bool:
     return bool(get_method(method).search_space())
 
 
-def check_domain(method: str, name: str, spec: Any) -> Any:
-    """A domain spec ``{kind: args}`` or a fixed value, checked; returned as given."""
-    m = get_method(method)
+def check_domain(method: str, name: str, spec: Any, target: Any = None) -> Any:
+    """A domain spec ``{kind: args}`` or a fixed value, checked; returned as given.
+    ``target``: what has ``params_cls`` and ``make_params`` (default: the unlearning
+    method named ``method``)."""
+    m = target if target is not None else get_method(method)
     fields = set(m.params_cls.model_fields) - {"seed"}
     if name not in fields:
         raise ClulError(f"space: '{name}' is not a parameter of {method} (its parameters: "

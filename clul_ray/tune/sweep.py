@@ -113,22 +113,27 @@ class TrialProgress(tune.Callback):
         self._finished()
 
 
-def sweep_method(method: str, spec: SweepSpec, shared: Shared, out: Path,
-                 tick: Progress) -> list[dict[str, Any]]:
-    """One Tuner over ``method``'s space; one row per trial."""
-    import ray
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    if spec.search == "optuna":
+def search_algorithm(kind: str, seed: int):
+    """Random (Tune's variant generator) or Optuna's TPE, seeded."""
+    if kind == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         if not verbose():  # "A new study created in memory ..." on every sweep
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-        search = OptunaSearch(seed=spec.seed)
-    else:
-        search = BasicVariantGenerator(random_state=spec.seed)
+        return OptunaSearch(seed=seed)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=seed)
+
+
+def sweep_method(method: str, spec: SweepSpec, shared: Shared, out: Path,
+                 tick: Progress) -> list[dict[str, Any]]:
+    """One Tuner over ``method``'s space; one row per trial."""
+    import ray
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    search = search_algorithm(spec.search, spec.seed)
     scheduler = (ASHAScheduler(grace_period=spec.grace_period, reduction_factor=2, max_t=1000)
                  if spec.scheduler == "asha" else FIFOScheduler())
     cpus = int(ray.cluster_resources().get("CPU", 1))

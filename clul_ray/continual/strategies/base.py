@@ -65,6 +65,9 @@ class Strategy:
     name: ClassVar[str] = ""
     params_cls: ClassVar[type[StrategyParams]] = StrategyParams
     summary: ClassVar[str] = ""
+    # the strengths `clul-ray tune --stream` sweeps: {param: {uniform|loguniform|quniform|
+    # randint|choice: [...]}} (the format of a space file, :mod:`clul_ray.tune.space`)
+    space: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, bench: Benchmark, template: nn.Module, params: StrategyParams,
                  seed: int):

@@ -58,6 +58,11 @@ class Clul(MemoryStrategy):
     name = "clul"
     params_cls: ClassVar[type[StrategyParams]] = ClulParams
     summary = "CLUL: EMA CL teacher, random UL teacher, purged reservoir buffer"
+    space: ClassVar[dict] = {
+        "gamma": {"uniform": [0.3, 1.0]}, "p_b": {"uniform": [0.05, 1.0]},
+        "buffer_ce": {"uniform": [0.1, 1.5]}, "kd_logit": {"loguniform": [0.01, 1.0]},
+        "kd_rep": {"loguniform": [0.01, 1.0]}, "temperature": {"choice": [1.0, 2.0, 4.0]},
+        "buffer_size": {"choice": [100, 200, 500]}}
 
     def __init__(self, bench, template, params, seed):
         super().__init__(bench, template, params, seed)
