@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_x_seconds": train_s, "add_seconds": add_s, "scratch_seconds": scratch_s,
         "add_sample_epochs": add_work, "scratch_sample_epochs": full_work,
         "wall_speedup": scratch_s / add_s, "work_ratio": full_work / add_work,
+        "add_timings": grown["wall_seconds"], "scratch_timings": again["wall_seconds"],
         "same_models_as_scratch": same,
         "accuracy_before": first["ensemble_accuracy"],
         "accuracy_after_add": grown["ensemble_accuracy"],
@@ -113,6 +114,12 @@ def main(argv: list[str] | None = None) -> dict:
     table.add_row("add (new slice only)", f"{add_s:.1f}", f"{add_work:,}")
     table.add_row("retrain grown ensemble", f"{scratch_s:.1f}", f"{full_work:,}")
     table.add_row("ratio", f"{res['wall_speedup']:.2f}x", f"{res['work_ratio']:.2f}x")
+    a_t, s_t = grown["wall_seconds"], again["wall_seconds"]
+    table.add_row("  of which training: add / retrain",
+                  f"{a_t.get('train_seconds', 0):.1f} / {s_t.get('train_seconds', 0):.1f}", "")
+    table.add_row("  of which evaluation: add / retrain",
+                  f"{a_t.get('evaluate_seconds', 0):.1f} / "
+                  f"{s_t.get('evaluate_seconds', 0):.1f}", "")
     console.print(table)
     console.print(f"same models as the retrain from scratch: {same}; accuracy "
                   f"{res['accuracy_before']:.4f} -> {res['accuracy_after_add']:.4f}")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from .common import Address, AsJson, DataDir, RichProgress, Verbose, emit, out, run, verbose_ray
 
@@ -55,7 +55,7 @@ def continual(
     kept tasks, forget accuracy, BWT, forgetting, MIA-efficacy and the gaps to an oracle
     retrained on the allowed tasks. Writes stream.csv, stream.md, stream.png; each step of
     each strategy is an MLflow run whose parent is the previous step's."""
-    from ..continual.spec import check_spec, load_best_params, make_spec, read_config
+    from ..continual.spec import ALL, check_spec, load_best_params, make_spec, read_config
     from ..unlearn.compare import parse_param_overrides
 
     def body() -> None:
@@ -65,7 +65,10 @@ def continual(
                  "data_dir": data_dir}
         values.update({k: v for k, v in given.items() if v is not None})
         values.setdefault("backend", "ray")
-        params = {k: dict(v) for k, v in (values.get("params") or {}).items()}
+        params = {k: dict(v) for k, v in (values.get("params") or {}).items()
+                  if not isinstance(v, dict) or strategies is None
+                  or k in (ALL, *(x.strip() for x in strategies.split(",")))}
+        # (--strategies narrows the file's strategies: their params in the file go too)
         if params_from is not None:
             for name, kv in load_best_params(params_from).items():
                 params.setdefault(name, {}).update(kv)
@@ -103,7 +106,7 @@ def show_stream(result: dict[str, Any]) -> None:
     meta = result["meta"]
     for step in sorted({r["step"] for r in result["summary"]}):
         rows = [r for r in result["summary"] if r["step"] == step]
-        t = Table("strategy", *(h for _, h in SUMMARY),
+        t = Table(Column("strategy", no_wrap=True, min_width=8), *(h for _, h in SUMMARY),
                   title=f"step {step}: {rows[0]['operation']}  ({meta['benchmark']}, "
                         f"{len(meta['seeds'])} seed(s))")
         for r in rows:

@@ -89,7 +89,9 @@ def write_markdown(rows: list[dict[str, Any]], meta: dict[str, Any],
         ranked = sorted((r for r in rows if r["method"] == m and r["status"] == "completed"),
                         key=lambda r: r["objective"])[:top]
         d = meta["defaults"][m]
-        lines += ["", f"## {m}", "", "| rank | objective | gap | FA | RA | TA | MIA | params |",
+        names = [meta.get("labels", {}).get(k, k) for k in ("FA", "RA", "TA", "MIA")]
+        lines += ["", f"## {m}", "", "| rank | objective | gap | " + " | ".join(names)
+                  + " | params |",
                   "|---|---|---|---|---|---|---|---|",
                   f"| default | {_fmt(d['objective'])} | {_fmt(d['gap'])} | {_fmt(d['FA'])} | "
                   f"{_fmt(d['RA'])} | {_fmt(d['TA'])} | {_fmt(d['MIA'])} | "
