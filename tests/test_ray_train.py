@@ -35,9 +35,9 @@ def test_two_worker_ddp_deletion_equals_fresh_training(tmp_path):
     p = Pipeline(str(tmp_path / "root"))
     before = p.train(tiny_config(**ddp))
     ids, shard, slc = p.store.read_index()
-    d = [int(ids[(shard == 0) & (slc == 1)][0]), int(ids[(shard == 1) & (slc == 0)][2])]
-    after = p.delete(d)
-    assert after["retrained"] == {"0": 1, "1": 0}
+    d = [int(ids[(shard == 0) & (slc == 1)][0]), int(ids[(shard == 0) & (slc == 1)][2])]
+    after = p.delete(d)  # one shard retrains (one 2-worker fit): the others are tested apart
+    assert after["retrained"] == {"0": 1}
     data = digits_parquet(tmp_path / "minus_d.parquet", d)
     ref = Pipeline(str(tmp_path / "ref")).train(tiny_config(
         **ddp, dataset=data, input_shape=[1, 8, 8], num_classes=10))
