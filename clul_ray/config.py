@@ -209,6 +209,7 @@ def make_config(**kwargs: Any) -> PipelineConfig:
         return PipelineConfig(**kwargs)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "config"
-        msg = err["msg"].removeprefix("Value error, ")
+        loc = ".".join(x if isinstance(x, str) and x.isidentifier() else repr(x)
+                       for x in err["loc"]) or "config"  # a key like "\n" stays on one line
+        msg = " ".join(err["msg"].removeprefix("Value error, ").split())
         raise ClulError(f"invalid config: {loc}: {msg}") from None

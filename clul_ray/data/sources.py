@@ -145,6 +145,8 @@ def canonicalize(table: pa.Table, group_column: str | None, where: str) -> pa.Ta
             raise ClulError(f"{where}: list column '{list_cols[0]}' must have one fixed length "
                             "and no nulls")
         d = int(lengths[0]) if len(col) else 0
+        if d == 0:
+            raise ClulError(f"{where}: list column '{list_cols[0]}' holds no feature values")
         values = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
         x = values.reshape(len(col), d) if len(col) else np.zeros((0, d), np.float32)
     else:

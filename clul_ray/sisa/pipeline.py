@@ -286,30 +286,36 @@ class Pipeline:
         rep = repeated_ids(req_ids)
         if rep:
             raise ClulError(f"ids repeated in the request: {rep}")
-        uniq = np.unique(req_ids)
         _ = self.state  # refuses a root with no trained model
         with self.writing("delete"):
             self.resume()
-            gone = self.ledger.deleted(uniq)
-            already, fresh = uniq[gone].tolist(), uniq[~gone]
-            plan = plan_deletion(*self.store.read_index(), self.store.test_ids(), fresh)
-            if plan.unknown:
-                shown = ", ".join(str(i) for i in plan.unknown[:5])
-                raise ClulError(f"{len(plan.unknown)} unknown ids (e.g. {shown}); nothing "
-                                "deleted")
-            if len(fresh) == 0:
+            req, already = self.record_deletion(req_ids)
+            if req is None:
                 out = summarize(self.store.root, self.config, self.state)
                 out.update({"request_id": None, "deleted": 0, "affected": {},
                             "already_deleted": already, "retrained": {}})
                 return out
-            self._ray(self.config)
-            self._check_data(self.config)  # refuse lost rows before anything changes
-            req = self.ledger.record(plan)
             out = self._finish(req, t0, "delete")
         out["already_deleted"] = already
         out["retrained"] = {str(s["shard"]): s["retrained_from"] for s in out["per_shard"]
                             if s["retrained_from"] is not None}
         return out
+
+    def record_deletion(self, ids: np.ndarray) -> tuple[Request | None, list[int]]:
+        """Check ``ids`` against the root and record the request (the lock held; nothing
+        driven): (the request or None when every id is already deleted, those ids)."""
+        uniq = np.unique(ids)
+        gone = self.ledger.deleted(uniq)
+        already, fresh = uniq[gone].tolist(), uniq[~gone]
+        plan = plan_deletion(*self.store.read_index(), self.store.test_ids(), fresh)
+        if plan.unknown:
+            shown = ", ".join(str(i) for i in plan.unknown[:5])
+            raise ClulError(f"{len(plan.unknown)} unknown ids (e.g. {shown}); nothing deleted")
+        if len(fresh) == 0:
+            return None, already
+        self._ray(self.config)
+        self._check_data(self.config)  # refuse lost rows before anything changes
+        return self.ledger.record(plan), already
 
     def unlearn(self, method: str, forget: str, params: dict | None = None,
                 seed: int = 0) -> dict:
@@ -346,20 +352,26 @@ class Pipeline:
 
     def _drive(self, req: Request) -> None:
         """Run the controller's steps until the request is committed."""
-        while True:
-            ctx = Context(self.store, self.config, self._train_shards, self._commit)
-            cur = records.read_current(self.store)
-            nxt = next_step(req.kind, req.state, req.request_id,
-                            Current(cur.version, cur.request_id) if cur else Current())
-            if nxt is None:
-                return
-            step, then = nxt
-            result = run_step(step, req, ctx)
-            self.ledger.advance(req, then, **result)
-            if then == Stage.COMMITTED:
-                self._notify("request_committed", req)
-            if self._crash_after == then:
-                raise RuntimeError(f"injected crash after {then}")
+        while self.step(req) is not None:
+            pass
+
+    def step(self, req: Request) -> Stage | None:
+        """Run the request's next step (the lock held) and record its stage; None once the
+        request is committed."""
+        ctx = Context(self.store, self.config, self._train_shards, self._commit)
+        cur = records.read_current(self.store)
+        nxt = next_step(req.kind, req.state, req.request_id,
+                        Current(cur.version, cur.request_id) if cur else Current())
+        if nxt is None:
+            return None
+        step, then = nxt
+        result = run_step(step, req, ctx)
+        self.ledger.advance(req, then, **result)
+        if then == Stage.COMMITTED:
+            self._notify("request_committed", req)
+        if self._crash_after == then:
+            raise RuntimeError(f"injected crash after {then}")
+        return then
 
     def resume(self) -> list[str]:
         """Finish every request that a crash left unfinished, in order."""

@@ -60,13 +60,15 @@ def run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
                                     req.request_id)
             return {"edited": {str(k): v for k, v in edited.items()}}
         case RemoveRows():
+            # only the slices the index places the ids in (the index is rewritten last,
+            # so a resumed step finds the same slices, or none once they are clean)
             train_ids = np.asarray(plan.train_ids, dtype=np.int64)
-            for k, r0 in plan.affected.items():
-                for r in range(r0, cfg.partition.total_slices):
-                    store.remove_rows(layout.slice_dir(k, r), train_ids)
+            ids, shard, slc = store.read_index()
+            hit = np.isin(ids, train_ids)
+            for k, r in sorted(set(zip(shard[hit].tolist(), slc[hit].tolist(), strict=True))):
+                store.remove_rows(layout.slice_dir(k, r), train_ids)
             if plan.test_ids:
                 store.remove_rows(layout.TEST, np.asarray(plan.test_ids, np.int64))
-            ids, shard, slc = store.read_index()
             keep = ~np.isin(ids, req.ids)
             if not keep.all():
                 store.rewrite_index(ids[keep], shard[keep], slc[keep])
