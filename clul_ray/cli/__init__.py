@@ -12,7 +12,7 @@ import os
 
 import typer
 
-from . import continual, lineage, pipeline, quickstart, tune, unlearn
+from . import continual, lineage, pipeline, quickstart, serve, tune, unlearn
 from .common import HelpCommand, HelpGroup
 
 app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True,
@@ -34,6 +34,7 @@ for _name, _command in [
     ("unlearn", unlearn.unlearn),
     ("tune", tune.tune),
     ("continual", continual.continual),
+    ("serve", serve.serve),
 ]:
     app.command(_name, cls=HelpCommand)(_command)
 

@@ -111,6 +111,9 @@ def delete(
     root: Root = "runs/default",
     ids: Annotated[str | None, typer.Option(help="comma-separated ids, e.g. 1,2,3")] = None,
     ids_file: Annotated[Path | None, typer.Option(help="a file of one id per line")] = None,
+    service: Annotated[str | None, typer.Option(
+        help="send the request to the deletion service at this URL (clul-ray serve)")] = None,
+    wait: Annotated[bool, typer.Option(help="with --service: wait until it commits")] = False,
     address: Address = None,
     as_json: AsJson = False,
     verbose: Verbose = False,
@@ -119,6 +122,15 @@ def delete(
 
     def body() -> None:
         id_list = parse_ids(ids, ids_file)
+        if service is not None:
+            from ..serve.client import send_deletion
+
+            emit(send_deletion(service, id_list, wait), as_json, lambda r: out.print_json(
+                data=r))
+            return
+        from ..serve.service import refuse_if_served
+
+        refuse_if_served(checked_root(root))
         verbose_ray(verbose)
         with RichProgress(not as_json) as prog:
             result = open_root(root, address, prog).delete(id_list)

@@ -1,5 +1,4 @@
-"""The SISA pipeline on one storage root: train, add, delete, unlearn, evaluate, resume,
-status.
+"""The SISA pipeline on one storage root: train, add, delete, unlearn, evaluate, resume.
 
 A facade: it holds the root's lock while changing it and composes the pieces — Ray Data
 partitioning (:mod:`.partitioning`), the pure planning (:mod:`.plan`), the executors
@@ -60,13 +59,6 @@ class ObserverWarning(UserWarning):
 
 def _noop(desc: str, done: int, total: int) -> None:
     return None
-
-
-def _recorded_digest(v: ModelVersion, shard: int, slc: int, key: str) -> str:
-    """The file digest ``v`` records for a checkpoint, "" when it records none for it."""
-    s = v.shard(shard)
-    ok = slc < len(s.keys) and s.keys[slc] == key and slc < len(s.checkpoint_sha256)
-    return s.checkpoint_sha256[slc] if ok else ""
 
 
 def uses_ray(cfg: PipelineConfig) -> bool:
@@ -178,7 +170,7 @@ class Pipeline:
                              self.store.has_checkpoint)
         prev = records.read_current(self.store)
         jobs = [j if j.start == 0 or prev is None else replace(
-            j, start_sha=_recorded_digest(prev, j.shard, j.start - 1, j.keys[j.start - 1]))
+            j, start_sha=prev.recorded_digest(j.shard, j.start - 1, j.keys[j.start - 1]))
             for j in jobs]
         total, done = sum(cfg.partition.total_slices - j.start for j in jobs), 0
         self.progress("training slices", 0, total)
@@ -301,9 +293,11 @@ class Pipeline:
                             if s["retrained_from"] is not None}
         return out
 
-    def record_deletion(self, ids: np.ndarray) -> tuple[Request | None, list[int]]:
+    def record_deletion(self, ids: np.ndarray, checked: bool = False
+                        ) -> tuple[Request | None, list[int]]:
         """Check ``ids`` against the root and record the request (the lock held; nothing
-        driven): (the request or None when every id is already deleted, those ids)."""
+        driven): (the request or None when every id is already deleted, those ids).
+        ``checked``: the caller holds the lock since it checked Ray and the data."""
         uniq = np.unique(ids)
         gone = self.ledger.deleted(uniq)
         already, fresh = uniq[gone].tolist(), uniq[~gone]
@@ -313,8 +307,9 @@ class Pipeline:
             raise ClulError(f"{len(plan.unknown)} unknown ids (e.g. {shown}); nothing deleted")
         if len(fresh) == 0:
             return None, already
-        self._ray(self.config)
-        self._check_data(self.config)  # refuse lost rows before anything changes
+        if not checked:
+            self._ray(self.config)
+            self._check_data(self.config)  # refuse lost rows before anything changes
         return self.ledger.record(plan), already
 
     def unlearn(self, method: str, forget: str, params: dict | None = None,

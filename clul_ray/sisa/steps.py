@@ -77,8 +77,10 @@ def run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
             return {"discarded": [f for k, r0 in sorted(plan.affected.items())
                                   for f in store.discard_checkpoints(k, r0)]}
         case Retrain():
+            # every shard whose checkpoint chain is broken: the affected ones, and those of
+            # later requests whose data steps ran first (the service's coalescing)
             t0 = time.perf_counter()
-            results, starts = ctx.train_shards(cfg, sorted(plan.affected))
+            results, starts = ctx.train_shards(cfg, list(range(cfg.partition.shards)))
             v = ctx.commit(cfg, "delete", req.request_id, starts, results,
                            {"retrain_seconds": time.perf_counter() - t0,
                             "retrain_compute_seconds": sum(r.seconds for r in results)})

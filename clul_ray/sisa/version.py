@@ -69,6 +69,12 @@ class ModelVersion(BaseModel):
     def shard(self, k: int) -> ShardState:
         return next(s for s in self.shards if s.shard == k)
 
+    def recorded_digest(self, shard: int, slc: int, key: str) -> str:
+        """The file digest recorded for a checkpoint, "" when none is recorded for it."""
+        s = self.shard(shard)
+        ok = slc < len(s.keys) and s.keys[slc] == key and slc < len(s.checkpoint_sha256)
+        return s.checkpoint_sha256[slc] if ok else ""
+
     def trained_shards(self) -> list[ShardState]:
         """The shards that hold rows (an empty shard has no model to ask)."""
         return [s for s in self.shards if s.n_samples > 0]

@@ -1,0 +1,129 @@
+"""The deletion service over HTTP: a Ray Serve application around :class:`DeletionService`.
+
+Routes::
+
+    POST /predict         {"rows": [[f, ...], ...]}  -> classes, probabilities, the version
+                          and the shards that voted (dynamic batching across requests)
+    POST /delete          {"ids": [...]}  -> 202 once the request is in the ledger and its
+                          shards are excluded; 400 naming bad or unknown ids
+    GET  /requests/{id}   recorded -> excluded -> retraining -> certifying -> committed
+    GET  /version         the served version, voting and excluded shards, pending requests
+    GET  /healthz
+
+One replica owns the root (it holds the root's lock): ``num_replicas=1``. It reserves no
+CPU; the shard workers it starts do the training. A replica that dies is restarted by Serve
+and finishes every acknowledged request from the ledger.
+"""
+
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from ray import serve
+
+from ..errors import ClulError, first_line
+from . import state
+
+APP_NAME = "clul-ray"
+api = FastAPI(title="clul-ray deletion service")
+
+
+class PredictBody(BaseModel):
+    rows: list[list[float]]
+
+
+class DeleteBody(BaseModel):
+    ids: Any = None
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0},
+                  max_ongoing_requests=256, graceful_shutdown_timeout_s=5)
+@serve.ingress(api)
+class DeletionApp:
+    def __init__(self, root: str, url: str = "", retrain_delay_s: float = 0.0):
+        from .service import DeletionService
+
+        self.svc = DeletionService(root, url=url, retrain_delay_s=retrain_delay_s)
+
+    def __del__(self):
+        svc = getattr(self, "svc", None)
+        if svc is not None:
+            svc.close()
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    async def _predict(self, xs: list[np.ndarray]) -> list[dict | Exception]:
+        sizes = [len(x) for x in xs]
+        try:
+            out = await asyncio.to_thread(self.svc.predict, np.concatenate(xs))
+        except (ValueError, state.NoServableShard) as e:
+            return [e] * len(xs)
+        res, i = [], 0
+        for n in sizes:
+            res.append({**out, "pred": out["pred"][i:i + n],
+                        "probabilities": out["probabilities"][i:i + n]})
+            i += n
+        return res
+
+    @api.post("/predict")
+    async def predict(self, body: PredictBody):
+        x = np.asarray(body.rows, dtype=np.float32)
+        d = int(np.prod(self.svc.cfg.data.input_shape))
+        if x.ndim != 2 or x.shape[1] != d or len(x) == 0:
+            raise HTTPException(400, f"rows must be a non-empty list of rows of {d} features")
+        try:
+            out = await self._predict(x)
+        except state.NoServableShard as e:
+            raise HTTPException(503, str(e)) from None
+        except ValueError as e:
+            raise HTTPException(400, first_line(e)) from None
+        if isinstance(out, state.NoServableShard):
+            raise HTTPException(503, str(out))
+        if isinstance(out, Exception):
+            raise HTTPException(400, first_line(out))
+        return out
+
+    @api.post("/delete")
+    async def delete(self, body: DeleteBody):
+        t0 = time.time()
+        try:
+            ids = state.parse_json_ids(body.ids)
+            out = await asyncio.to_thread(self.svc.submit, ids, t0)
+        except ClulError as e:
+            raise HTTPException(400, first_line(e)) from None
+        return JSONResponse(out, status_code=202 if out["request_id"] else 200)
+
+    @api.get("/requests/{request_id}")
+    async def request(self, request_id: str):
+        try:
+            return await asyncio.to_thread(self.svc.request, request_id)
+        except ClulError as e:
+            raise HTTPException(404, first_line(e)) from None
+
+    @api.get("/version")
+    async def version(self):
+        return self.svc.describe()
+
+    @api.get("/healthz")
+    async def healthz(self):
+        d = self.svc.describe()
+        return {"ok": True, "version": d["version"], "pending": len(d["pending"]),
+                "errors": d["errors"]}
+
+
+def start(root: str, host: str = "127.0.0.1", port: int = 8000,
+          retrain_delay_s: float = 0.0, blocking: bool = False):
+    """Start Serve's HTTP proxy on ``host:port`` and the application over ``root`` (Ray
+    must be initialised); returns the deployment handle."""
+    url = f"http://{host}:{port}"
+    serve.start(http_options={"host": host, "port": port})
+    app = DeletionApp.bind(root, url, retrain_delay_s)
+    return serve.run(app, name=APP_NAME, route_prefix="/", blocking=blocking)
+
+
+def stop() -> None:
+    serve.delete(APP_NAME)

@@ -1,0 +1,282 @@
+"""The deletion service's core, without HTTP: one storage root, served.
+
+- It holds the root's lock for its whole life (``serve URL`` in ``lock.json``), so no
+  other writer touches the root while it runs; ``clul-ray delete --service URL`` sends
+  requests to it instead.
+- ``predict`` answers from the shard models of the current version that may vote: a shard
+  holding rows of a pending request is excluded (:mod:`.state`).
+- ``submit`` checks the ids, records the request in the ledger and excludes its shards,
+  then returns: the acknowledgement comes after both.
+- One background thread drives the ledger (the same controller steps as ``clul-ray
+  delete``) with warm shard workers (:mod:`.workers`). Before a retrain it runs the data
+  steps of every pending deletion, so requests that arrived while a shard retrained are
+  all in that shard's next retrain; the later ones then commit without training, each with
+  its own version and certificate. After each commit the changed shard models are loaded
+  and the request's shards vote again.
+- On start it finishes whatever the ledger holds (a service or a CLI command that died),
+  so a restart loses no acknowledged request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..api import open_pipeline
+from ..errors import ClulError, first_line
+from ..runtime import ensure_ray
+from ..sisa.checkpoint import load_shard_model
+from ..sisa.controller import Kind, Stage
+from ..sisa.version import ModelVersion
+from . import state
+from .workers import WarmExecutor
+
+log = logging.getLogger("clul_ray.serve")
+
+
+class Metrics:
+    """Ray metrics of the service (exported with Ray's metrics; no-ops when they fail)."""
+
+    def __init__(self):
+        try:
+            from ray.util.metrics import Counter, Histogram
+
+            self.predictions = Counter("clul_ray_predict_rows", "rows predicted")
+            self.requests = Counter("clul_ray_delete_requests", "deletion requests recorded")
+            self.exclusion = Histogram(
+                "clul_ray_exclusion_seconds", "receipt of /delete to exclusion",
+                boundaries=[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5])
+            self.commit = Histogram(
+                "clul_ray_commit_seconds", "request recorded to committed",
+                boundaries=[0.5, 1, 2, 5, 10, 30, 60, 300])
+        except Exception:  # metrics are an aid, never a failure
+            self.predictions = self.requests = self.exclusion = self.commit = None
+
+    @staticmethod
+    def _do(metric, method: str, value: float) -> None:
+        if metric is not None:
+            try:
+                getattr(metric, method)(value)
+            except Exception:
+                pass
+
+    def predicted(self, n: int) -> None:
+        self._do(self.predictions, "inc", n)
+
+    def recorded(self, seconds: float) -> None:
+        self._do(self.requests, "inc", 1)
+        self._do(self.exclusion, "observe", seconds)
+
+    def committed(self, seconds: float) -> None:
+        self._do(self.commit, "observe", seconds)
+
+
+class DeletionService:
+    def __init__(self, root: str, url: str = "", address: str | None = None,
+                 lineage: bool = True, retrain_delay_s: float = 0.0):
+        ensure_ray(address)
+        self.executor = WarmExecutor(root)
+        self.pipeline = open_pipeline(root, address, executor=self.executor, lineage=lineage)
+        self.url = url
+        self.retrain_delay_s = retrain_delay_s  # tests widen the window before a retrain
+        command = f"serve {url}".strip()
+        self._take_over(command)
+        self._hold = self.pipeline.writing(command)
+        self._hold.__enter__()  # the root's lock, for the service's life
+        try:
+            self.cfg = self.pipeline.config
+            v = self.pipeline.state
+            self.pipeline._check_data(self.cfg)  # the data is whole before serving from it
+        except BaseException:
+            self._hold.__exit__(None, None, None)
+            raise
+        self._mutex = threading.RLock()
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self.models: dict[int, tuple[str, torch.nn.Module]] = {}
+        self.version: ModelVersion | None = None
+        self._load(v)
+        pending = self.pipeline.ledger.pending()
+        now = time.time()
+        self._affected = {r.request_id: set(r.plan.affected) for r in pending}
+        self._excluded_at = {r.request_id: now for r in pending}
+        self.errors: list[str] = []
+        self.metrics = Metrics()
+        self.executor.warm_up(self.cfg, list(range(self.cfg.partition.shards)))
+        self._thread = threading.Thread(target=self._loop, name="clul-ray-retrain",
+                                        daemon=True)
+        self._thread.start()
+        self._wake.set()  # finish what the ledger holds
+
+    def _take_over(self, command: str) -> None:
+        """A lock of this same service (``serve URL``) was left by a replica Serve replaced
+        (on another node its pid cannot be checked): Serve runs one replica, so it is ours."""
+        from ..lock import read_lock, unlock
+
+        held = read_lock(self.pipeline.store)
+        if held is not None and held.get("command") == command and self.url:
+            log.warning("taking over the lock of a previous replica: %s", held)
+            unlock(self.pipeline.store)
+
+    # ---- models ------------------------------------------------------------------------
+    def _load(self, v: ModelVersion) -> None:
+        """Serve version ``v``: load the shard models whose digest changed."""
+        store = self.pipeline.store
+        models = {}
+        for s in v.trained_shards():
+            have = self.models.get(s.shard)
+            models[s.shard] = have if have and have[0] == s.model_sha256 else (
+                s.model_sha256, load_shard_model(self.cfg, store, s).eval())
+        with self._mutex:
+            self.models, self.version = models, v
+
+    def voters(self) -> tuple[list[int], set[int]]:
+        with self._mutex:
+            shards = sorted(self.models)
+            out = state.excluded(self.cfg.partition.shards, self._affected.values())
+        return [k for k in shards if k not in out], out
+
+    @torch.no_grad()
+    def predict(self, x: np.ndarray) -> dict[str, Any]:
+        """Rows (n, features) -> classes and mean probabilities over the voting shards."""
+        d = int(np.prod(self.cfg.data.input_shape))
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != d:
+            raise ValueError(f"rows must each hold {d} features, got shape {list(x.shape)}")
+        with self._mutex:
+            voters, out = self.voters()
+            version = self.version.version
+            models = [self.models[k][1] for k in voters]
+        if not voters:
+            raise state.NoServableShard(
+                f"shards {sorted(out)} all hold rows of pending deletion requests; "
+                "predictions resume when the first of them commits")
+        xt = torch.from_numpy(x)
+        probs = np.stack([torch.softmax(m(xt), 1).numpy() for m in models])
+        pred, mean = state.combine(probs, voters, voters, self.cfg.serve.aggregation)
+        self.metrics.predicted(len(x))
+        return {"version": version, "shards": voters, "excluded": sorted(out),
+                "pred": pred.tolist(), "probabilities": mean.tolist()}
+
+    # ---- requests ----------------------------------------------------------------------
+    def submit(self, ids: list[int], received: float | None = None) -> dict[str, Any]:
+        """Record a deletion and exclude its shards; returns once both are done."""
+        t0 = received or time.time()
+        with self._mutex:
+            req, already = self.pipeline.record_deletion(np.asarray(ids, dtype=np.int64),
+                                                         checked=True)
+            if req is not None:
+                self._affected[req.request_id] = set(req.plan.affected)
+                self._excluded_at[req.request_id] = time.time()
+            _, out = self.voters()
+        if req is None:
+            return {"request_id": None, "state": "already deleted",
+                    "already_deleted": already}
+        self.metrics.recorded(time.time() - t0)
+        self._wake.set()
+        return {"request_id": req.request_id, "state": "excluded",
+                "affected": {str(k): r for k, r in req.plan.affected.items()},
+                "excluded": sorted(out), "already_deleted": already,
+                "n_ids": req.n_ids, "n_test_ids": req.n_ids - req.n_train}
+
+    def request(self, request_id: str) -> dict[str, Any]:
+        req = self.pipeline.ledger.request(request_id)  # ClulError when unknown
+        phase = state.phase(req.state)
+        with self._mutex:
+            if phase == "committed" and request_id in self._affected:
+                phase = "certifying"  # committed once its shards vote again
+        out = {"request_id": req.request_id, "kind": req.kind.value, "state": phase,
+               "timeline": state.timeline(req.history, self._excluded_at.get(request_id)),
+               "affected": {str(k): r for k, r in req.plan.affected.items()},
+               "version": req.result.get("version")}
+        if req.state == Stage.COMMITTED:
+            out["certificate"] = f"certificates/{req.request_id}.json"
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        voters, out = self.voters()
+        with self._mutex:
+            v = self.version
+        return {"root": self.pipeline.store.root, "version": v.version,
+                "operation": v.operation, "shards": voters, "excluded": sorted(out),
+                "pending": sorted(self._affected), "aggregation": self.cfg.serve.aggregation,
+                "model_sha256": {str(k): m[0] for k, m in sorted(self.models.items())},
+                "errors": self.errors[-5:]}
+
+    # ---- the background driver ---------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            try:
+                self._drain()
+            except Exception as e:  # logged, retried: the ledger keeps the request
+                msg = f"{type(e).__name__}: {first_line(e)}"
+                self.errors.append(msg)
+                log.error("deletion service: %s (retrying)", msg)
+                self._stop.wait(2.0)
+                self._wake.set()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            if self.retrain_delay_s:
+                self._stop.wait(self.retrain_delay_s)
+            pending = self.pipeline.ledger.pending()
+            if not pending:
+                return
+            with self._mutex:  # data steps of every pending deletion first (coalescing)
+                for req in pending:
+                    while req.kind == Kind.DELETE and req.state in (Stage.PLANNED,
+                                                                    Stage.DATA_REMOVED):
+                        self.pipeline.step(req)
+            for req in pending:
+                while (then := self.pipeline.step(req)) is not None:
+                    if then == Stage.RETRAINED:  # the new version: load its models now
+                        self._load(self.pipeline.state)
+                    if self._stop.is_set():
+                        return
+                self._committed(req.request_id)
+
+    def _committed(self, request_id: str) -> None:
+        v = self.pipeline.state
+        if self.version is None or v.version != self.version.version:
+            self._load(v)
+        with self._mutex:
+            self._affected.pop(request_id, None)
+            t = self._excluded_at.pop(request_id, None)
+        if t is not None:
+            self.metrics.committed(time.time() - t)
+
+    def wait_idle(self, timeout: float = 300.0) -> bool:
+        """Block until no request is pending (tests, benchmarks)."""
+        end = time.time() + timeout
+        while time.time() < end:
+            with self._mutex:
+                if not self._affected and not self.pipeline.ledger.pending():
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=60)
+        self.executor.close()
+        self._hold.__exit__(None, None, None)
+
+
+def refuse_if_served(root: str) -> None:
+    """A one-line refusal when a service holds ``root`` (other writers use the lock)."""
+    from ..lock import describe, is_stale, read_lock
+    from ..store import Store
+
+    lock = read_lock(Store(root))
+    if lock and str(lock.get("command", "")).startswith("serve") and not is_stale(lock):
+        raise ClulError(f"{root} is served by {describe(lock)}: send deletions to it "
+                        "(clul-ray delete --service URL)")

@@ -1,0 +1,115 @@
+"""Warm shard workers: one long-lived Ray actor per shard, so a retrain pays only its
+compute (no process start, no torch import, no re-reading of unchanged slices).
+
+Each actor keeps the Parquet tables it read in memory, keyed by the file's path, size and
+modification time: a slice a deletion rewrote is read again, every other one comes from
+memory. The actors run the same :func:`clul_ray.sisa.trainer.train_slice` as every other
+executor, so a warm retrain writes the same checkpoints, bit for bit.
+
+The actors reserve no CPU while they wait (``num_cpus=0``; a retrain uses the config's
+``threads_per_shard`` torch threads), so idle workers never block other Ray work; a shard
+on GPUs reserves its ``gpus_per_shard`` for as long as its worker lives.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from ..config import PipelineConfig
+from ..runtime import gather, node_id
+from ..sisa.checkpoint import SliceResult
+from ..sisa.executor import StepCallback
+from ..sisa.plan import ShardJob
+from ..sisa.trainer import train_slice
+from ..store import Store
+
+
+class CachingStore(Store):
+    """A store whose Parquet reads are served from memory while the file is unchanged."""
+
+    def __init__(self, root: str):
+        super().__init__(root)
+        self._tables: dict[tuple, pa.Table] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        info = self.fs.get_file_info(self.path(rel))
+        if info.type != pafs.FileType.File:
+            return super().read_parquet(rel, columns)  # raises the one-line error
+        key = (rel, tuple(columns) if columns else None, info.size, info.mtime_ns)
+        t = self._tables.get(key)
+        if t is None:
+            self.misses += 1
+            t = super().read_parquet(rel, columns)
+            for old in [k for k in self._tables if k[:2] == key[:2]]:
+                del self._tables[old]
+            self._tables[key] = t
+        else:
+            self.hits += 1
+        return t
+
+
+class ShardWorker:
+    """The actor: trains slice steps of one shard against a caching store."""
+
+    def __init__(self, root: str):
+        import torch  # noqa: F401  (imported once, here)
+
+        self.store = CachingStore(root)
+
+    def train(self, cfg: PipelineConfig, shard: int, slc: int, keys: list[str],
+              previous: SliceResult | str) -> SliceResult:
+        """``previous``: the previous step's result (Ray resolves it first) or, for a job's
+        first step, the digest of the checkpoint it starts from."""
+        prev = previous.file_sha256 if isinstance(previous, SliceResult) else previous
+        return train_slice(cfg, self.store, shard, slc, keys, node_id(), prev_sha=prev)
+
+    def cache_stats(self) -> dict[str, int]:
+        return {"hits": self.store.hits, "misses": self.store.misses}
+
+
+class WarmExecutor:
+    """Runs shard jobs on the persistent :class:`ShardWorker` of each shard (created on
+    first use); a shard's slice steps run in order on its worker (actor calls of one caller
+    run in submission order), different shards in parallel."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.workers: dict[int, object] = {}
+
+    def worker(self, cfg: PipelineConfig, shard: int):
+        if shard not in self.workers:
+            import ray
+
+            actor = ray.remote(ShardWorker).options(
+                num_cpus=0, num_gpus=cfg.compute.gpus_per_shard,
+                name=None, max_restarts=1, max_task_retries=1)
+            self.workers[shard] = actor.remote(self.root)
+        return self.workers[shard]
+
+    def run(self, cfg: PipelineConfig, store: Store, jobs: list[ShardJob],
+            on_step: StepCallback | None = None) -> list[SliceResult]:
+        labels = {}
+        for job in jobs:
+            w = self.worker(cfg, job.shard)
+            prev = job.start_sha
+            for r in range(job.start, cfg.partition.total_slices):
+                prev = w.train.remote(cfg, job.shard, r, list(job.keys), prev)
+                labels[prev] = f"training shard {job.shard} slice {r}"
+        results = gather(labels, None if on_step is None else lambda _, res: on_step(res))
+        return list(results.values())
+
+    def warm_up(self, cfg: PipelineConfig, shards: list[int]) -> None:
+        """Start every shard's worker now (torch imported), not at the first request."""
+        import ray
+
+        ray.get([self.worker(cfg, k).cache_stats.remote() for k in shards])
+
+    def close(self) -> None:
+        import ray
+
+        for w in self.workers.values():
+            ray.kill(w)
+        self.workers.clear()

@@ -1,0 +1,178 @@
+"""The deletion service on Ray Serve, over HTTP on localhost: predictions, exclusion from
+the acknowledgement to the commit, refusals with nothing changed, the root's lock, the CLI
+client, and a replica killed mid-retrain that finishes the request on restart — with the
+final models equal to the CLI's, bit for bit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+
+import numpy as np
+import pytest
+from conftest import digits_parquet, tiny_config
+from typer.testing import CliRunner
+
+from clul_ray import Pipeline
+from clul_ray.cli import app
+from clul_ray.data.sources import features, open_source
+from clul_ray.serve.client import call
+from clul_ray.sisa.ensemble import Ensemble
+from clul_ray.sisa.version import read_config, read_current
+from clul_ray.store import Store
+
+pytestmark = pytest.mark.serve
+X = features(next(open_source("digits").iter_tables()))[:6]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def poll(url: str, rid: str, until: str = "committed", timeout: float = 180.0) -> dict:
+    end = time.time() + timeout
+    while time.time() < end:
+        code, st = call(f"{url}/requests/{rid}")
+        if code == 200 and st["state"] == until:
+            return st
+        time.sleep(0.1)
+    raise AssertionError(f"request {rid} never reached {until}")
+
+
+def predict(url: str) -> dict:
+    code, out = call(f"{url}/predict", "POST", {"rows": X.tolist()})
+    assert code == 200, out
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(trained_base, tmp_path_factory):
+    from ray import serve
+
+    from clul_ray.serve.app import start
+
+    root = tmp_path_factory.mktemp("served") / "root"
+    shutil.copytree(trained_base[0], root)
+    port = free_port()
+    start(str(root), port=port, retrain_delay_s=1.0)
+    yield root, f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+def test_predictions_deletions_and_refusals_over_http(served, deletion_case):
+    root, url = served
+    d, ref = deletion_case  # d: rows of shards 0 and 2; ref: trained without them
+    assert call(f"{url}/healthz") == (200, {"ok": True, "version": 1, "pending": 0,
+                                            "errors": []})
+    first = predict(url)
+    assert first["version"] == 1 and first["shards"] == [0, 1, 2]
+    store = Store(str(root))
+    expected = Ensemble(read_config(store), store, read_current(store)).predict(X)
+    assert first["pred"] == expected.tolist(), "the service predicts as the ensemble does"
+    assert np.allclose(np.sum(first["probabilities"], axis=1), 1.0, atol=1e-5)
+
+    ledger = sorted(p.name for p in (root / "ledger").glob("*.json")) \
+        if (root / "ledger").exists() else []
+    for body, code, message in [
+        ({"ids": ["x"]}, 400, "item 1 is not an id"), ({"ids": [10**12]}, 400, "unknown ids"),
+        ({"ids": []}, 400, "no ids given"), ({"ids": [d[0], d[0]]}, 400, "repeated"),
+        ({"ids": 5}, 400, "must be a list"), ({"rows": [[1.0, 2.0]]}, 400, "64 features"),
+    ]:
+        route = "predict" if "rows" in body else "delete"
+        got, out = call(f"{url}/{route}", "POST", body)
+        assert got == code and message in json.dumps(out), (body, out)
+    assert call(f"{url}/requests/000099-nope")[0] == 404
+    now = sorted(p.name for p in (root / "ledger").glob("*.json")) \
+        if (root / "ledger").exists() else []
+    assert now == ledger, "refused requests change nothing"
+
+    code, ack = call(f"{url}/delete", "POST", {"ids": d})
+    assert code == 202 and ack["excluded"] == [0, 2] and ack["state"] == "excluded"
+    rid = ack["request_id"]
+    seen = []
+    while (st := call(f"{url}/requests/{rid}")[1])["state"] != "committed":
+        out = predict(url)
+        seen.append(out["shards"])
+        assert 0 not in out["shards"] and 2 not in out["shards"], out
+    after = predict(url)
+    assert seen and after["shards"] == [0, 1, 2] and after["version"] == 2
+    assert [p["phase"] for p in st["timeline"]] == ["recorded", "excluded", "retraining",
+                                                    "certifying", "committed"]
+    shas = call(f"{url}/version")[1]["model_sha256"]
+    assert shas == {str(s["shard"]): s["model_sha256"] for s in ref["per_shard"]}, \
+        "the service's retrain equals a fresh training without the ids"
+    assert (root / "certificates" / f"{rid}.json").exists()
+
+    # one writer per root: the CLI is refused, or sends the request to the service
+    runner = CliRunner()
+    res = runner.invoke(app, ["delete", "--root", str(root), "--ids", str(d[0] + 1)])
+    assert res.exit_code == 2 and "served by" in res.output
+    ids, shard, _ = store.read_index()
+    other = int(ids[shard == 1][0])
+    res = runner.invoke(app, ["delete", "--service", url, "--ids", str(other), "--wait",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    sent = json.loads(res.stdout.strip().splitlines()[-1])
+    assert sent["state"] == "committed" and sent["version"] == 3
+
+
+def test_a_replica_killed_mid_retrain_finishes_the_request(served, tmp_path):
+    import ray
+
+    root, url = served
+    copy = tmp_path / "cli"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("lock.json"))
+    ids, shard, slc = Store(str(root)).read_index()
+    target = [int(ids[(shard == 1) & (slc == 0)][3])]
+    cli = Pipeline(str(copy)).delete(target)  # the same request through the CLI path
+
+    code, ack = call(f"{url}/delete", "POST", {"ids": target})
+    assert code == 202
+    poll(url, ack["request_id"], "retraining", timeout=60)
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                if "DeletionApp" in a["name"]]
+    assert len(replicas) == 1
+    ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]),
+             no_restart=False)
+    st = poll(url, ack["request_id"], timeout=240)  # Serve restarts the replica
+    assert st["version"] == cli["version"]
+    shas = call(f"{url}/version")[1]["model_sha256"]
+    assert shas == {str(s["shard"]): s["model_sha256"] for s in cli["per_shard"]}
+    assert call(f"{url}/version")[1]["pending"] == []
+
+
+def test_stream_of_deletions_loses_nothing_and_coalesces(served):
+    """Deletions sent back to back for one shard: each acknowledged and committed with its
+    own version and certificate; fewer retrains than requests (they coalesce)."""
+    root, url = served
+    ids, shard, slc = Store(str(root)).read_index()
+    pick = ids[(shard == 2) & (slc == 2)][:4].tolist()
+    acks = [call(f"{url}/delete", "POST", {"ids": [int(i)]})[1] for i in pick]
+    assert all(a["excluded"] == [2] for a in acks)
+    done = [poll(url, a["request_id"]) for a in acks]
+    versions = [s["version"] for s in done]
+    assert versions == sorted(versions) and len(set(versions)) == len(acks)
+    for a in acks:
+        assert (root / "certificates" / f"{a['request_id']}.json").exists()
+    store = Store(str(root))
+    assert not np.isin(pick, store.read_index()[0]).any()
+    from clul_ray.sisa.version import read_version
+
+    retrained = [read_version(store, v).timings.get("retrain_compute_seconds", 0) > 0
+                 for v in versions]
+    assert sum(retrained) < len(acks), "later requests rode on an earlier retrain"
+
+
+@pytest.mark.parametrize("unused", [None])
+def test_serve_refuses_a_root_in_use(tmp_path, unused):
+    p = Pipeline(str(tmp_path / "root"))
+    p.train(tiny_config(backend="local", epochs=1, dataset=digits_parquet(
+        tmp_path / "d.parquet"), input_shape=[1, 8, 8], num_classes=10))
+    with p.writing("delete"):
+        res = CliRunner().invoke(app, ["serve", "--root", str(tmp_path / "root"),
+                                       "--port", str(free_port())])
+    assert res.exit_code == 2 and "in use by `delete`" in res.output
