@@ -13,6 +13,7 @@
     ledger/NNNNNN-XXXXXXXX.json            deletion requests and their stages
     certificates/REQUEST.json              what a committed deletion removed, and its scan
     lineage/vNNNNNN.json                   a version's config and per-shard data digests
+    cache/predictions/shard=K/DIGEST.parquet  a shard model's test-split probabilities
     lock.json                              the one writer's lock
     mlflow.db, mlartifacts/                the MLflow lineage (default store, local roots)
 """
@@ -32,6 +33,7 @@ LEDGER = "ledger"
 CERTIFICATES = "certificates"
 NOTES = "lineage"
 STAGING = "staging"
+PREDICTIONS = "cache/predictions"
 
 
 def slice_dir(shard: int, slc: int) -> str:
@@ -73,3 +75,17 @@ def certificate_path(request_id: str) -> str:
 
 def note_path(version: int) -> str:
     return f"{NOTES}/v{version:06d}.json"
+
+
+def prediction_path(shard: int, model_sha256: str) -> str:
+    """The cached test-split predictions of the shard model with this parameter digest."""
+    return f"{PREDICTIONS}/shard={shard}/{model_sha256}.parquet"
+
+
+def prediction_of(path: str) -> tuple[int, str] | None:
+    """(shard, model digest) of a path made by :func:`prediction_path`, else None."""
+    parts = path.removeprefix(PREDICTIONS + "/").split("/")
+    if len(parts) != 2 or not parts[0].startswith("shard=") \
+            or not parts[1].endswith(".parquet") or not parts[0][6:].isdigit():
+        return None
+    return int(parts[0][6:]), parts[1].removesuffix(".parquet")

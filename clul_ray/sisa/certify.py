@@ -2,12 +2,13 @@
 certificate each committed request gets.
 
 The scan reads only the storage root. It looks for deleted ids in every data partition
-(``data/train``, ``data/test``) and index file, and proves the current checkpoints clean
-through their content-hash chain: the keys recomputed from the current partition ids must
-equal the keys of the current version, and every checkpoint file must record the key, shard,
-slice and sample count it is stored under. A checkpoint file that no current shard uses is
-reported too: it may carry a superseded model's influence (``clul-ray purge`` removes those of
-tainted versions).
+(``data/train``, ``data/test``), index file and cached test prediction (``cache/``), and
+proves the current checkpoints clean through their content-hash chain: the keys recomputed
+from the current partition ids must equal the keys of the current version, and every
+checkpoint file must record the key, shard, slice and sample count it is stored under. A
+checkpoint file that no current shard uses is reported too: it may carry a superseded
+model's influence (``clul-ray purge`` removes those of tainted versions); so is a cached
+prediction of no current shard model.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import layout
-from ..errors import ClulError
+from ..errors import ClulError, first_line
 from ..store import Store
 from .checkpoint import read_checkpoint
 from .ledger import Ledger, Request
 from .plan import checkpoint_keys
+from .predcache import cache_files, served
 from .version import ModelVersion, read_config, read_current, read_version
 
 MAX_SHOWN = 10
@@ -32,18 +34,24 @@ Found = Callable[..., None]
 
 
 def check_deleted(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], found: Found,
-                  checked: dict) -> None:
-    """Deleted ids (``is_deleted(ids)`` is their mask) left in any data or index file."""
+                  checked: dict, unreadable_cache: bool = True) -> None:
+    """Deleted ids (``is_deleted(ids)`` is their mask) left in any data, index or cached
+    prediction file. An unreadable file is a finding (a cache file only with
+    ``unreadable_cache``: before a commit, whose evaluation rewrites or deletes it)."""
     for rel, kind, counter in ((layout.TRAIN, "data", "data_files"),
                                (layout.TEST, "data", "data_files"),
-                               (layout.INDEX, "index", "index_files")):
+                               (layout.INDEX, "index", "index_files"),
+                               (layout.PREDICTIONS, "cache", "cache_files")):
         for f in store.list_files(rel, ".parquet"):
-            checked[counter] += 1
+            checked[counter] = checked.get(counter, 0) + 1
             try:
                 ids = store.read_parquet(f, ["id"]).column("id").to_numpy()
                 hit = np.unique(ids[is_deleted(ids)])
-            except ClulError as e:  # an unreadable file is a finding
-                found(kind, f, str(e))
+            except (ClulError, KeyError) as e:  # an unreadable file is a finding
+                if kind != "cache" or unreadable_cache:
+                    found(kind, f, f"{e}" if kind != "cache" else
+                          f"unreadable cached predictions ({first_line(e)[:120]}); the "
+                          "next commit or evaluation by a writer replaces or deletes it")
                 continue
             if len(hit):
                 found(kind, f, f"{len(hit)} deleted ids", hit)
@@ -131,7 +139,8 @@ def commit_findings(store: Store, v: ModelVersion, removed: np.ndarray,
     checked = {"data_files": 0, "index_files": 0, "shards": 0, "checkpoints": 0}
     found = _collector(findings)
     if len(removed):
-        check_deleted(store, lambda ids: np.isin(ids, removed), found, checked)
+        check_deleted(store, lambda ids: np.isin(ids, removed), found, checked,
+                      unreadable_cache=False)
     check_index(store, len(v.shards), slices, found)
     check_version(store, v, found, checked)
     return findings
@@ -152,7 +161,8 @@ def scan(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], n_ids: in
     partitions that differ from the index, of served models that are not what they claim,
     and of stray checkpoints; ``ok`` if none."""
     findings: list[dict] = []
-    checked = {"data_files": 0, "index_files": 0, "shards": 0, "checkpoints": 0}
+    checked = {"data_files": 0, "index_files": 0, "cache_files": 0, "shards": 0,
+               "checkpoints": 0}
     found = _collector(findings)
     check_deleted(store, is_deleted, found, checked)
     state = read_current(store)
@@ -164,6 +174,9 @@ def scan(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], n_ids: in
     for f in store.checkpoint_files():
         if f not in current:
             found("stale_checkpoint", f, "checkpoint file of no current shard")
+    for f, shard, digest in cache_files(store):
+        if (shard, digest) not in served(state):
+            found("stale_cache", f, "cached predictions of no current shard model")
     return {"ok": not findings, "ids": int(n_ids), "checked": checked,
             "findings": findings, "scanned_at": time.time()}
 

@@ -14,6 +14,7 @@ from .. import layout
 from ..config import PipelineConfig
 from ..store import Store
 from .checkpoint import SliceResult
+from .predcache import drop_stale
 from .version import ModelVersion, ShardState, write_version
 
 
@@ -76,8 +77,9 @@ def build_version(cfg: PipelineConfig, prev: ModelVersion | None,
 
 
 def commit(store: Store, version: ModelVersion) -> None:
-    """Write ``version`` (the commit point is ``state.json``), then drop the checkpoints and
-    edited models it does not serve: a superseded one may carry deleted rows' influence."""
+    """Write ``version`` (the commit point is ``state.json``), then drop the checkpoints,
+    edited models and cached test predictions of models it does not serve: a superseded
+    one may carry deleted rows' influence."""
     write_version(store, version)
     keep = version.checkpoint_paths()
     for f in store.checkpoint_files():
@@ -87,3 +89,4 @@ def commit(store: Store, version: ModelVersion) -> None:
     for f in store.list_files(layout.UNLEARNED, ".pt"):
         if f not in served:
             store.delete(f)
+    drop_stale(store, version)

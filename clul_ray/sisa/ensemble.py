@@ -18,10 +18,11 @@ class Ensemble:
     """Predicts by majority vote of shard labels (default) or mean shard probability."""
 
     def __init__(self, cfg: PipelineConfig, store: Store, version: ModelVersion,
-                 device: str = "cpu"):
+                 device: str = "cpu", shards: list[int] | None = None):
+        """``shards``: only these of the version's trained shards (default: all)."""
         self.cfg = cfg
         self.device = device
-        trained = version.trained_shards()
+        trained = [s for s in version.trained_shards() if shards is None or s.shard in shards]
         self.shards = [s.shard for s in trained]
         self.models = [load_shard_model(cfg, store, s, device) for s in trained]
 
@@ -51,13 +52,25 @@ class Ensemble:
             pa.array(shard_pred.reshape(-1)), max(1, shard_pred.shape[1]))
         return pa.table(cols)
 
+    def proba_table(self, t: pa.Table) -> pa.Table:
+        """Canonical rows -> id, proba: each row's (shards, classes) probabilities, flat."""
+        probs = self.shard_proba(features(t)).transpose(1, 0, 2)  # (n, shards, classes)
+        flat = pa.FixedSizeListArray.from_arrays(
+            pa.array(np.ascontiguousarray(probs).reshape(-1)),
+            max(1, probs.shape[1] * probs.shape[2]))
+        return pa.table({"id": t.column("id"), "proba": flat})
+
 
 class BatchPredictor:
-    """A Ray Data ``map_batches`` callable around :meth:`Ensemble.predict_table`."""
+    """A Ray Data ``map_batches`` callable around :meth:`Ensemble.predict_table` (or
+    :meth:`Ensemble.proba_table` of some ``shards``, with ``proba``)."""
 
-    def __init__(self, cfg: dict, root: str, version: dict):
+    def __init__(self, cfg: dict, root: str, version: dict, shards: list[int] | None = None,
+                 proba: bool = False):
         torch.set_num_threads(1)
-        self.ens = Ensemble(PipelineConfig(**cfg), Store(root), ModelVersion(**version))
+        self.ens = Ensemble(PipelineConfig(**cfg), Store(root), ModelVersion(**version),
+                            shards=shards)
+        self.proba = proba
 
     def __call__(self, t: pa.Table) -> pa.Table:
-        return self.ens.predict_table(t)
+        return self.ens.proba_table(t) if self.proba else self.ens.predict_table(t)

@@ -1,25 +1,46 @@
-"""Accuracy of a model version on the held-out split: batch prediction through Ray Data
-(in-process for backend ``local``), then pure scoring."""
+"""Accuracy of a model version on the held-out split: each shard's cached predictions
+(:mod:`.predcache`) where its model has them, batch prediction for the others through Ray
+Data (in-process for backend ``local`` and for small work), then pure scoring."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
+from typing import TypeVar
 
+import numpy as np
 import pyarrow as pa
 
 from .. import layout
 from ..config import PipelineConfig
+from ..data.sources import features
 from ..errors import first_line
+from ..lock import read_lock
 from ..store import Store
 from .ensemble import BatchPredictor, Ensemble
+from .predcache import (
+    ShardPredictions,
+    merge,
+    plan_predictions,
+    read_cached,
+    score_probs,
+    write_cached,
+)
 from .version import Metrics, ModelVersion
 
 Progress = Callable[[str, int, int], None]
 # The one predictor actor reserves no CPU: with a whole CPU it starves Ray Data's read
 # tasks on a cluster with a single CPU left (seen as a hang after a node loss).
 EVAL_CPUS = 0.0
+# Up to this many row predictions (test rows x shards to predict) run in this process: Ray
+# Data's start-up (4-8 s on 2 cores) costs far more than predicting them (an MLP: 0.09 s
+# for 40k rows x 1 shard, 0.16 s x 8 shards; its one actor also runs on one thread). The
+# bound keeps the driver's copy of the test split small (benchmarks/eval_cache.py).
+IN_PROCESS_MAX_PREDICTIONS = 2_000_000
+T = TypeVar("T")
 
 
 def score(predictions: pa.Table, trained_shards: list[int]) -> Metrics:
@@ -33,8 +54,10 @@ def score(predictions: pa.Table, trained_shards: list[int]) -> Metrics:
                                    for i, k in enumerate(trained_shards)})
 
 
-def predict_dataset(ds, cfg: PipelineConfig, store: Store, version: ModelVersion):
-    """Batch prediction through Ray Data: canonical rows -> id, pred, shard_pred."""
+def predict_dataset(ds, cfg: PipelineConfig, store: Store, version: ModelVersion,
+                    shards: list[int] | None = None, proba: bool = False):
+    """Batch prediction through Ray Data: canonical rows -> id, pred, shard_pred (or, with
+    ``proba``, id and the probabilities of ``shards``, see ``Ensemble.proba_table``)."""
     import ray.data
 
     with warnings.catch_warnings():
@@ -46,34 +69,85 @@ def predict_dataset(ds, cfg: PipelineConfig, store: Store, version: ModelVersion
         return ds.map_batches(
             BatchPredictor, fn_constructor_kwargs={
                 "cfg": cfg.model_dump(), "root": store.root,
-                "version": version.model_dump(mode="json")},
+                "version": version.model_dump(mode="json"), "shards": shards,
+                "proba": proba},
             batch_size=4096, batch_format="pyarrow", num_cpus=EVAL_CPUS,
             compute=ray.data.ActorPoolStrategy(size=1), max_restarts=0)
 
 
+def in_process(rows: int, shards: int, use_ray: bool) -> bool:
+    """Predict in this process (not through Ray Data): always for backend ``local``, and
+    when the work is at most ``IN_PROCESS_MAX_PREDICTIONS`` row predictions."""
+    return not use_ray or rows * shards <= IN_PROCESS_MAX_PREDICTIONS
+
+
+def holds_lock(store: Store) -> bool:
+    """Whether this process holds the root's writer lock (only a writer fills the cache: a
+    reader racing a deletion could store predictions of a row it removes)."""
+    lock = read_lock(store)
+    return bool(lock) and lock.get("pid") == os.getpid() \
+        and lock.get("host") == socket.gethostname()
+
+
+def predict_shards(cfg: PipelineConfig, store: Store, version: ModelVersion,
+                   shards: list[int], ray_data: bool) -> dict[int, ShardPredictions]:
+    """Fresh test-split predictions of ``shards``, through Ray Data or in this process."""
+    if not ray_data:
+        test = store.read_tables(layout.TEST)
+        ids = test.column("id").to_numpy()
+        probs = Ensemble(cfg, store, version, shards=shards).shard_proba(features(test))
+        return {k: ShardPredictions(ids, probs[i]) for i, k in enumerate(shards)}
+    import ray.data
+
+    ds = ray.data.read_parquet(store.path(layout.TEST), filesystem=store.fs)
+    out = pa.concat_tables(list(predict_dataset(ds, cfg, store, version, shards, True)
+                                .iter_batches(batch_format="pyarrow", batch_size=None)))
+    ids = out.column("id").to_numpy()
+    col = out.column("proba").combine_chunks()
+    probs = col.flatten().to_numpy().reshape(len(ids), len(shards), -1)
+    return {k: ShardPredictions(ids, np.ascontiguousarray(probs[:, i]))
+            for i, k in enumerate(shards)}
+
+
 def evaluate(cfg: PipelineConfig, store: Store, version: ModelVersion, use_ray: bool,
-             progress: Progress, attempts: int = 3) -> Metrics:
-    """Evaluation is a pure read: a Ray failure in it (a node lost while Ray Data placed an
-    actor there, before the cluster marked the node dead) is retried."""
+             progress: Progress, attempts: int = 3, cache: bool = True,
+             write_cache: bool | None = None) -> Metrics:
+    """Accuracy of ``version`` on the test split. Each trained shard's cached predictions
+    are reused when they cover every test id (``cache``); only the other shards predict
+    (their predictions are stored when ``write_cache``, by default when this process holds
+    the root's lock). Evaluation is a pure read: a Ray failure in it (a node lost while Ray
+    Data placed an actor there, before the cluster marked the node dead) is retried."""
     if not store.list_files(layout.TEST, ".parquet"):
         return Metrics()
-    trained = [s.shard for s in version.trained_shards()]
-    if not use_ray:
-        test = store.read_tables(layout.TEST)
-        return score(Ensemble(cfg, store, version).predict_table(test), trained)
-    import ray.data
-    import ray.exceptions
+    shards = [s.shard for s in version.trained_shards()]
+    digest = {s.shard: s.model_sha256 for s in version.trained_shards()}
+    test = store.read_tables(layout.TEST, ["id", "label"])
+    test_ids, labels = test.column("id").to_numpy(), test.column("label").to_numpy()
+    classes = cfg.data.num_classes
+    cached = {k: p for k in shards if cache and (
+        p := read_cached(store, k, digest[k], classes)) is not None}
+    todo = plan_predictions(shards, cached, test_ids)
+    fresh: dict[int, ShardPredictions] = {}
+    if todo:
+        ray_data = not in_process(len(test_ids), len(todo), use_ray)
+        fresh = _retried(lambda: predict_shards(cfg, store, version, todo, ray_data),
+                         ray_data, progress, attempts)
+        if cache and (holds_lock(store) if write_cache is None else write_cache):
+            for k in todo:
+                write_cached(store, k, digest[k], fresh[k])
+    return score_probs(labels, merge(shards, cached, fresh, test_ids), shards,
+                       cfg.serve.aggregation)
 
-    def once() -> Metrics:
-        ds = ray.data.read_parquet(store.path(layout.TEST), filesystem=store.fs)
-        out = pa.concat_tables(list(predict_dataset(ds, cfg, store, version).iter_batches(
-            batch_format="pyarrow", batch_size=None)))
-        return score(out, trained)
+
+def _retried(fn: Callable[[], T], ray_data: bool, progress: Progress, attempts: int) -> T:
+    if not ray_data:
+        return fn()
+    import ray.exceptions
 
     for attempt in range(1, attempts):
         try:
-            return once()
+            return fn()
         except ray.exceptions.RayError as e:
             progress(f"evaluation failed ({first_line(e)[:80]}); retrying", attempt, attempts)
             time.sleep(10 * attempt)
-    return once()  # the last attempt raises what it meets
+    return fn()  # the last attempt raises what it meets

@@ -34,6 +34,7 @@ from .controller import (
 )
 from .grow import add_rows
 from .ledger import Request
+from .predcache import purge_ids
 from .version import ModelVersion, require_current
 
 TrainShards = Callable[[PipelineConfig, list[int]], tuple[list[SliceResult], dict[int, int]]]
@@ -69,6 +70,7 @@ def run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
                 store.remove_rows(layout.slice_dir(k, r), train_ids)
             if plan.test_ids:
                 store.remove_rows(layout.TEST, np.asarray(plan.test_ids, np.int64))
+            purge_ids(store, np.asarray(req.ids, np.int64))  # cached test predictions
             keep = ~np.isin(ids, req.ids)
             if not keep.all():
                 store.rewrite_index(ids[keep], shard[keep], slc[keep])
