@@ -34,9 +34,14 @@ def free_port() -> int:
 
 
 def poll(url: str, rid: str, until: str = "committed", timeout: float = 180.0) -> dict:
+    from clul_ray.errors import ClulError
+
     end = time.time() + timeout
     while time.time() < end:
-        code, st = call(f"{url}/requests/{rid}")
+        try:
+            code, st = call(f"{url}/requests/{rid}", timeout=10)
+        except ClulError:  # a replica restarting
+            code, st = 0, {}
         if code == 200 and st["state"] == until:
             return st
         time.sleep(0.1)

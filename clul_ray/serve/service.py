@@ -99,11 +99,11 @@ class DeletionService:
         self._wake, self._stop = threading.Event(), threading.Event()
         self.models: dict[int, tuple[str, torch.nn.Module]] = {}
         self.version: ModelVersion | None = None
-        self._load(v)
         pending = self.pipeline.ledger.pending()
         now = time.time()
         self._affected = {r.request_id: set(r.plan.affected) for r in pending}
         self._excluded_at = {r.request_id: now for r in pending}
+        self._load(v)
         self.errors: list[str] = []
         self.metrics = Metrics()
         self.executor.warm_up(self.cfg, list(range(self.cfg.partition.shards)))
@@ -123,14 +123,21 @@ class DeletionService:
             unlock(self.pipeline.store)
 
     # ---- models ------------------------------------------------------------------------
-    def _load(self, v: ModelVersion) -> None:
-        """Serve version ``v``: load the shard models whose digest changed."""
+    def _load(self, v: ModelVersion, admitting: str | None = None) -> None:
+        """Serve version ``v``: load the shard models whose digest changed. A shard of a
+        pending request is not loaded (it does not vote, and its checkpoints may be gone);
+        it is when the request commits."""
         store = self.pipeline.store
+        with self._mutex:  # (the shards of request ``admitting`` are about to vote)
+            skip = state.excluded(self.cfg.partition.shards, [
+                a for r, a in self._affected.items() if r != admitting])
         models = {}
         for s in v.trained_shards():
             have = self.models.get(s.shard)
-            models[s.shard] = have if have and have[0] == s.model_sha256 else (
-                s.model_sha256, load_shard_model(self.cfg, store, s).eval())
+            if have and have[0] == s.model_sha256:
+                models[s.shard] = have
+            elif s.shard not in skip:
+                models[s.shard] = (s.model_sha256, load_shard_model(self.cfg, store, s).eval())
         with self._mutex:
             self.models, self.version = models, v
 
@@ -244,9 +251,8 @@ class DeletionService:
                 self._committed(req.request_id)
 
     def _committed(self, request_id: str) -> None:
-        v = self.pipeline.state
-        if self.version is None or v.version != self.version.version:
-            self._load(v)
+        """Load the request's shards from the current version, then let them vote."""
+        self._load(self.pipeline.state, admitting=request_id)
         with self._mutex:
             self._affected.pop(request_id, None)
             t = self._excluded_at.pop(request_id, None)
