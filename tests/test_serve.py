@@ -151,9 +151,18 @@ def test_a_replica_killed_mid_retrain_finishes_the_request(served, tmp_path):
 
 
 def test_stream_of_deletions_loses_nothing_and_coalesces(served):
-    """Deletions sent back to back for one shard: each acknowledged and committed with its
+    """A request excluding every shard makes /predict answer 503 until it commits; then
+    deletions sent back to back for one shard: each acknowledged and committed with its
     own version and certificate; fewer retrains than requests (they coalesce)."""
     root, url = served
+    ids, shard, slc = Store(str(root)).read_index()
+    every = [int(ids[(shard == k) & (slc == 2)][-1]) for k in range(3)]
+    code, ack = call(f"{url}/delete", "POST", {"ids": every})
+    assert code == 202 and ack["excluded"] == [0, 1, 2] and ack["exclusion_seconds"] < 5
+    code, out = call(f"{url}/predict", "POST", {"rows": X.tolist()})
+    assert code == 503 and "pending deletion" in out["detail"]
+    poll(url, ack["request_id"])
+    assert predict(url)["shards"] == [0, 1, 2]
     ids, shard, slc = Store(str(root)).read_index()
     pick = ids[(shard == 2) & (slc == 2)][:4].tolist()
     acks = [call(f"{url}/delete", "POST", {"ids": [int(i)]})[1] for i in pick]

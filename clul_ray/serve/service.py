@@ -183,9 +183,10 @@ class DeletionService:
         if req is None:
             return {"request_id": None, "state": "already deleted",
                     "already_deleted": already}
-        self.metrics.recorded(time.time() - t0)
+        took = time.time() - t0
+        self.metrics.recorded(took)
         self._wake.set()
-        return {"request_id": req.request_id, "state": "excluded",
+        return {"request_id": req.request_id, "state": "excluded", "exclusion_seconds": took,
                 "affected": {str(k): r for k, r in req.plan.affected.items()},
                 "excluded": sorted(out), "already_deleted": already,
                 "n_ids": req.n_ids, "n_test_ids": req.n_ids - req.n_train}
