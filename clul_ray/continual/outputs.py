@@ -4,12 +4,13 @@ marked)."""
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..unlearn.summary import write_csv
 
 SUMMARY = (("avg_acc", "avg acc"), ("forget_acc", "forget acc"), ("gap_oracle", "gap"),
            ("forget_gap", "forget gap"), ("bwt", "BWT"), ("forgetting", "FM"),
@@ -37,19 +38,6 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             s[key], s[f"{key}_std"] = _stat([g.get(key, math.nan) for g in group])
         out.append(s)
     return out
-
-
-def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    columns: list[str] = []
-    for r in rows:
-        columns += [k for k in r if k not in columns]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if isinstance(r.get(k), float) and math.isnan(r[k])
-                            else r.get(k, "")) for k in columns})
-    return path
 
 
 def cell(row: dict[str, Any], key: str) -> str:

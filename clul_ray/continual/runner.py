@@ -11,10 +11,9 @@ are forgotten ones (always 0), and — once the oracle's rows are known — the 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import build_model
+from ..unlearn.training import torch_threads
 from . import metrics as M
 from .strategies import StepData, Strategy, get_strategy, make_params
 from .strategies.base import StrategyParams
@@ -32,15 +32,6 @@ from .tasks import Benchmark, Rows
 Progress = Callable[[str, int, int], None]
 RECIPE = ("epochs", "lr", "batch_size", "optimizer", "momentum", "unlearn_epochs")
 
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass

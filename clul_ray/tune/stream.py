@@ -36,11 +36,11 @@ from ..continual.spec import ContinualSpec, check_spec, strategy_params
 from ..continual.strategies import get_strategy, make_params
 from ..continual.stream import Step
 from ..continual.tasks import Benchmark
-from ..errors import ClulError, last_line
+from ..errors import ClulError
 from ..runtime import ensure_ray, gather, verbose
 from ..unlearn.params import Int, Settings
 from .space import check_domain, to_domain
-from .sweep import RESULT_KEYS, TrialProgress
+from .sweep import RESULT_KEYS, TrialProgress, grid_rows
 
 Progress = Callable[[str, int, int], None]
 OBJECTIVE_TEXT = ("|gap to the oracle on the kept tasks| + |gap on the forgotten tasks| "
@@ -239,21 +239,7 @@ def run_stream_sweep(spec: StreamSweepSpec, out_dir: str | Path,
             sys.stderr if verbose() else devnull):
         grid = tuner.fit()
     wall = time.perf_counter() - t1
-    rows = []
-    for i, r in enumerate(grid):
-        m = r.metrics or {}
-        status = ("failed" if r.error is not None else
-                  "completed" if m.get("final") == 1 else "stopped")
-        row: dict[str, Any] = {
-            "method": name, "trial": m.get("trial_id", f"{name}-{i}"), "status": status,
-            "error": None if r.error is None else last_line(r.error),
-            "iterations": m.get("training_iteration", 0),
-            "trial_seconds": m.get("time_total_s", math.nan), "params": dict(r.config or {})}
-        row.update({k: m.get(k, math.nan) for k in RESULT_KEYS})
-        hist = r.metrics_dataframe
-        row["history"] = ([] if hist is None or "objective" not in hist else
-                          [float(v) for v in hist["objective"]])
-        rows.append(row)
+    rows = grid_rows(grid, name)
     default_score = ray.get(default)
     meta = {
         "methods": [name], "dataset": cont.benchmark, "model": cont.model,

@@ -156,6 +156,12 @@ def sweep_method(method: str, spec: SweepSpec, shared: Shared, out: Path,
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(
             sys.stderr if verbose() else devnull):
         grid = tuner.fit()
+    return grid_rows(grid, method)
+
+
+def grid_rows(grid, method: str) -> list[dict[str, Any]]:
+    """A Tuner's results -> one row per trial: status, error, params, the result keys and
+    the objective after each iteration."""
     rows = []
     for i, r in enumerate(grid):
         m = r.metrics or {}

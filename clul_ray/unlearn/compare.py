@@ -12,10 +12,9 @@ data, the original models, the methods (as each task finishes), the metrics.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -37,7 +36,13 @@ from .api import unlearn_model
 from .base import Split, get_method, method_names
 from .params import Int, Settings
 from .scenarios import parse_scenario, split_forget
-from .training import TrainRecipe, predict_proba, reinitialize, train_from_scratch
+from .training import (
+    TrainRecipe,
+    predict_proba,
+    reinitialize,
+    torch_threads,
+    train_from_scratch,
+)
 
 SALT_ZRF = 0x2F
 GAP_METRICS = ("RA", "FA", "TA", "MIA")
@@ -177,15 +182,6 @@ def load_data(spec: CompareSpec) -> Data:
         test=Split.from_numpy(x[test][keep], y[test][keep], ids[test][keep]),
         num_classes=src.num_classes, input_shape=tuple(src.input_shape))
 
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def outputs_of(model: nn.Module, data: Data) -> Outputs:

@@ -193,3 +193,15 @@ def random_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Gene
         raise ClulError("random wrong labels need at least 2 classes")
     shift = torch.randint(1, num_classes, y.shape, generator=generator)
     return (y + shift) % num_classes
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (results depend on the thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
