@@ -27,14 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..api import open_pipeline
 from ..errors import ClulError, first_line
+from ..lineage.recorder import LineageRecorder
 from ..runtime import ensure_ray
 from ..sisa.checkpoint import load_shard_model
 from ..sisa.controller import Kind, Stage
+from ..sisa.pipeline import Pipeline
 from ..sisa.version import ModelVersion
 from . import state
-from .workers import WarmExecutor
+from .workers import CachingStore, WarmExecutor
 
 log = logging.getLogger("clul_ray.serve")
 
@@ -76,12 +77,50 @@ class Metrics:
         self._do(self.commit, "observe", seconds)
 
 
+class Deferred:
+    """An observer run on its own thread, in commit order: what it does (MLflow lineage)
+    never delays a commit. The lineage recorder's sync logs whatever MLflow lacks, so a
+    call that fails or is lost when the process dies is made good by the next one."""
+
+    def __init__(self, inner):
+        import queue
+
+        self.inner = inner
+        self.queue: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="clul-ray-lineage",
+                                       daemon=True)
+        self.thread.start()
+
+    def version_committed(self, *args) -> None:
+        self.queue.put(("version_committed", args))
+
+    def request_committed(self, *args) -> None:
+        self.queue.put(("request_committed", args))
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            name, args = item
+            try:
+                getattr(self.inner, name)(*args)
+            except Exception as e:  # lineage never fails a commit
+                log.warning("lineage: %s failed: %s", name, first_line(e))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout=120)
+
+
 class DeletionService:
     def __init__(self, root: str, url: str = "", address: str | None = None,
                  lineage: bool = True, retrain_delay_s: float = 0.0):
         ensure_ray(address)
         self.executor = WarmExecutor(root)
-        self.pipeline = open_pipeline(root, address, executor=self.executor, lineage=lineage)
+        # lineage off the commit path (its sync is idempotent), and Parquet reads of files
+        # no step changed served from memory: the checks of every commit read every slice
+        self.lineage = Deferred(LineageRecorder()) if lineage else None
+        self.pipeline = Pipeline(root, address, executor=self.executor,
+                                 observers=[self.lineage] if self.lineage else [],
+                                 store=CachingStore(root))
         self.url = url
         self.retrain_delay_s = retrain_delay_s  # tests widen the window before a retrain
         command = f"serve {url}".strip()
@@ -275,6 +314,8 @@ class DeletionService:
         self._wake.set()
         self._thread.join(timeout=60)
         self.executor.close()
+        if self.lineage is not None:
+            self.lineage.close()
         self._hold.__exit__(None, None, None)
 
 

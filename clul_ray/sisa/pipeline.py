@@ -71,8 +71,9 @@ class Pipeline:
     _crash_after: str | None = None  # fault injection: a stage name (the resume tests)
 
     def __init__(self, root: str, address: str | None = None, executor=None,
-                 progress: Progress | None = None, observers: Sequence[Observer] = ()):
-        self.store = Store(root)
+                 progress: Progress | None = None, observers: Sequence[Observer] = (),
+                 store: Store | None = None):
+        self.store = store or Store(root)
         self.ledger = Ledger(self.store)
         self.address = address
         self._executor = executor
