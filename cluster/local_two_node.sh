@@ -263,7 +263,15 @@ import ray
 
 out = Path(sys.argv[1])
 ray.init(address=f"127.0.0.1:{sys.argv[2]}", logging_level="ERROR")
-alive = sum(1 for n in ray.nodes() if n["Alive"])
+# the job can finish before the cluster has marked the killed node dead (its health checks
+# take a while): wait for that, up to a minute
+import time  # noqa: E402
+
+for _ in range(60):
+    alive = sum(1 for n in ray.nodes() if n["Alive"])
+    if alive == 1:
+        break
+    time.sleep(1)
 got = json.loads((out / "node_loss.json").read_text())
 ref = json.loads((out / "ref_long.json").read_text())
 sha = lambda r: {s["shard"]: s["model_sha256"] for s in r["per_shard"]}  # noqa: E731
