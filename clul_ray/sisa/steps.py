@@ -51,6 +51,18 @@ class Context:
     commit: Commit  # (cfg, operation, request_id, starts, results, timings, edited)
 
 
+def train_and_commit(ctx: Context, req: Request, operation: str, timing: str
+                     ) -> dict[str, Any]:
+    """Train every shard whose checkpoint chain is incomplete and commit the version;
+    its timings are ``{timing}_seconds`` (wall) and ``{timing}_compute_seconds``."""
+    t0 = time.perf_counter()
+    results, starts = ctx.train_shards(ctx.cfg, list(range(ctx.cfg.partition.shards)))
+    v = ctx.commit(ctx.cfg, operation, req.request_id, starts, results,
+                   {f"{timing}_seconds": time.perf_counter() - t0,
+                    f"{timing}_compute_seconds": sum(r.seconds for r in results)})
+    return {"version": v.version}
+
+
 def run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
     store, cfg, plan = ctx.store, ctx.cfg, req.plan
     match step:
@@ -81,12 +93,7 @@ def run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
         case Retrain():
             # every shard whose checkpoint chain is broken: the affected ones, and those of
             # later requests whose data steps ran first (the service's coalescing)
-            t0 = time.perf_counter()
-            results, starts = ctx.train_shards(cfg, list(range(cfg.partition.shards)))
-            v = ctx.commit(cfg, "delete", req.request_id, starts, results,
-                           {"retrain_seconds": time.perf_counter() - t0,
-                            "retrain_compute_seconds": sum(r.seconds for r in results)})
-            return {"version": v.version}
+            return train_and_commit(ctx, req, "delete", "retrain")
         case CommitEdited():
             edited = {int(k): e for k, e in req.result["edited"].items()}
             v = ctx.commit(cfg, f"unlearn:{req.meta['method']}", req.request_id, {}, [],
@@ -97,12 +104,7 @@ def run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
             add_rows(store, cfg, req.request_id, req.meta["staging"], req.meta["slice"])
             return {}
         case TrainAdded():
-            t0 = time.perf_counter()
-            results, starts = ctx.train_shards(cfg, list(range(cfg.partition.shards)))
-            v = ctx.commit(cfg, "add", req.request_id, starts, results,
-                           {"train_seconds": time.perf_counter() - t0,
-                            "train_compute_seconds": sum(r.seconds for r in results)})
-            return {"version": v.version}
+            return train_and_commit(ctx, req, "add", "train")
         case ReleaseStaging():
             store.delete(req.meta["staging"])
             return {}

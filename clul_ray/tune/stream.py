@@ -37,10 +37,10 @@ from ..continual.strategies import get_strategy, make_params
 from ..continual.stream import Step
 from ..continual.tasks import Benchmark
 from ..errors import ClulError
-from ..runtime import ensure_ray, gather, verbose
+from ..runtime import ensure_ray, verbose
 from ..unlearn.params import Int, Settings
 from .space import check_domain, to_domain
-from .sweep import RESULT_KEYS, TrialProgress, grid_rows
+from .sweep import RESULT_KEYS, TrialProgress, grid_rows, per_seed
 
 Progress = Callable[[str, int, int], None]
 OBJECTIVE_TEXT = ("|gap to the oracle on the kept tasks| + |gap on the forgotten tasks| "
@@ -195,21 +195,11 @@ def run_stream_sweep(spec: StreamSweepSpec, out_dir: str | Path,
     base = strategy_params(cont, name).model_dump()
     seeds = cont.seed_list
     t0 = time.perf_counter()
-    task = ray.remote(oracle_rows).options(num_cpus=1, name="clul_ray.tune.oracle")
     bench_ref = ray.put(bench)
-    tick("tune: oracle along the stream", 0, len(seeds))
-    refs = {task.remote(name, base, steps, bench_ref, s, cont.model, cont.model_args): s
-            for s in seeds}
-    n_done = 0
-
-    def oracle_done(_ref, _value) -> None:
-        nonlocal n_done
-        n_done += 1
-        tick("tune: oracle along the stream", n_done, len(seeds))
-
-    got = gather({r: f"oracle (seed {s})" for r, s in refs.items()}, oracle_done)
-    shared = StreamShared(bench, steps, cont.model, cont.model_args, base,
-                          {refs[r]: rows for r, rows in got.items()})
+    got = per_seed(oracle_rows, seeds, "tune: oracle along the stream", "clul_ray.tune.oracle",
+                   tick, lambda s: (name, base, steps, bench_ref, s, cont.model,
+                                    cont.model_args))
+    shared = StreamShared(bench, steps, cont.model, cont.model_args, base, got)
     t_ref = time.perf_counter() - t0
     default = ray.remote(run_trial).options(num_cpus=1, name="clul_ray.tune.default").remote(
         {}, name, shared, lambda _: None)

@@ -113,6 +113,26 @@ class TrialProgress(tune.Callback):
         self._finished()
 
 
+def per_seed(fn: Callable, seeds: list[int], desc: str, name: str, tick: Progress,
+             args: Callable[[int], tuple]) -> dict[int, Any]:
+    """``fn(*args(seed))`` for every seed as Ray tasks (one CPU each), ticking ``desc`` as
+    each finishes: ``{seed: result}``. The work a sweep does once, not per trial."""
+    import ray
+
+    task = ray.remote(fn).options(num_cpus=1, name=name)
+    tick(desc, 0, len(seeds))
+    refs = {task.remote(*args(s)): s for s in seeds}
+    finished = 0
+
+    def one_done(_ref, _value) -> None:
+        nonlocal finished
+        finished += 1
+        tick(desc, finished, len(seeds))
+
+    done = gather({r: f"{name} (seed {s})" for r, s in refs.items()}, one_done)
+    return {refs[r]: v for r, v in done.items()}
+
+
 def search_algorithm(kind: str, seed: int):
     """Random (Tune's variant generator) or Optuna's TPE, seeded."""
     if kind == "optuna":
@@ -204,19 +224,11 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, progress: Progress | None = 
 
     t0 = time.perf_counter()
     seeds = [spec.seed + k for k in range(spec.seeds)]
-    task = ray.remote(compute_reference).options(num_cpus=1, name="clul_ray.tune.reference")
     data_ref = ray.put(data)
-    tick("tune: original and retrained models", 0, len(seeds))
-    refs = {task.remote(template, data_ref, spec.recipe, s): s for s in seeds}
-    finished = 0
-
-    def reference_done(_ref, _value) -> None:
-        nonlocal finished
-        finished += 1
-        tick("tune: original and retrained models", finished, len(seeds))
-
-    done = gather({r: f"reference (seed {s})" for r, s in refs.items()}, reference_done)
-    shared = Shared(data, {v.seed: v for v in done.values()}, spec.weights)
+    done = per_seed(compute_reference, seeds, "tune: original and retrained models",
+                    "clul_ray.tune.reference", tick,
+                    lambda s: (template, data_ref, spec.recipe, s))
+    shared = Shared(data, done, spec.weights)
     t_ref = time.perf_counter() - t0
 
     default_task = ray.remote(default_score).options(num_cpus=1, name="clul_ray.tune.default")
