@@ -34,8 +34,9 @@ from ..sisa.checkpoint import load_shard_model
 from ..sisa.controller import Kind, Stage
 from ..sisa.pipeline import Pipeline
 from ..sisa.version import ModelVersion
+from ..storecache import CachingStore
 from . import state
-from .workers import CachingStore, WarmExecutor
+from .workers import WarmExecutor
 
 log = logging.getLogger("clul_ray.serve")
 

@@ -13,9 +13,6 @@ on GPUs reserves its ``gpus_per_shard`` for as long as its worker lives.
 
 from __future__ import annotations
 
-import pyarrow as pa
-import pyarrow.fs as pafs
-
 from ..config import PipelineConfig
 from ..runtime import gather, node_id
 from ..sisa.checkpoint import SliceResult
@@ -23,32 +20,7 @@ from ..sisa.executor import StepCallback
 from ..sisa.plan import ShardJob
 from ..sisa.trainer import train_slice
 from ..store import Store
-
-
-class CachingStore(Store):
-    """A store whose Parquet reads are served from memory while the file is unchanged."""
-
-    def __init__(self, root: str):
-        super().__init__(root)
-        self._tables: dict[tuple, pa.Table] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
-        info = self.fs.get_file_info(self.path(rel))
-        if info.type != pafs.FileType.File:
-            return super().read_parquet(rel, columns)  # raises the one-line error
-        key = (rel, tuple(columns) if columns else None, info.size, info.mtime_ns)
-        t = self._tables.get(key)
-        if t is None:
-            self.misses += 1
-            t = super().read_parquet(rel, columns)
-            for old in [k for k in self._tables if k[:2] == key[:2]]:
-                del self._tables[old]
-            self._tables[key] = t
-        else:
-            self.hits += 1
-        return t
+from ..storecache import CachingStore
 
 
 class ShardWorker:

@@ -23,7 +23,7 @@ from ..errors import ClulError, first_line
 from ..store import Store
 from .checkpoint import read_checkpoint
 from .ledger import Ledger, Request
-from .plan import checkpoint_keys
+from .plan import chained_keys
 from .predcache import cache_files, served
 from .version import ModelVersion, read_config, read_current, read_version
 
@@ -60,20 +60,30 @@ def check_deleted(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], 
 def check_index(store: Store, shards: int, slices: int, found: Found) -> None:
     """Every (shard, slice) partition holds exactly the ids the index places there: a
     missing or truncated partition file is lost rows, never a smaller training set."""
+    for args in store.memo((layout.INDEX, layout.TRAIN), f"check_index:{shards}:{slices}",
+                           lambda: index_findings(store, shards, slices)):
+        found(*args)
+
+
+def index_findings(store: Store, shards: int, slices: int) -> list[tuple]:
+    """The findings of :func:`check_index`, as ``found`` arguments."""
+    out: list[tuple] = []
     try:
         ids, shard, slc = store.read_index()
     except ClulError as e:
-        found("index", layout.INDEX, str(e))
-        return
-    order = np.lexsort((ids, slc, shard))
-    ids, shard, slc = ids[order], shard[order], slc[order]
+        return [("index", layout.INDEX, str(e))]
+    cell = shard * slices + slc
+    order = np.lexsort((ids, cell))
+    ids, cell = ids[order], cell[order]
+    bounds = np.searchsorted(cell, np.arange(shards * slices + 1))
     for k in range(shards):
         for r in range(slices):
-            want = ids[(shard == k) & (slc == r)]
+            c = k * slices + r
+            want = ids[bounds[c]:bounds[c + 1]]
             try:
                 have = store.slice_ids(k, r)
             except ClulError as e:
-                found("data", layout.slice_dir(k, r), str(e))
+                out.append(("data", layout.slice_dir(k, r), str(e)))
                 continue
             if len(have) == len(want) and (have == want).all():
                 continue
@@ -85,8 +95,20 @@ def check_index(store: Store, shards: int, slices: int, found: Found) -> None:
             if len(extra):
                 what.append(f"{len(extra)} rows are not in the index (e.g. ids "
                             f"{', '.join(map(str, extra[:5]))})")
-            found("data", layout.slice_dir(k, r), "; ".join(what),
-                  lost if len(lost) else extra)
+            out.append(("data", layout.slice_dir(k, r), "; ".join(what),
+                        lost if len(lost) else extra))
+    return out
+
+
+def checkpoint_header(store: Store, shard: int, slc: int, key: str,
+                      sha256: str | None) -> tuple[int | None, str]:
+    """(recorded sample count, file digest) of a checkpoint, checked by
+    :func:`read_checkpoint` (a one-line ClulError when it is not what it claims)."""
+    def read() -> tuple[int | None, str]:
+        ck, digest = read_checkpoint(store, shard, slc, key, sha256=sha256, with_digest=True)
+        return ck.get("n_samples"), digest
+
+    return store.memo((layout.checkpoint_path(shard, slc, key),), f"header:{sha256}", read)
 
 
 def check_version(store: Store, v: ModelVersion, found: Found, checked: dict) -> None:
@@ -102,11 +124,12 @@ def check_version(store: Store, v: ModelVersion, found: Found, checked: dict) ->
                 found("model", s.artifact, "missing edited model of the version")
             continue
         try:
-            slice_ids = [store.slice_ids(k, r) for r in range(len(keys))]
+            sizes = [len(store.slice_ids(k, r)) for r in range(len(keys))]
+            chain = chained_keys(v.training_digest, k,
+                                 [store.slice_digest(k, r) for r in range(len(keys))])
         except ClulError as e:
             found("chain", layout.shard_dir(k), str(e))
             continue
-        chain = checkpoint_keys(v.training_digest, k, slice_ids)
         for r, (want, have) in enumerate(zip(chain, keys, strict=True)):
             if want != have:
                 found("chain", layout.slice_dir(k, r),
@@ -116,17 +139,16 @@ def check_version(store: Store, v: ModelVersion, found: Found, checked: dict) ->
         digests = list(s.checkpoint_sha256) + [""] * (len(keys) - len(s.checkpoint_sha256))
         seen = 0
         for r, key in enumerate(keys):
-            seen += len(slice_ids[r])
+            seen += sizes[r]
             path = layout.checkpoint_path(k, r, key)
             checked["checkpoints"] += 1
             try:
-                ck, digests[r] = read_checkpoint(store, k, r, key, sha256=digests[r] or None,
-                                                 with_digest=True)
+                n, digests[r] = checkpoint_header(store, k, r, key, digests[r] or None)
             except ClulError as e:
                 found("checkpoint", path, str(e).removeprefix(store.path(path) + ": "))
                 continue
-            if ck.get("n_samples") != seen:
-                found("checkpoint", path, f"records {ck.get('n_samples')} samples, the "
+            if n != seen:
+                found("checkpoint", path, f"records {n} samples, the "
                       f"partitions of slices 0..{r} hold {seen}")
         s.checkpoint_sha256 = digests
 

@@ -36,7 +36,7 @@ from .evaluation import evaluate
 from .executor import make_executor
 from .ledger import Ledger, Request
 from .partitioning import partition
-from .plan import checkpoint_keys, plan_deletion, plan_training
+from .plan import chained_keys, plan_deletion, plan_training
 from .steps import Context, run_step
 from .summary import request_summary, summarize
 from .version import ModelVersion
@@ -160,8 +160,8 @@ class Pipeline:
         return summarize(self.store.root, cfg, v)
 
     def shard_keys(self, cfg: PipelineConfig, shard: int) -> list[str]:
-        ids = [self.store.slice_ids(shard, r) for r in range(cfg.partition.total_slices)]
-        return checkpoint_keys(cfg.training_digest(), shard, ids)
+        return chained_keys(cfg.training_digest(), shard, [
+            self.store.slice_digest(shard, r) for r in range(cfg.partition.total_slices)])
 
     def _train_shards(self, cfg: PipelineConfig, shards: list[int]
                       ) -> tuple[list[SliceResult], dict[int, int]]:

@@ -27,10 +27,15 @@ def checkpoint_keys(training_digest: str, shard: int, slice_ids: list[np.ndarray
     An unchanged prefix keeps its keys (and is reused); a changed slice changes its key
     and every later one.
     """
+    return chained_keys(training_digest, shard, [sha256_ids(ids) for ids in slice_ids])
+
+
+def chained_keys(training_digest: str, shard: int, slice_digests: list[str]) -> list[str]:
+    """:func:`checkpoint_keys` from each slice's id digest (``sha256_ids``)."""
     key = chain(training_digest, f"shard={shard}")
     keys = []
-    for r, ids in enumerate(slice_ids):
-        key = chain(key, f"slice={r}", sha256_ids(ids))
+    for r, digest in enumerate(slice_digests):
+        key = chain(key, f"slice={r}", digest)
         keys.append(key)
     return keys
 

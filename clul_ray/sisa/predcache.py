@@ -54,6 +54,8 @@ def content_digest(ids: np.ndarray, proba: np.ndarray) -> str:
 
 def align(p: ShardPredictions, test_ids: np.ndarray) -> np.ndarray | None:
     """``p``'s probabilities in the order of ``test_ids``, or None when ``p`` lacks one."""
+    if np.array_equal(p.ids, test_ids):  # the usual case: stored in the test split's order
+        return p.proba
     order = np.argsort(p.ids, kind="stable")
     have = p.ids[order]
     pos = np.searchsorted(have, test_ids)
@@ -133,13 +135,17 @@ def read_cached(store: Store, shard: int, model_sha256: str,
     """The cached predictions of a shard model; None when absent, unreadable or not what
     the file records (a miss, never an error)."""
     rel = layout.prediction_path(shard, model_sha256)
-    try:
-        if not model_sha256 or not store.exists(rel):
+
+    def read() -> ShardPredictions | None:
+        try:
+            if not model_sha256 or not store.exists(rel):
+                return None
+            return from_table(pq.read_table(io.BytesIO(store.read_bytes(rel))), model_sha256,
+                              classes)
+        except (ClulError, pa.ArrowException, OSError, ValueError):
             return None
-        return from_table(pq.read_table(io.BytesIO(store.read_bytes(rel))), model_sha256,
-                          classes)
-    except (ClulError, pa.ArrowException, OSError, ValueError):
-        return None
+
+    return store.memo((rel,), f"predictions:{classes}", read)
 
 
 def write_cached(store: Store, shard: int, model_sha256: str, p: ShardPredictions) -> None:

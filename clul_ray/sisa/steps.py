@@ -82,7 +82,8 @@ def run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
                 store.remove_rows(layout.slice_dir(k, r), train_ids)
             if plan.test_ids:
                 store.remove_rows(layout.TEST, np.asarray(plan.test_ids, np.int64))
-            purge_ids(store, np.asarray(req.ids, np.int64))  # cached test predictions
+            if plan.test_ids:  # cached predictions hold test rows only
+                purge_ids(store, np.asarray(plan.test_ids, np.int64))
             keep = ~np.isin(ids, req.ids)
             if not keep.all():
                 store.rewrite_index(ids[keep], shard[keep], slc[keep])
