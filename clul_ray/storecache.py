@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from . import layout
 from .store import Store
 
 T = TypeVar("T")
@@ -59,6 +60,11 @@ class CachingStore(Store):
         return tuple(sorted((i.path, i.size, i.mtime_ns) for i in self.fs.get_file_info(sel)
                             if i.type == pafs.FileType.File and ".tmp-" not in i.path))
 
+    def _keep(self, rels: tuple[str, ...], tag: str, value):
+        """Remember ``value`` for ``rels`` as they are now."""
+        self._memo[(rels, tag)] = (tuple(self._identity(r) for r in rels), _frozen(value))
+        return value
+
     def memo(self, rels: tuple[str, ...], tag: str, compute: Callable[[], T]) -> T:
         ident = tuple(self._identity(r) for r in rels)  # taken before computing
         key = (rels, tag)
@@ -70,6 +76,13 @@ class CachingStore(Store):
         value = _frozen(compute())
         self._memo[key] = (ident, value)
         return value
+
+    def rewrite_index(self, ids: np.ndarray, shard: np.ndarray, slc: np.ndarray) -> None:
+        """The new index, remembered as written (it is not read back)."""
+        super().rewrite_index(ids, shard, slc)
+        self._keep((layout.INDEX,), "index", (np.array(ids, np.int64),
+                                              np.array(shard, np.int64),
+                                              np.array(slc, np.int64)))
 
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         info = self.fs.get_file_info(self.path(rel))

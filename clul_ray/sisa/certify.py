@@ -42,19 +42,35 @@ def check_deleted(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], 
                                (layout.TEST, "data", "data_files"),
                                (layout.INDEX, "index", "index_files"),
                                (layout.PREDICTIONS, "cache", "cache_files")):
-        for f in store.list_files(rel, ".parquet"):
-            checked[counter] = checked.get(counter, 0) + 1
-            try:
-                ids = store.read_parquet(f, ["id"]).column("id").to_numpy()
-                hit = np.unique(ids[is_deleted(ids)])
-            except (ClulError, KeyError) as e:  # an unreadable file is a finding
-                if kind != "cache" or unreadable_cache:
-                    found(kind, f, f"{e}" if kind != "cache" else
-                          f"unreadable cached predictions ({first_line(e)[:120]}); the "
-                          "next commit or evaluation by a writer replaces or deletes it")
-                continue
-            if len(hit):
-                found(kind, f, f"{len(hit)} deleted ids", hit)
+        files, ids, ends, unreadable = store.memo((rel,), "ids_by_file",
+                                                  lambda rel=rel: ids_by_file(store, rel))
+        checked[counter] = checked.get(counter, 0) + len(files) + len(unreadable)
+        for f, message, line in unreadable:
+            if kind != "cache" or unreadable_cache:
+                found(kind, f, message if kind != "cache" else
+                      f"unreadable cached predictions ({line[:120]}); the next commit or "
+                      "evaluation by a writer replaces or deletes it")
+        hit = np.flatnonzero(is_deleted(ids))
+        for i in np.unique(np.searchsorted(ends, hit, side="right")):
+            mine = hit[(hit >= (ends[i - 1] if i else 0)) & (hit < ends[i])]
+            found(kind, files[i], f"{len(np.unique(ids[mine]))} deleted ids",
+                  np.unique(ids[mine]))
+
+
+def ids_by_file(store: Store, rel: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray,
+                                                 tuple[tuple[str, str, str], ...]]:
+    """The ids of every readable Parquet file under ``rel``, concatenated, with each
+    file's end offset; and (file, problem, its first line) of the unreadable ones."""
+    files, parts, unreadable = [], [], []
+    for f in store.list_files(rel, ".parquet"):
+        try:
+            parts.append(store.read_parquet(f, ["id"]).column("id").to_numpy())
+            files.append(f)
+        except (ClulError, KeyError) as e:  # an unreadable file is a finding
+            unreadable.append((f, str(e), first_line(e)))
+    ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return (tuple(files), ids, np.cumsum([len(p) for p in parts], dtype=np.int64),
+            tuple(unreadable))
 
 
 def check_index(store: Store, shards: int, slices: int, found: Found) -> None:
