@@ -131,7 +131,13 @@ def test_a_replica_killed_mid_retrain_finishes_the_request(served, tmp_path):
 
     root, url = served
     copy = tmp_path / "cli"
-    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("lock.json"))
+    for attempt in range(5):  # the service may be writing (lineage, a temporary file)
+        try:
+            shutil.copytree(root, copy, ignore=shutil.ignore_patterns("lock.json", "*.tmp-*"))
+            break
+        except shutil.Error:
+            shutil.rmtree(copy, ignore_errors=True)
+            time.sleep(1 + attempt)
     ids, shard, slc = Store(str(root)).read_index()
     target = [int(ids[(shard == 1) & (slc == 0)][3])]
     cli = Pipeline(str(copy)).delete(target)  # the same request through the CLI path
@@ -180,6 +186,36 @@ def test_stream_of_deletions_loses_nothing_and_coalesces(served):
     retrained = [read_version(store, v).timings.get("retrain_compute_seconds", 0) > 0
                  for v in versions]
     assert sum(retrained) < len(acks), "later requests rode on an earlier retrain"
+
+    # the service's Ray metrics reach the node's Prometheus export
+    want = {"ray_clul_ray_delete_requests_total": len(acks) + 1,
+            "ray_clul_ray_commit_seconds_count": len(acks) + 1,
+            "ray_clul_ray_exclusion_seconds_count": len(acks) + 1,
+            "ray_clul_ray_predict_rows_total": len(X)}
+    got = exported(want, timeout=60)
+    assert all(got.get(k, 0) >= v for k, v in want.items()), got
+
+
+def exported(want: dict[str, float], timeout: float) -> dict[str, float]:
+    """Sums of the named series on this node's metrics export, once each reaches its value
+    (Ray exports every few seconds) or the time is up."""
+    import urllib.request
+
+    import ray
+
+    node = ray._private.worker.global_worker.node
+    url = f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
+    end, got = time.time() + timeout, {}
+    while time.time() < end:
+        got = {}
+        for line in urllib.request.urlopen(url, timeout=10).read().decode().splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in want:
+                got[name] = got.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        if all(got.get(k, 0) >= v for k, v in want.items()):
+            break
+        time.sleep(2)
+    return got
 
 
 @pytest.mark.parametrize("unused", [None])
