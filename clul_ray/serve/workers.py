@@ -31,12 +31,14 @@ class ShardWorker:
 
         self.store = CachingStore(root)
 
-    def train(self, cfg: PipelineConfig, shard: int, slc: int, keys: list[str],
-              previous: SliceResult | str) -> SliceResult:
-        """``previous``: the previous step's result (Ray resolves it first) or, for a job's
-        first step, the digest of the checkpoint it starts from."""
-        prev = previous.file_sha256 if isinstance(previous, SliceResult) else previous
-        return train_slice(cfg, self.store, shard, slc, keys, node_id(), prev_sha=prev)
+    def train_job(self, cfg: PipelineConfig, shard: int, start: int, keys: list[str],
+                  start_sha: str) -> list[SliceResult]:
+        """A shard job's slice steps, in order, in one call (no round trip per step)."""
+        out, prev = [], start_sha
+        for r in range(start, cfg.partition.total_slices):
+            out.append(train_slice(cfg, self.store, shard, r, keys, node_id(), prev_sha=prev))
+            prev = out[-1].file_sha256
+        return out
 
     def cache_stats(self) -> dict[str, int]:
         return {"hits": self.store.hits, "misses": self.store.misses}
@@ -44,8 +46,8 @@ class ShardWorker:
 
 class WarmExecutor:
     """Runs shard jobs on the persistent :class:`ShardWorker` of each shard (created on
-    first use); a shard's slice steps run in order on its worker (actor calls of one caller
-    run in submission order), different shards in parallel."""
+    first use): a job's slice steps in order in one call on its worker, different shards
+    in parallel."""
 
     def __init__(self, root: str):
         self.root = root
@@ -63,15 +65,16 @@ class WarmExecutor:
 
     def run(self, cfg: PipelineConfig, store: Store, jobs: list[ShardJob],
             on_step: StepCallback | None = None) -> list[SliceResult]:
-        labels = {}
-        for job in jobs:
-            w = self.worker(cfg, job.shard)
-            prev = job.start_sha
-            for r in range(job.start, cfg.partition.total_slices):
-                prev = w.train.remote(cfg, job.shard, r, list(job.keys), prev)
-                labels[prev] = f"training shard {job.shard} slice {r}"
-        results = gather(labels, None if on_step is None else lambda _, res: on_step(res))
-        return list(results.values())
+        labels = {self.worker(cfg, job.shard).train_job.remote(
+            cfg, job.shard, job.start, list(job.keys), job.start_sha):
+            f"training shard {job.shard} from slice {job.start}" for job in jobs}
+
+        def done(_, results: list[SliceResult]) -> None:
+            for res in results:
+                on_step(res)
+
+        out = gather(labels, None if on_step is None else done)
+        return [res for results in out.values() for res in results]
 
     def warm_up(self, cfg: PipelineConfig, shards: list[int]) -> None:
         """Start every shard's worker now (torch imported), not at the first request."""
