@@ -138,7 +138,8 @@ def run_ray(data: str, method: str, out: str) -> dict:
     workers = ray_worker_peaks()
     ray.shutdown()
     return {"fit_s": fit_s, "apply_s": apply_s, "ray_start_s": start_s,
-            "driver_peak_mib": peak_mib(), "worker_peak_mib_max": max(workers, default=0.0), "workers": len(workers)}
+            "driver_peak_mib": peak_mib(), "worker_peak_mib_max": max(workers, default=0.0),
+            "workers": len(workers)}
 
 
 def run_numpy(data: str, method: str, out: str) -> dict:
