@@ -13,7 +13,8 @@ same map (read everything, exact per-group ``np.quantile`` / moments, ``np.inter
 affine map, write one Parquet file), each in a fresh process. Ray's start (``ray.init`` and
 a first one-row read) is timed apart, not in fit. Peak memory: the driver's ``VmHWM``;
 Ray's worker processes' ``VmHWM`` (the raylet's descendants, read from
-/proc).
+/proc); and each process's resident memory once its imports are done (``import_mib``:
+importing ``clul_ray`` loads torch, about 0.5 GiB, in the driver and in every worker).
 
     RAY_USAGE_STATS_ENABLED=0 .venv/bin/python benchmarks/feature_unlearning.py curve
     RAY_USAGE_STATS_ENABLED=0 .venv/bin/python benchmarks/feature_unlearning.py \\
@@ -91,6 +92,19 @@ def make_parquet(n: int, folder: Path) -> None:
                 w.write_table(fair_block(b, n, 0, 3, 8))
 
 
+def rss_mib() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _worker_import_mib() -> float:
+    import clul_ray.feature.transform  # noqa: F401  (what a map_batches worker imports)
+
+    return rss_mib()
+
+
 def ray_worker_peaks() -> list[float]:
     """VmHWM (MiB) of every descendant of this session's raylet."""
     import ray
@@ -129,6 +143,7 @@ def run_ray(data: str, method: str, out: str) -> dict:
     ds = open_source(f"parquet:{data}", group_column="z").ray_dataset()
     ds.limit(1).take_all()  # Ray and Ray Data's workers up: started once, not per fit
     start_s = time.perf_counter() - t0
+    import_mib, worker_import = rss_mib(), ray.get(ray.remote(_worker_import_mib).remote())
     t0 = time.perf_counter()
     tr, _ = fit_dataset(ds, "z", method)
     fit_s = time.perf_counter() - t0
@@ -138,6 +153,7 @@ def run_ray(data: str, method: str, out: str) -> dict:
     workers = ray_worker_peaks()
     ray.shutdown()
     return {"fit_s": fit_s, "apply_s": apply_s, "ray_start_s": start_s,
+            "driver_import_mib": import_mib, "worker_import_mib": worker_import,
             "driver_peak_mib": peak_mib(), "worker_peak_mib_max": max(workers, default=0.0),
             "workers": len(workers)}
 
@@ -146,6 +162,7 @@ def run_numpy(data: str, method: str, out: str) -> dict:
     """The same map, one process, all rows in memory: exact group quantiles / moments."""
     from clul_ray.feature import fit
 
+    import_mib = rss_mib()
     t0 = time.perf_counter()
     t = pads.dataset(data, format="parquet").to_table()
     col = t.column("x").combine_chunks()
@@ -179,7 +196,8 @@ def run_numpy(data: str, method: str, out: str) -> dict:
                              "x": pa.FixedSizeListArray.from_arrays(flat, x.shape[1])}),
                    f"{out}.parquet")
     apply_s = time.perf_counter() - t0
-    return {"fit_s": fit_s, "apply_s": apply_s, "driver_peak_mib": peak_mib()}
+    return {"fit_s": fit_s, "apply_s": apply_s, "driver_import_mib": import_mib,
+            "driver_peak_mib": peak_mib()}
 
 
 def throughput(a) -> None:
