@@ -127,3 +127,26 @@ def test_planted_z_falls_to_chance_and_the_label_survives(method, n):
     assert after["z_balanced_accuracy"] < after["z_chance"] + CHANCE_TOL[method], after
     assert after["label_accuracy"] > before["label_accuracy"] - UTILITY_DROP, (before, after)
     assert after["hsic"] < before["hsic"] / 5
+
+
+def test_synthetic_fair_source_and_pure_modules_without_ray():
+    import subprocess
+    import sys
+
+    from clul_ray.data.sources import open_source
+    from clul_ray.errors import ClulError
+
+    src = open_source("synthetic-fair:120000:dim=4:groups=2:seed=3")
+    assert src.num_classes == 2 and src.input_shape == (4,)
+    blocks = list(src.iter_tables())
+    assert [b.num_rows for b in blocks] == [50_000, 50_000, 20_000]
+    assert blocks[2].equals(fair_block(2, 120_000, 3, 2, 4))
+    z = np.concatenate([b.column("z").to_numpy() for b in blocks])
+    assert abs((z == 0).mean() - 2 / 3) < 0.01  # weights 2:1, never 1/2-1/2
+    for bad in ("synthetic-fair:x", "synthetic-fair:10:groups=1", "synthetic-fair:10:k=2"):
+        with pytest.raises(ClulError):
+            open_source(bad)
+    code = ("import sys, clul_ray.feature.fit, clul_ray.feature.transform, "
+            "clul_ray.feature.report, clul_ray.feature.versions; "
+            "assert 'ray' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
