@@ -96,6 +96,9 @@ def bad_inputs(tmp_path_factory):
     region[np.flatnonzero(region == "west")[3:]] = "north"  # west keeps 3 rows
     pq.write_table(t.set_column(t.column_names.index("region"), "region", pa.array(region)),
                    d / "few.parquet")
+    nulls = t.set_column(t.column_names.index("region"), "region",
+                         pa.array([None if i == 7 else r for i, r in enumerate(region)]))
+    pq.write_table(nulls, d / "nulls.parquet")
     return d, ok
 
 
@@ -105,6 +108,8 @@ def bad_inputs(tmp_path_factory):
     (["--dataset", "parquet:TEXT", "--sensitive", "region"], "is string, not numeric"),
     (["--dataset", "parquet:FEW", "--sensitive", "region", "--method", "gaussian"],
      "group region='west' has 3 rows; method gaussian needs at least 5"),
+    (["--dataset", "parquet:NULLS", "--sensitive", "region"],
+     "sensitive column 'region' has missing values (1 rows)"),
     (["--dataset", "synthetic-fair:20000", "--sensitive", "z", "--method", "ot"],
      "method ot is for small data"),
     (["--dataset", "OK", "--sensitive", "region", "--method", "sinkhorn"], "unknown method"),
@@ -114,7 +119,8 @@ def test_bad_input_is_refused_in_one_line_and_writes_nothing(bad_inputs, tmp_pat
                                                              message):
     d, ok = bad_inputs
     args = [a.replace("OK", ok).replace("TEXT", str(d / "text.parquet"))
-            .replace("FEW", str(d / "few.parquet")) for a in args]
+            .replace("FEW", str(d / "few.parquet")).replace("NULLS", str(d / "nulls.parquet"))
+            for a in args]
     out = tmp_path / "out"
     res = runner.invoke(app, ["feature-unlearn", *args, "--out", str(out)])
     assert res.exit_code == 2, res.output

@@ -40,10 +40,13 @@ def _gather(ds, fn) -> list[Any]:
 
 
 def _moments_fn(sensitive: str):
-    def f(t: pa.Table) -> pa.Table:
+    def f(t: pa.Table) -> pa.Table:  # bad rows are counted, not raised: the driver refuses
+        nulls = t.column(sensitive).null_count
+        if nulls:
+            return _payload(({}, 0, 0, nulls))
         ids, x, z = block_arrays(t, sensitive)
         bad = int((~np.isfinite(x).all(axis=1)).sum()) if len(x) else 0
-        return _payload((fit.group_moments(x, z), fit.rows_digest(ids, x), bad))
+        return _payload((fit.group_moments(x, z), fit.rows_digest(ids, x), bad, 0))
     return f
 
 
@@ -62,11 +65,14 @@ def fit_dataset(ds, sensitive: str, method: str, *, seed: int = 0,
                 report_rows: int = 20_000) -> tuple[FeatureTransform, dict]:
     """(the fitted transform, the report's rows {id, x, label, z}) from a Ray Dataset."""
     parts = _gather(ds, _moments_fn(sensitive))
-    bad = sum(b for _, _, b in parts)
+    nulls = sum(p[3] for p in parts)
+    if nulls:
+        raise ClulError(f"sensitive column '{sensitive}' has missing values ({nulls} rows)")
+    bad = sum(p[2] for p in parts)
     if bad:
         raise ClulError(f"{bad} rows have NaN or infinite features")
-    moments = fit.merge_moments([m for m, _, _ in parts])
-    digest = sum(d for _, d, _ in parts) % (1 << 64)
+    moments = fit.merge_moments([p[0] for p in parts])
+    digest = sum(p[1] for p in parts) % (1 << 64)
     if not moments:
         raise ClulError("the dataset has no rows")
     dim = int(next(iter(moments.values())).mean.shape[0])
