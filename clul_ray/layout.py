@@ -16,6 +16,8 @@
     cache/predictions/shard=K/DIGEST.parquet  a shard model's test-split probabilities
     lock.json                              the one writer's lock
     mlflow.db, mlartifacts/                the MLflow lineage (default store, local roots)
+    feature/DIGEST16/transform.json        a fitted feature-unlearning transform
+    feature/versions/vNNNNNN.json          each feature-unlearn run: transform, data, t, digests
 """
 
 from __future__ import annotations
@@ -89,3 +91,17 @@ def prediction_of(path: str) -> tuple[int, str] | None:
             or not parts[1].endswith(".parquet") or not parts[0][6:].isdigit():
         return None
     return int(parts[0][6:]), parts[1].removesuffix(".parquet")
+
+
+# ---- feature unlearning (clul_ray/feature) ------------------------------------------------
+FEATURE = "feature"
+FEATURE_VERSIONS = "feature/versions"
+
+
+def feature_transform_path(digest: str) -> str:
+    """A fitted feature transform, by the first 16 hex of its digest."""
+    return f"{FEATURE}/{digest[:16]}/transform.json"
+
+
+def feature_version_path(version: int) -> str:
+    return f"{FEATURE_VERSIONS}/v{version:06d}.json"

@@ -1,6 +1,6 @@
 """The ``clul-ray`` command line: one typer app; each command lives in the module of its
-group (``pipeline``, ``quickstart``, ``lineage``, ``unlearn``, ``tune``) and is added
-here.
+group (``pipeline``, ``quickstart``, ``lineage``, ``unlearn``, ``tune``, ``feature``, …) and is
+added here.
 
 The command modules import what they share from :mod:`.common` and nothing from this
 module, so there is no import cycle and no registration order to respect.
@@ -12,7 +12,7 @@ import os
 
 import typer
 
-from . import continual, lineage, pipeline, quickstart, serve, tune, unlearn
+from . import continual, feature, lineage, pipeline, quickstart, serve, tune, unlearn
 from .common import HelpCommand, HelpGroup
 
 app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True,
@@ -35,6 +35,7 @@ for _name, _command in [
     ("tune", tune.tune),
     ("continual", continual.continual),
     ("serve", serve.serve),
+    ("feature-unlearn", feature.feature_unlearn),
 ]:
     app.command(_name, cls=HelpCommand)(_command)
 

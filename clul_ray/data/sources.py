@@ -188,10 +188,11 @@ class DataSource:
         """Canonical rows in blocks, without Ray (validation, small data, tests)."""
         if self._table is not None:
             yield self._table
-        elif self.kind == "synthetic":
+        elif self.kind in ("synthetic", "synthetic-fair"):
             o = self._options
+            make, k = o.get("make", synthetic_block), o.get("groups", self.num_classes)
             for b in range(o["blocks"]):
-                yield synthetic_block(b, o["n"], o["seed"], self.num_classes, o["dim"])
+                yield make(b, o["n"], o["seed"], k, o["dim"])
         elif self.kind == "parquet":
             import pyarrow.dataset as pads
 
@@ -207,14 +208,15 @@ class DataSource:
 
         if self._table is not None:
             return ray.data.from_arrow(self._table)
-        if self.kind == "synthetic":
+        if self.kind in ("synthetic", "synthetic-fair"):
             o = self._options
-            n, seed, classes, dim = o["n"], o["seed"], self.num_classes, o["dim"]
+            n, seed, classes, dim = o["n"], o["seed"], o.get("groups", self.num_classes), o["dim"]
+            make = o.get("make", synthetic_block)
 
             def gen(batch: pa.Table) -> pa.Table:
                 blocks = batch.column("id").to_numpy()
                 return pa.concat_tables(
-                    [synthetic_block(int(b), n, seed, classes, dim) for b in blocks])
+                    [make(int(b), n, seed, classes, dim) for b in blocks])
 
             return ray.data.range(o["blocks"], override_num_blocks=o["blocks"]).map_batches(
                 gen, batch_size=1, batch_format="pyarrow")
@@ -304,11 +306,20 @@ def open_source(
         return DataSource(spec, "synthetic", classes, (dim,), group_column,
                           _options={"n": n, "dim": dim, "seed": int(o.get("seed", 0)),
                                     "blocks": blocks})
+    if kind == "synthetic-fair":  # rows with a planted sensitive column z (feature/synthetic.py)
+        from ..feature.synthetic import parse_fair
+
+        try:
+            o = parse_fair(spec, rest)
+        except ValueError as e:
+            raise ClulError(str(e)) from None
+        return DataSource(spec, kind, 2, (o["dim"],), group_column, _options=o)
     if kind == "parquet":
         return _parquet(spec, rest, num_classes, input_shape, group_column)
     if kind in TORCHVISION:
         return _torchvision(spec, kind, data_dir, download)
-    raise ClulError(f"unknown dataset '{spec}' (expected digits, synthetic:N, parquet:PATH, "
+    raise ClulError(f"unknown dataset '{spec}' (expected digits, synthetic:N, synthetic-fair:N, "
+                    f"parquet:PATH, "
                     f"or one of {', '.join(TORCHVISION)})")
 
 
