@@ -6,9 +6,10 @@
   (the transform's path and digest, sensitive column, method, t, dataset, input and output
   digests, the report's before/after).
 
-Feature transforms never touch a SISA root's model versions, ledger or lock; two runs
-writing versions to one root at the same instant may pick the same number (the second
-overwrites the first's record; both transforms stay)."""
+Feature transforms never touch a SISA root's model versions or ledger. A version is
+numbered and written under the root's lock (``lock.json``, held for the moment of the
+write), so two runs saving to one root get two numbers; a root another writer holds is
+refused in one line."""
 
 from __future__ import annotations
 
@@ -24,15 +25,18 @@ from .transform import FeatureTransform
 
 def save(store: Store, tr: FeatureTransform, meta: dict[str, Any]) -> dict[str, Any]:
     """Write the transform (unless stored) and the next version record; returns the record."""
+    from ..lock import locked
+
     digest = tr.digest()
     rel = layout.feature_transform_path(digest)
-    if not store.exists(rel):
-        store.write_bytes(rel, tr.to_json().encode())
-    version = len(store.list_files(layout.FEATURE_VERSIONS, ".json")) + 1
-    record = {"version": version, "operation": "feature-unlearn", "transform": rel,
-              "transform_sha256": digest, "sensitive": tr.sensitive, "method": tr.method,
-              "input_digest": tr.data_digest, "created": time.time(), **meta}
-    store.write_json(layout.feature_version_path(version), record)
+    with locked(store, "feature-unlearn"):
+        if not store.exists(rel):
+            store.write_bytes(rel, tr.to_json().encode())
+        version = len(store.list_files(layout.FEATURE_VERSIONS, ".json")) + 1
+        record = {"version": version, "operation": "feature-unlearn", "transform": rel,
+                  "transform_sha256": digest, "sensitive": tr.sensitive, "method": tr.method,
+                  "input_digest": tr.data_digest, "created": time.time(), **meta}
+        store.write_json(layout.feature_version_path(version), record)
     return record
 
 
