@@ -187,6 +187,16 @@ def test_stream_of_deletions_loses_nothing_and_coalesces(served):
                  for v in versions]
     assert sum(retrained) < len(acks), "later requests rode on an earlier retrain"
 
+    # each version is evaluated after its request commits (off the request's path), and
+    # its metrics are recorded in its version record and state.json
+    end = time.time() + 60
+    while call(f"{url}/version")[1]["busy"] and time.time() < end:
+        time.sleep(0.2)
+    for n in versions:
+        m = read_version(store, n).metrics
+        assert m.ensemble_accuracy is not None and m.test_samples > 0, (n, m)
+    assert read_current(store).metrics == read_version(store, versions[-1]).metrics
+
     # the service's Ray metrics reach the node's Prometheus export
     want = {"ray_clul_ray_delete_requests_total": len(acks) + 1,
             "ray_clul_ray_commit_seconds_count": len(acks) + 1,

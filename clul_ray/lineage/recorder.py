@@ -83,7 +83,7 @@ def sync(store: Store) -> dict:
     """Log what the store has and MLflow lacks; mark taint; point ``current`` at the current
     version. Returns what it did."""
     vs = list_versions(store)
-    done = {"logged": [], "certificates": [], "tainted": [], "alias": None}
+    done = {"logged": [], "evaluated": [], "certificates": [], "tainted": [], "alias": None}
     if not vs:
         return done
     t = Tracking(store)
@@ -95,6 +95,10 @@ def sync(store: Store) -> dict:
         n = v.version
         run = runs.get(n)
         if run is not None and run.data.tags.get(f"{TAG}recorded") == "true":
+            if "ensemble_accuracy" not in run.data.metrics and \
+                    v.metrics.ensemble_accuracy is not None:  # evaluated after its commit
+                t.log_batch(run.info.run_id, metrics=_metrics(v))
+                done["evaluated"].append(n)
             continue
         _discard_partial(t, run, mvs.pop(n, None))
         runs[n], mvs[n] = _log_version(t, store, v, by_id.get(v.request_id or ""))

@@ -32,6 +32,7 @@ from ..lineage.recorder import LineageRecorder
 from ..runtime import ensure_ray
 from ..sisa.checkpoint import load_shard_model
 from ..sisa.controller import Kind, Stage
+from ..sisa.evaluation import evaluate_committed, unevaluated
 from ..sisa.pipeline import Pipeline
 from ..sisa.version import ModelVersion
 from ..storecache import CachingStore
@@ -122,6 +123,9 @@ class DeletionService:
         self.pipeline = Pipeline(root, address, executor=self.executor,
                                  observers=[self.lineage] if self.lineage else [],
                                  store=CachingStore(root))
+        # a version is evaluated once its request has committed and its shards vote again
+        # (off the request's path), before the next request changes the root
+        self.pipeline.evaluate_at_commit = False
         self.url = url
         self.retrain_delay_s = retrain_delay_s  # tests widen the window before a retrain
         command = f"serve {url}".strip()
@@ -136,7 +140,8 @@ class DeletionService:
             self._hold.__exit__(None, None, None)
             raise
         self._mutex = threading.RLock()
-        self._wake, self._stop = threading.Event(), threading.Event()
+        self._wake, self._stop, self._idle = (threading.Event(), threading.Event(),
+                                              threading.Event())
         self.models: dict[int, tuple[str, torch.nn.Module]] = {}
         self.version: ModelVersion | None = None
         pending = self.pipeline.ledger.pending()
@@ -252,6 +257,7 @@ class DeletionService:
         return {"root": self.pipeline.store.root, "version": v.version,
                 "operation": v.operation, "shards": voters, "excluded": sorted(out),
                 "pending": sorted(self._affected), "aggregation": self.cfg.serve.aggregation,
+                "busy": not self._idle.is_set() or self._wake.is_set(),  # retrain or evaluation
                 "model_sha256": {str(k): m[0] for k, m in sorted(self.models.items())},
                 "errors": self.errors[-5:]}
 
@@ -262,6 +268,7 @@ class DeletionService:
             if self._stop.is_set():
                 return
             self._wake.clear()
+            self._idle.clear()
             try:
                 self._drain()
             except Exception as e:  # logged, retried: the ledger keeps the request
@@ -270,6 +277,8 @@ class DeletionService:
                 log.error("deletion service: %s (retrying)", msg)
                 self._stop.wait(2.0)
                 self._wake.set()
+            finally:
+                self._idle.set()
 
     def _drain(self) -> None:
         while not self._stop.is_set():
@@ -277,6 +286,7 @@ class DeletionService:
                 self._stop.wait(self.retrain_delay_s)
             pending = self.pipeline.ledger.pending()
             if not pending:
+                self._evaluate()  # (a version a previous service committed, too)
                 return
             with self._mutex:  # data steps of every pending deletion first (coalescing)
                 for req in pending:
@@ -290,6 +300,7 @@ class DeletionService:
                     if self._stop.is_set():
                         return
                 self._committed(req.request_id)
+                self._evaluate()
 
     def _committed(self, request_id: str) -> None:
         """Load the request's shards from the current version, then let them vote."""
@@ -300,12 +311,24 @@ class DeletionService:
         if t is not None:
             self.metrics.committed(time.time() - t)
 
+    def _evaluate(self) -> None:
+        """Metrics of the current version when it was committed without (then lineage
+        again: the recorder logs what MLflow lacks)."""
+        v = self.pipeline.state
+        if not unevaluated(v):
+            return
+        evaluate_committed(self.cfg, self.pipeline.store, v,
+                           self.cfg.compute.backend != "local", self.pipeline.progress)
+        if self.lineage is not None:
+            self.lineage.version_committed(self.pipeline.store, self.cfg, v)
+
     def wait_idle(self, timeout: float = 300.0) -> bool:
         """Block until no request is pending (tests, benchmarks)."""
         end = time.time() + timeout
         while time.time() < end:
             with self._mutex:
-                if not self._affected and not self.pipeline.ledger.pending():
+                if not self._affected and not self.pipeline.ledger.pending() \
+                        and self._idle.is_set() and not self._wake.is_set():
                     return True
             time.sleep(0.05)
         return False

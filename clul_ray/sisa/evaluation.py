@@ -29,7 +29,7 @@ from .predcache import (
     score_probs,
     write_cached,
 )
-from .version import Metrics, ModelVersion
+from .version import Metrics, ModelVersion, rewrite_version
 
 Progress = Callable[[str, int, int], None]
 # The one predictor actor reserves no CPU: with a whole CPU it starves Ray Data's read
@@ -137,6 +137,26 @@ def evaluate(cfg: PipelineConfig, store: Store, version: ModelVersion, use_ray: 
                 write_cached(store, k, digest[k], fresh[k])
     return score_probs(labels, merge(shards, cached, fresh, test_ids), shards,
                        cfg.serve.aggregation)
+
+
+def unevaluated(version: ModelVersion) -> bool:
+    """Whether ``version`` was committed without metrics (``Pipeline.evaluate_at_commit``
+    off: the deletion service)."""
+    m = version.metrics
+    return m.ensemble_accuracy is None and m.test_samples == 0 \
+        and "evaluate_seconds" not in version.timings
+
+
+def evaluate_committed(cfg: PipelineConfig, store: Store, version: ModelVersion,
+                       use_ray: bool, progress: Progress) -> ModelVersion:
+    """Evaluate a version committed without metrics and record them in its version record
+    (and ``state.json`` while it is current). Only the writer that committed it calls
+    this, before it changes the root again (it fills the prediction cache)."""
+    t0 = time.perf_counter()
+    version.metrics = evaluate(cfg, store, version, use_ray, progress)
+    version.timings["evaluate_seconds"] = time.perf_counter() - t0
+    rewrite_version(store, version)
+    return version
 
 
 def _retried(fn: Callable[[], T], ray_data: bool, progress: Progress, attempts: int) -> T:

@@ -129,3 +129,13 @@ def write_version(store: Store, v: ModelVersion) -> None:
     raw = v.model_dump(mode="json")
     store.write_json(layout.version_path(v.version), raw)
     store.write_json(layout.STATE, raw)
+
+
+def rewrite_version(store: Store, v: ModelVersion) -> None:
+    """Rewrite a committed version's record (its metrics, evaluated after the commit), and
+    ``state.json`` while it is the current version."""
+    raw = v.model_dump(mode="json")
+    store.write_json(layout.version_path(v.version), raw)
+    current = read_current(store)
+    if current is not None and current.version == v.version:
+        store.write_json(layout.STATE, raw)
