@@ -15,7 +15,7 @@ fresh process whose peak RSS (and its Ray processes' peaks, from ``/proc/PID/sta
   id's slice; evaluation predicts with that shard only, the others come from the cache);
 - ``evaluate``: ``clul-ray evaluate`` afterwards (every shard cached);
 - ``torch``: a plain torch loop in one process: one epoch over the same training rows
-  (same MLP, Adam, batch 64, all cores), then one prediction of the test split.
+  (same MLP, Adam, batch 64, one thread), then one prediction of the test split.
 
     RAY_USAGE_STATS_ENABLED=0 CLUL_RAY_LINEAGE=0 .venv/bin/python benchmarks/scale.py \\
         --rows 10000 100000 1000000 10000000 --before /tmp/before
@@ -44,7 +44,8 @@ SHARDS, SLICES = 4, 4
 
 # ---- stages run in their own process --------------------------------------------------
 def stage_ref(n: int, out: str) -> dict:
-    """One process: generate, place, write hive-partitioned Parquet."""
+    """One process: generate every block, place the rows, write hive-partitioned Parquet
+    (one ``write_dataset`` of the whole table: fastest in one process, memory ~ dataset)."""
     import pyarrow as pa
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
@@ -53,35 +54,20 @@ def stage_ref(n: int, out: str) -> dict:
     from clul_ray.data.sources import SYNTHETIC_BLOCK, synthetic_block
 
     t0 = time.perf_counter()
-    blocks = -(-n // SYNTHETIC_BLOCK)
+    t = pa.concat_tables([synthetic_block(b, n, 0, 10, 32)
+                          for b in range(-(-n // SYNTHETIC_BLOCK))])
+    ids = t.column("id").to_numpy()
+    shard, slc = assign(0, ids, SHARDS, SLICES)
+    test = is_test(0, ids, 0.2)
     os.makedirs(f"{out}/test", exist_ok=True)
     os.makedirs(f"{out}/index", exist_ok=True)
-    test_w = index_w = None
-
-    def train_batches():
-        nonlocal test_w, index_w
-        for b in range(blocks):
-            t = synthetic_block(b, n, 0, 10, 32)
-            ids = t.column("id").to_numpy()
-            shard, slc = assign(0, ids, SHARDS, SLICES)
-            test = is_test(0, ids, 0.2)
-            te = t.filter(pa.array(test))
-            test_w = test_w or pq.ParquetWriter(f"{out}/test/part-0.parquet", te.schema)
-            test_w.write_table(te)
-            tr = t.filter(pa.array(~test)).append_column("shard", pa.array(shard[~test])) \
-                .append_column("slice", pa.array(slc[~test]))
-            idx = tr.select(["id", "shard", "slice"])
-            index_w = index_w or pq.ParquetWriter(f"{out}/index/part-0.parquet", idx.schema)
-            index_w.write_table(idx)
-            yield from tr.to_batches()
-
-    schema = synthetic_block(0, min(n, 1), 0, 10, 32).schema.append(
-        pa.field("shard", pa.int64())).append(pa.field("slice", pa.int64()))
-    pads.write_dataset(pads.Scanner.from_batches(train_batches(), schema=schema),
-                       f"{out}/train", format="parquet", partitioning=["shard", "slice"],
+    pq.write_table(t.filter(pa.array(test)), f"{out}/test/part-0.parquet")
+    tr = t.append_column("shard", pa.array(shard)).append_column("slice", pa.array(slc)) \
+        .filter(pa.array(~test))
+    del t
+    pq.write_table(tr.select(["id", "shard", "slice"]), f"{out}/index/part-0.parquet")
+    pads.write_dataset(tr, f"{out}/train", format="parquet", partitioning=["shard", "slice"],
                        partitioning_flavor="hive", existing_data_behavior="overwrite_or_ignore")
-    test_w.close()
-    index_w.close()
     files = sum(1 for _ in Path(out).rglob("*.parquet"))
     return {"seconds": time.perf_counter() - t0, "files": files}
 
@@ -114,7 +100,7 @@ def stage_torch(n: int, out: str) -> dict:
     from clul_ray.data.sources import SYNTHETIC_BLOCK, features, synthetic_block
     from clul_ray.models import build_model
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(1)  # as a shard worker; more threads only slow batches of 64
     t0 = time.perf_counter()
     xs, ys, xt = [], [], []
     for b in range(-(-n // SYNTHETIC_BLOCK)):
@@ -281,6 +267,72 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def table(rows: list[dict]) -> str:
+    """The markdown table of RESULTS.md."""
+    def f(x: float) -> str:
+        return f"{x:,.2f}" if x < 10 else f"{x:,.1f}"
+
+    def rate(n: float, sec: float) -> str:
+        return f"{n / sec / 1e3:,.0f} k" if sec > 0 else "-"
+
+    head = ["figure"] + [f"{r['rows']:,} rows" for r in rows]
+    lines = []
+
+    def add(name: str, fn) -> None:
+        vals = []
+        for r in rows:
+            try:
+                vals.append(fn(r))
+            except (KeyError, TypeError, ZeroDivisionError):
+                vals.append("-")
+        lines.append([name] + vals)
+
+    w = lambda r: r["train"]["wall_seconds"]  # noqa: E731
+    add("partition, one pyarrow process: s", lambda r: f(r["ref"]["seconds"]))
+    add("  rows/s", lambda r: rate(r["rows"], r["ref"]["seconds"]))
+    add("  files / peak RSS MiB", lambda r:
+        f"{r['ref']['files']} / {r['ref_mem']['process_mib']:.0f}")
+    add("partition, before (Ray Data; Ray start not counted): s",
+        lambda r: f(r["before"]["seconds"]))
+    add("  rows/s", lambda r: rate(r["rows"], r["before"]["seconds"]))
+    add("  files / peak RSS MiB driver, largest Ray worker", lambda r:
+        f"{r['before']['files']} / {r['before_mem']['process_mib']:.0f}, "
+        f"{r['before_mem']['ray_worker_max_mib']:.0f}")
+    add("**partition, clul_ray now: s**", lambda r: f(w(r)["partition_seconds"]))
+    add("  rows/s", lambda r: rate(r["rows"], w(r)["partition_seconds"]))
+    add("  files / peak RSS MiB driver, largest Ray worker", lambda r:
+        f"{r['files']} / {r['train_mem']['process_mib']:.0f}, "
+        f"{r['train_mem']['ray_worker_max_mib']:.0f}")
+    add("  in process (small-data path)", lambda r: "yes" if r["train"]["in_process"] else "no")
+    add("**speed vs one pyarrow process (ref s / clul s)**",
+        lambda r: f"{r['ref']['seconds'] / w(r)['partition_seconds']:.2f}x")
+    add("  before vs one pyarrow process", lambda r:
+        f"{r['ref']['seconds'] / r['before']['seconds']:.2f}x")
+    add("Ray start (train command): s", lambda r: f(w(r).get("ray_start_seconds", 0.0)))
+    add("train 1 epoch, SISA 4x4 (2.5 sample-epochs/row): s", lambda r: f(w(r)["train_seconds"]))
+    add("  sample-epochs/s", lambda r: rate(2.5 * r["train"]["samples"], w(r)["train_seconds"]))
+    add("train 1 epoch, plain torch loop (1 thread): s",
+        lambda r: f(r["torch"]["train_seconds"]))
+    add("  samples/s / peak RSS MiB", lambda r:
+        f"{rate(r['torch']['train_rows'], r['torch']['train_seconds'])} / "
+        f"{r['torch_mem']['process_mib']:.0f}")
+    add("evaluate after train (all 4 shards predict): s", lambda r: f(w(r)["evaluate_seconds"]))
+    add("  plain torch: predict the test split once: s",
+        lambda r: f(r["torch"]["predict_seconds"]))
+    add("delete one id: whole command s", lambda r: f(r["delete"]["process_wall_seconds"]))
+    add("  retrain s / retrained {shard: from slice}", lambda r:
+        f"{f(r['delete']['wall_seconds']['retrain_seconds'])} / {r['delete']['retrained']}")
+    add("  its evaluate (1 shard predicts, 3 cached): s",
+        lambda r: f(r["delete"]["wall_seconds"]["evaluate_seconds"]))
+    add("  peak RSS MiB driver, largest Ray worker", lambda r:
+        f"{r['delete_mem']['process_mib']:.0f}, {r['delete_mem']['ray_worker_max_mib']:.0f}")
+    add("evaluate command afterwards (all cached): s",
+        lambda r: f(r["evaluate"]["wall_seconds"]["evaluate"]))
+    out = ["| " + " | ".join(head) + " |", "|---" + "|---:" * len(rows) + "|"]
+    out += ["| " + " | ".join(str(c) for c in line) + " |" for line in lines]
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -290,7 +342,13 @@ def main() -> None:
     ap.add_argument("--n", type=int)
     ap.add_argument("--out")
     ap.add_argument("--json", default=str(HERE / "scale.json"))
+    ap.add_argument("--table", action="store_true", help="print the table of --json, plot")
     a = ap.parse_args()
+    if a.table:
+        rows = json.loads(Path(a.json).read_text())["rows"]
+        print(table(rows))
+        plot(rows, HERE / "scale.png")
+        return
     if a.stage:
         print(json.dumps(STAGES[a.stage](a.n, a.out)))
         return
