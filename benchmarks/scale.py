@@ -61,13 +61,17 @@ def stage_ref(n: int, out: str) -> dict:
     test = is_test(0, ids, 0.2)
     os.makedirs(f"{out}/test", exist_ok=True)
     os.makedirs(f"{out}/index", exist_ok=True)
-    pq.write_table(t.filter(pa.array(test)), f"{out}/test/part-0.parquet")
+    # no dictionaries, as clul_ray's writers (2.4x faster for float columns)
+    pq.write_table(t.filter(pa.array(test)), f"{out}/test/part-0.parquet", use_dictionary=False)
     tr = t.append_column("shard", pa.array(shard)).append_column("slice", pa.array(slc)) \
         .filter(pa.array(~test))
     del t
-    pq.write_table(tr.select(["id", "shard", "slice"]), f"{out}/index/part-0.parquet")
+    pq.write_table(tr.select(["id", "shard", "slice"]), f"{out}/index/part-0.parquet",
+                   use_dictionary=False)
     pads.write_dataset(tr, f"{out}/train", format="parquet", partitioning=["shard", "slice"],
-                       partitioning_flavor="hive", existing_data_behavior="overwrite_or_ignore")
+                       partitioning_flavor="hive", existing_data_behavior="overwrite_or_ignore",
+                       file_options=pads.ParquetFileFormat().make_write_options(
+                           use_dictionary=False))
     files = sum(1 for _ in Path(out).rglob("*.parquet"))
     return {"seconds": time.perf_counter() - t0, "files": files}
 
