@@ -116,7 +116,7 @@ class Pipeline:
     # ---- train -----------------------------------------------------------------------
     def train(self, cfg: PipelineConfig) -> dict:
         """Partition (once per root) and train every shard; reuse matching checkpoints."""
-        d = cfg.data
+        t_in, d = time.perf_counter(), cfg.data
         source = open_source(d.dataset, d.data_dir, d.download, d.num_classes, d.input_shape,
                              cfg.partition.group_column)
         cfg = cfg.updated(num_classes=d.num_classes or source.num_classes,
@@ -124,7 +124,7 @@ class Pipeline:
         build_model(cfg.train.model, cfg.data.input_shape, cfg.data.num_classes,
                     cfg.train.model_args)  # fails early
         self._in_process = in_process(cfg, source, self.address)
-        timings: dict = {}
+        timings: dict = {"setup_seconds": time.perf_counter() - t_in}  # source, model check
         if not self._in_process:
             self._ray(cfg, timings)  # before the lock or any writer touch the root
         with self.writing("train"):
