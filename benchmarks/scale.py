@@ -358,13 +358,13 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="print the table of --json, plot")
     ap.add_argument("--partition-only", action="store_true",
                     help="only the partitioners (ref, this checkout's, --before), back to back")
-    ap.add_argument("--merge", help="a --partition-only JSON whose figures replace these")
+    ap.add_argument("--merge", help="a JSON whose figures fill what --json lacks (e.g. before)")
     a = ap.parse_args()
     if a.table:
         rows = json.loads(Path(a.json).read_text())["rows"]
         if a.merge:
             part = {r["rows"]: r for r in json.loads(Path(a.merge).read_text())["rows"]}
-            rows = [{**r, **part.get(r["rows"], {})} for r in rows]
+            rows = [{**part.get(r["rows"], {}), **r} for r in rows]  # fills what r lacks
         print(table(rows))
         plot(rows, HERE / "scale.png")
         return

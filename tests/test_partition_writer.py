@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from clul_ray import layout
 from clul_ray.cli import app
+from clul_ray.data import blocks
 from clul_ray.data.blocks import check_block, ranges_overlap, source_blocks
 from clul_ray.data.partition import assign, is_test
 from clul_ray.data.sources import open_source
@@ -28,7 +29,7 @@ from clul_ray.sisa import smalldata
 from clul_ray.sisa.partitioning import partition
 from clul_ray.store import Store
 
-N = 120_000  # three synthetic blocks
+N = 220_000  # five synthetic blocks, more than IN_PROCESS_MAX_ROWS
 
 
 def _placed(root: Path) -> dict[int, tuple[int, int]]:
@@ -80,6 +81,7 @@ def test_at_most_one_file_per_slice_per_writer(synthetic_roots):
         assert max(per_dir.values()) <= writers
         assert len(list(r.joinpath(layout.INDEX).glob("*.parquet"))) <= writers
     assert info["files"] == len(list(root.rglob("*.parquet"))) <= 2 * (4 * 3 + 2)
+    assert local_info["files"] <= 4 * 3 + 2
 
 
 def test_ray_writers_equal_the_in_process_writer(synthetic_roots):
@@ -127,8 +129,11 @@ def _bad_tables():
     ]
 
 
+@pytest.mark.parametrize("writers", ["ray", "in_process"])
 @pytest.mark.parametrize("case", range(4), ids=["duplicate", "nan", "label", "negative"])
-def test_refusals_across_blocks_leave_nothing_written(tmp_path, case):
+def test_refusals_across_blocks_leave_nothing_written(tmp_path, monkeypatch, case, writers):
+    if writers == "ray":  # small data is written in process unless told otherwise
+        monkeypatch.setattr(blocks, "IN_PROCESS_MAX_ROWS", 0)
     name, table, message = _bad_tables()[case]
     spec = _blocks_parquet(tmp_path / f"{name}.parquet", table, 400)
     assert len(source_blocks(open_source(spec, num_classes=10, input_shape=[1, 8, 8]))) == 5
@@ -140,7 +145,8 @@ def test_refusals_across_blocks_leave_nothing_written(tmp_path, case):
         open_source(spec, num_classes=10, input_shape=[1, 8, 8]).validate()
 
 
-def test_cli_refuses_ids_repeated_across_blocks_with_exit_2(tmp_path):
+def test_cli_refuses_ids_repeated_across_blocks_with_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setattr(blocks, "IN_PROCESS_MAX_ROWS", 0)  # Ray writers for 1 797 rows
     _, table, message = _bad_tables()[0]
     spec = _blocks_parquet(tmp_path / "dup.parquet", table, 400)
     res = CliRunner().invoke(app, ["train", "--root", str(tmp_path / "root"), "--dataset",
@@ -171,7 +177,9 @@ def test_fast_path_only_where_nothing_asks_for_ray(monkeypatch):
     assert smalldata.in_process(cfg, digits, None)
     assert not smalldata.in_process(cfg, digits, "ray://head:10001")
     assert not smalldata.in_process(tiny_config(backend="ray_train"), digits, None)
-    assert not smalldata.in_process(cfg, open_source("synthetic:60000"), None), "two blocks"
+    assert smalldata.in_process(tiny_config(epochs=1), open_source("synthetic:60000"), None)
+    assert not smalldata.in_process(tiny_config(epochs=1), open_source("synthetic:250000"),
+                                    None), "more rows than IN_PROCESS_MAX_ROWS"
     assert not smalldata.in_process(tiny_config(epochs=1000), digits, None), "much work"
     monkeypatch.setenv(smalldata.ENV, "0")
     assert not smalldata.in_process(cfg, digits, None)

@@ -11,8 +11,8 @@ the written ids only when two blocks' id ranges overlap). A refusal deletes what
 written. So memory is bounded by a block per writer, and files by writers x S x R.
 
 Writers are Ray tasks (one CPU each, as many as the cluster's CPUs) on the Ray backends;
-backend ``local`` and data that fits one block (where Ray's start-up and scheduling cost
-more than the work) run the same writer in this process. Both give the same rows in the
+backend ``local`` and small data (at most ``IN_PROCESS_MAX_ROWS``, where starting Ray
+tasks costs more than the work) run the same writer in this process. Both give the same rows in the
 same places; only file names differ, and nothing depends on them (reads sort by id).
 """
 
@@ -30,10 +30,10 @@ from ..config import PipelineConfig
 from ..data.blocks import (
     check_block,
     duplicate_error,
-    fits_one_block,
     ranges_overlap,
     read_block,
     reduce_checks,
+    small_data,
     source_blocks,
 )
 from ..data.partition import assign, is_test
@@ -131,7 +131,7 @@ def partition(store: Store, cfg: PipelineConfig, source: DataSource, progress: P
         store.delete(d)
     blocks = source_blocks(source)
     progress("partitioning", 0, len(blocks))
-    in_process = not use_ray or fits_one_block(source)
+    in_process = not use_ray or small_data(source)
     token = uuid.uuid4().hex[:8]
     try:
         parts = ([write_blocks(store, cfg, source, blocks, f"part-{token}-0")] if in_process

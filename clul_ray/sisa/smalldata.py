@@ -6,7 +6,7 @@ Ray workers give (``tests/test_sisa_e2e.py::test_in_process_and_ray_workers_trai
 
 Only where nothing asks for Ray: no ``--address`` / ``RAY_ADDRESS``, Ray not already
 started in this process (a library user's or a test session's Ray is used), backend
-``ray`` without GPUs, data that fits one block, and at most
+``ray`` without GPUs, small data (``data.blocks.small_data``), and at most
 ``IN_PROCESS_MAX_SAMPLE_EPOCHS`` training sample-epochs (``CLUL_RAY_IN_PROCESS_MAX``
 overrides it; 0 turns the fast path off).
 """
@@ -17,7 +17,7 @@ import os
 import sys
 
 from ..config import PipelineConfig
-from ..data.blocks import fits_one_block
+from ..data.blocks import small_data, source_rows
 from ..data.sources import DataSource
 
 IN_PROCESS_MAX_SAMPLE_EPOCHS = 300_000
@@ -29,17 +29,6 @@ def ray_started() -> bool:
     return ray is not None and ray.is_initialized()
 
 
-def source_rows(source: DataSource) -> int:
-    if source._table is not None:
-        return source._table.num_rows
-    if source.kind == "synthetic":
-        return int(source._options["n"])
-    import pyarrow.dataset as pads
-
-    return pads.dataset(source._options["path"], format="parquet",
-                        filesystem=source._options["fs"]).count_rows()
-
-
 def in_process(cfg: PipelineConfig, source: DataSource, address: str | None) -> bool:
     """Whether ``train`` on ``source`` runs in this process without starting Ray."""
     c = cfg.compute
@@ -47,6 +36,6 @@ def in_process(cfg: PipelineConfig, source: DataSource, address: str | None) -> 
         return True
     limit = int(os.environ.get(ENV, IN_PROCESS_MAX_SAMPLE_EPOCHS))
     if (c.backend != "ray" or c.gpus_per_shard or address or os.environ.get("RAY_ADDRESS")
-            or limit <= 0 or ray_started() or not fits_one_block(source)):
+            or limit <= 0 or ray_started() or not small_data(source)):
         return False
     return source_rows(source) * cfg.train.epochs <= limit
