@@ -7,7 +7,7 @@ Ray workers give (``tests/test_sisa_e2e.py::test_in_process_and_ray_workers_trai
 Only where nothing asks for Ray: no ``--address`` / ``RAY_ADDRESS``, Ray not already
 started in this process (a library user's or a test session's Ray is used), backend
 ``ray`` without GPUs, small data (``data.blocks.small_data``), and at most
-``IN_PROCESS_MAX_SAMPLE_EPOCHS`` training sample-epochs (``CLUL_RAY_IN_PROCESS_MAX``
+``IN_PROCESS_MAX_SAMPLE_EPOCHS`` rows x epochs e0 (``CLUL_RAY_IN_PROCESS_MAX``
 overrides it; 0 turns the fast path off).
 """
 
