@@ -2,9 +2,18 @@
 
 from .config import PipelineConfig, make_config
 from .errors import ClulError
-from .models import register_model
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``register_model`` on first use: importing the package must not import torch (Ray
+    workers that only partition data would pay 1-2 s for it)."""
+    if name == "register_model":
+        from .models import register_model
+
+        return register_model
+    raise AttributeError(f"module 'clul_ray' has no attribute {name!r}")
 
 
 def Pipeline(root: str, **kwargs):  # noqa: N802 - a lazy front door, reads like the class

@@ -166,3 +166,27 @@ def test_ray_data_predicts_only_the_missing_shards(p, predicted, monkeypatch):
     m = evaluation.evaluate(cfg, p.store, v, True, print, write_cache=True)
     assert predicted == [[1]] and m == v.metrics
     assert read_cached(p.store, 1, v.shard(1).model_sha256, cfg.data.num_classes) is not None
+
+
+@pytest.mark.pure
+def test_an_addition_predicts_only_the_shards_that_got_rows(p, predicted, tmp_path):
+    """Rows added to one shard: the other shards' new (empty) slice keeps their models, so
+    their predictions come from the cache."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clul_ray.data.partition import assign, is_test
+    from clul_ray.data.sources import open_source
+
+    part = read_config(p.store).partition
+    cand = np.arange(10_000, 12_000, dtype=np.int64)
+    shard, _ = assign(part.seed, cand, part.shards, part.slices)
+    new = cand[(shard == 0) & ~is_test(part.seed, cand, part.test_fraction)][:5]
+    t = next(open_source("digits").iter_tables()).slice(0, 5)
+    pq.write_table(t.set_column(0, "id", pa.array(new)), tmp_path / "new.parquet")
+    v1 = read_current(p.store)
+    p.add(f"parquet:{tmp_path / 'new.parquet'}")
+    v2 = read_current(p.store)
+    assert [s.shard for s in v2.shards
+            if s.model_sha256 != v1.shard(s.shard).model_sha256] == [0]
+    assert predicted == [[0]], "only the shard that got rows predicts"

@@ -230,3 +230,15 @@ def show(r: dict) -> None:
     if r.get("wall_seconds"):
         out.print("seconds: " + ", ".join(f"{k}={v:.2f}" for k, v in r["wall_seconds"].items()),
                   highlight=False)
+
+
+def process_seconds() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; None elsewhere): what a
+    command's figures leave out — the interpreter, the imports, Ray's shutdown."""
+    try:
+        with open("/proc/self/stat") as f:
+            start = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0]) - start
+    except (OSError, ValueError, IndexError):
+        return None

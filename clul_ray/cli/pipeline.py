@@ -23,6 +23,7 @@ from .common import (
     emit,
     open_root,
     out,
+    process_seconds,
     run,
     verbose_ray,
 )
@@ -76,10 +77,14 @@ def train(
             "cpus_per_shard": cpus_per_shard, "gpus_per_shard": gpus_per_shard}
 
     def body() -> None:
+        started = process_seconds()  # the interpreter and the imports so far
         cfg = train_config(config, flat, train_seed)
         verbose_ray(verbose)
         with RichProgress(not as_json) as prog:
             result = open_root(root, address, prog).train(cfg)
+        if started is not None:
+            result["wall_seconds"].update(startup_seconds=started,
+                                          process_seconds=process_seconds())
         emit(result, as_json)
 
     run(body)

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Protocol
 
 import numpy as np
 
 from ..config import PipelineConfig
 from ..data.ids import repeated_ids
 from ..data.sources import open_source
-from ..errors import ClulError, first_line
+from ..errors import ClulError
 from ..lock import describe, is_stale, locked, read_lock
 from ..models import build_model
 from ..runtime import check_shard_fits, check_storage_root, ensure_ray, node_resources
@@ -35,26 +33,15 @@ from .controller import Current, Kind, Stage, next_step
 from .evaluation import evaluate
 from .executor import make_executor
 from .ledger import Ledger, Request
+from .observers import Observer, ObserverWarning, notify  # noqa: F401 (re-exported)
 from .partitioning import partition
 from .plan import chained_keys, plan_deletion, plan_training
+from .smalldata import in_process, ray_started
 from .steps import Context, run_step
 from .summary import request_summary, summarize
 from .version import ModelVersion
 
 Progress = Callable[[str, int, int], None]  # (description, done, total)
-
-
-class Observer(Protocol):
-    """Told of every commit; never able to undo one (its errors only warn)."""
-
-    def version_committed(self, store: Store, cfg: PipelineConfig,
-                          version: ModelVersion) -> None: ...
-
-    def request_committed(self, store: Store, request: Request) -> None: ...
-
-
-class ObserverWarning(UserWarning):
-    """An observer failed on a commit; the commit stands."""
 
 
 def _noop(desc: str, done: int, total: int) -> None:
@@ -70,6 +57,7 @@ class Pipeline:
 
     _crash_after: str | None = None  # fault injection: a stage name (the resume tests)
     evaluate_at_commit = True  # the deletion service evaluates after a request commits
+    _in_process = False  # train's small-data fast path (see .smalldata)
 
     def __init__(self, root: str, address: str | None = None, executor=None,
                  progress: Progress | None = None, observers: Sequence[Observer] = (),
@@ -105,14 +93,17 @@ class Pipeline:
             finally:
                 self._lock = None
 
-    def _ray(self, cfg: PipelineConfig) -> None:
-        """Start or join Ray (not for backend ``local``) and check the root and the shard
-        resources against the cluster: a local-path root on several nodes only as a declared
-        shared mount; shard resources some node can hold (unless
-        ``CLUL_RAY_WAIT_FOR_RESOURCES=1``: an autoscaling cluster adds such nodes)."""
+    def _ray(self, cfg: PipelineConfig, timings: dict | None = None) -> None:
+        """Start or join Ray (not for backend ``local``; its start-up time into ``timings``)
+        and check the root and the shard resources against the cluster: a local-path root
+        on several nodes only as a declared shared mount; shard resources some node can
+        hold (unless ``CLUL_RAY_WAIT_FOR_RESOURCES=1``: an autoscaler adds such nodes)."""
         if not uses_ray(cfg):
             return
+        t0, started = time.perf_counter(), ray_started()
         ensure_ray(self.address)
+        if timings is not None and not started:
+            timings["ray_start_seconds"] = time.perf_counter() - t0
         nodes = node_resources()
         check_storage_root(self.store.root, self.store.is_local, len(nodes),
                            cfg.compute.shared_storage)
@@ -121,25 +112,22 @@ class Pipeline:
                              cfg.ddp_world_size)
 
     def _notify(self, event: str, *args) -> None:
-        for obs in self.observers:
-            try:
-                getattr(obs, event)(self.store, *args)
-            except Exception as e:
-                warnings.warn(f"{type(obs).__name__}.{event} failed ({first_line(e)}); the "
-                              "commit stands", ObserverWarning, stacklevel=3)
+        notify(self.observers, self.store, event, *args)
 
     # ---- train -----------------------------------------------------------------------
     def train(self, cfg: PipelineConfig) -> dict:
         """Partition (once per root) and train every shard; reuse matching checkpoints."""
-        t0 = time.perf_counter()
-        d = cfg.data
+        t_in, d = time.perf_counter(), cfg.data
         source = open_source(d.dataset, d.data_dir, d.download, d.num_classes, d.input_shape,
                              cfg.partition.group_column)
         cfg = cfg.updated(num_classes=d.num_classes or source.num_classes,
                           input_shape=list(source.input_shape))
         build_model(cfg.train.model, cfg.data.input_shape, cfg.data.num_classes,
                     cfg.train.model_args)  # fails early
-        self._ray(cfg)  # before the lock or Ray Data write anything under the root
+        self._in_process = in_process(cfg, source, self.address)
+        timings: dict = {"setup_seconds": time.perf_counter() - t_in}  # source, model check
+        if not self._in_process:
+            self._ray(cfg, timings)  # before the lock or any writer touch the root
         with self.writing("train"):
             existing = records.read_config(self.store)  # read under the lock
             if existing is not None:
@@ -151,20 +139,24 @@ class Pipeline:
                 cfg = cfg.updated(added_slices=existing.partition.added_slices)
                 self.resume()
             else:
+                t0 = time.perf_counter()
                 partition(self.store, cfg, source, self.progress, uses_ray(cfg))
+                timings["partition_seconds"] = time.perf_counter() - t0
             records.write_config(self.store, cfg)
-            t_part = time.perf_counter() - t0
-            results, starts = self._train_shards(cfg, list(range(cfg.partition.shards)))
-            v = self._commit(cfg, "train", None, starts, results,
-                             {"partition_seconds": t_part,
-                              "train_seconds": time.perf_counter() - t0 - t_part})
-        return summarize(self.store.root, cfg, v)
+            t0 = time.perf_counter()
+            results, starts = self._train_shards(cfg, list(range(cfg.partition.shards)),
+                                                 timings)
+            timings["train_seconds"] = time.perf_counter() - t0
+            v = self._commit(cfg, "train", None, starts, results, timings)
+        out = summarize(self.store.root, cfg, v)
+        out["in_process"] = self._in_process
+        return out
 
     def shard_keys(self, cfg: PipelineConfig, shard: int) -> list[str]:
         return chained_keys(cfg.training_digest(), shard, [
             self.store.slice_digest(shard, r) for r in range(cfg.partition.total_slices)])
 
-    def _train_shards(self, cfg: PipelineConfig, shards: list[int]
+    def _train_shards(self, cfg: PipelineConfig, shards: list[int], timings: dict | None = None
                       ) -> tuple[list[SliceResult], dict[int, int]]:
         """Train each shard from its first slice without a matching checkpoint."""
         self._check_data(cfg)
@@ -184,8 +176,10 @@ class Pipeline:
 
         if not jobs:
             return [], {}
-        self._ray(cfg)
-        executor = self._executor or make_executor(cfg.compute.backend)
+        if not self._in_process:
+            self._ray(cfg, timings)
+        executor = self._executor or make_executor(
+            "local" if self._in_process else cfg.compute.backend)
         return executor.run(cfg, self.store, jobs, on_step), {j.shard: j.start for j in jobs}
 
     def _commit(self, cfg: PipelineConfig, operation: str, request_id: str | None,
@@ -205,12 +199,17 @@ class Pipeline:
             more = f" (and {len(findings) - 1} more findings)" if len(findings) > 1 else ""
             raise ClulError(f"version {v.version} not committed: {self.store.path(f['path'])}"
                             f": {f['message']}{more}")
+        t1 = t0 = time.perf_counter()
         if self.evaluate_at_commit:  # else evaluation.evaluate_committed, after the commit
-            t0 = time.perf_counter()
-            v.metrics = evaluate(cfg, self.store, v, uses_ray(cfg), self.progress)
-            v.timings["evaluate_seconds"] = time.perf_counter() - t0
+            v.metrics = evaluate(cfg, self.store, v, uses_ray(cfg) and not self._in_process,
+                                 self.progress)
+            t1 = time.perf_counter()
+            v.timings["evaluate_seconds"] = t1 - t0
         commit(self.store, v)
+        t2 = time.perf_counter()
         self._notify("version_committed", cfg, v)
+        # after the version was written: in the command's output, not in versions/
+        v.timings.update(commit_seconds=t2 - t1, observers_seconds=time.perf_counter() - t2)
         return v
 
     def _check_data(self, cfg: PipelineConfig) -> None:

@@ -54,8 +54,8 @@ def content_digest(ids: np.ndarray, proba: np.ndarray) -> str:
 
 def align(p: ShardPredictions, test_ids: np.ndarray) -> np.ndarray | None:
     """``p``'s probabilities in the order of ``test_ids``, or None when ``p`` lacks one."""
-    if np.array_equal(p.ids, test_ids):  # the usual case: stored in the test split's order
-        return p.proba
+    if len(p.ids) == len(test_ids) and np.array_equal(p.ids, test_ids):
+        return p.proba  # the usual case (stored in the test split's order): no random gather
     order = np.argsort(p.ids, kind="stable")
     have = p.ids[order]
     pos = np.searchsorted(have, test_ids)
