@@ -293,6 +293,8 @@ class DeletionService:
                     while req.kind == Kind.DELETE and req.state in (Stage.PLANNED,
                                                                     Stage.DATA_REMOVED):
                         self.pipeline.step(req)
+            if self.retrain_delay_s:  # (and a window in which the request is retraining)
+                self._stop.wait(self.retrain_delay_s)
             for req in pending:
                 while (then := self.pipeline.step(req)) is not None:
                     if then == Stage.RETRAINED:  # the new version: load its models now
