@@ -293,3 +293,38 @@ def test_cli_import_is_light():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONPATH": str(CLI_DIR.parents[1])})
     assert res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
+@pytest.mark.pure
+def test_the_command_exits_with_its_code_and_flushed_output(tmp_path):
+    """``main`` ends a process that started no Ray without the interpreter's teardown: the
+    exit code and every line of output must survive that."""
+    run = [sys.executable, "-m", "clul_ray.cli"]
+    bad = subprocess.run([*run, "delete", "--root", str(tmp_path / "none"), "--ids", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: ")
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "none").exists()
+    ok = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "feature-unlearn" in ok.stdout and "quickstart" in ok.stdout
+
+
+@pytest.mark.pure
+def test_new_mlflow_databases_are_seeded_from_one_cached_empty_database(tmp_path,
+                                                                        monkeypatch):
+    from mlflow import MlflowClient
+
+    from clul_ray.lineage.tracking import seed_database
+
+    monkeypatch.setenv("CLUL_RAY_CACHE", str(tmp_path / "cache"))
+    a, b = tmp_path / "a" / "mlflow.db", tmp_path / "b" / "mlflow.db"
+    a.parent.mkdir()
+    b.parent.mkdir()
+    seed_database(str(a))
+    (template,) = (tmp_path / "cache").glob("mlflow-*-empty.db")
+    seed_database(str(b))
+    assert a.read_bytes() == b.read_bytes() == template.read_bytes()
+    client = MlflowClient(tracking_uri=f"sqlite:///{a}")  # a usable, migrated database
+    exp = client.create_experiment("e", artifact_location=str(tmp_path / "art"))
+    run = client.create_run(exp)
+    client.log_metric(run.info.run_id, "m", 1.0)
+    assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
