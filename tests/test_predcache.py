@@ -128,6 +128,7 @@ def test_a_corrupt_or_altered_cache_file_is_a_miss_never_an_error(p, predicted):
     rel2 = layout.prediction_path(2, v.shard(2).model_sha256)
     t = p.store.read_parquet(rel2)
     pr = read_cached(p.store, 2, v.shard(2).model_sha256, cfg.data.num_classes)
+    pr.proba = pr.proba.copy()  # (read-only: the cache's arrays are shared)
     pr.proba[:, 0] += 5.0  # a skewed file that still parses: its content digest differs
     skewed = to_table(pr, v.shard(2).model_sha256).replace_schema_metadata(t.schema.metadata)
     p.store.write_table(rel2, skewed)

@@ -48,7 +48,7 @@ def content_digest(ids: np.ndarray, proba: np.ndarray) -> str:
     h = hashlib.sha256()
     for a in (np.ascontiguousarray(ids, np.int64), np.ascontiguousarray(proba, np.float32)):
         h.update(str(a.shape).encode())
-        h.update(a.tobytes())
+        h.update(a)  # the contiguous array itself, not a copy of its bytes
     return h.hexdigest()
 
 
@@ -122,8 +122,8 @@ def from_table(t: pa.Table, model_sha256: str, classes: int) -> ShardPredictions
     col = t.column("proba").combine_chunks()
     if not pa.types.is_fixed_size_list(col.type) or col.type.list_size != classes:
         return None
-    ids = t.column("id").to_numpy().astype(np.int64)
-    proba = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    ids = np.asarray(t.column("id").to_numpy(), np.int64)  # (copies only when it must)
+    proba = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32)
     proba = proba.reshape(len(ids), classes)
     if meta.get(CONTENT_KEY) != content_digest(ids, proba).encode():
         return None
