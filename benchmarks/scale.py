@@ -300,18 +300,14 @@ def table(rows: list[dict]) -> str:
     add("  rows/s", lambda r: rate(r["rows"], r["ref"]["seconds"]))
     add("  files / peak RSS MiB", lambda r:
         f"{r['ref']['files']} / {r['ref_mem']['process_mib']:.0f}")
-    add("partition, before (Ray Data; Ray start not counted): s",
-        lambda r: f(r["before"]["seconds"]))
-    add("  rows/s", lambda r: rate(r["rows"], r["before"]["seconds"]))
-    add("  files / peak RSS MiB driver, largest Ray worker", lambda r:
-        f"{r['before']['files']} / {r['before_mem']['process_mib']:.0f}, "
-        f"{r['before_mem']['ray_worker_max_mib']:.0f}")
-    add("**partition, clul_ray now (alone; Ray start not counted): s**",
-        lambda r: f(r["after"]["seconds"]))
-    add("  rows/s", lambda r: rate(r["rows"], r["after"]["seconds"]))
-    add("  files / peak RSS MiB driver, largest Ray worker", lambda r:
-        f"{r['after']['files']} / {r['after_mem']['process_mib']:.0f}, "
-        f"{r['after_mem']['ray_worker_max_mib']:.0f}")
+    for key, title in (("before", "partition, before (Ray Data; Ray start not counted): s"),
+                       ("after", "**partition, clul_ray now (alone; Ray start not counted): "
+                                 "s**")):
+        add(title, lambda r, k=key: f(r[k]["seconds"]))
+        add("  rows/s", lambda r, k=key: rate(r["rows"], r[k]["seconds"]))
+        add("  files / peak RSS MiB driver, largest Ray worker", lambda r, k=key:
+            f"{r[k]['files']} / {r[f'{k}_mem']['process_mib']:.0f}, "
+            f"{r[f'{k}_mem']['ray_worker_max_mib']:.0f}")
     add("**speed vs one pyarrow process (ref s / clul s)**",
         lambda r: f"{r['ref']['seconds'] / r['after']['seconds']:.2f}x")
     add("  speed vs before (before s / clul s)",
