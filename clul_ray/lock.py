@@ -106,6 +106,11 @@ def acquire(store: Store, command: str, settle: float = 0.5) -> dict:
         if create(store, holder):
             return holder
         lock = read_lock(store)
+        for _ in range(20):  # a holder writes its lock right after creating it: read again
+            if lock is None or not lock.get("garbage") or is_stale(lock):
+                break
+            time.sleep(0.05)
+            lock = read_lock(store)
         if lock is None:  # released between our try and the read
             continue
         if is_stale(lock):

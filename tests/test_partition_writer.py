@@ -211,3 +211,31 @@ print(json.dumps({{"in_process": out["in_process"], "ray": "ray" in sys.modules,
     assert "ray_start_seconds" not in out["timings"]
     assert {"partition_seconds", "train_seconds", "evaluate_seconds",
             "commit_seconds"} <= set(out["timings"])
+
+
+def test_small_root_deletes_and_evaluates_exactly_without_starting_ray(deletion_case,
+                                                                        tmp_path):
+    """A fresh process, backend ray, a small root: train, delete D and evaluate start no
+    Ray, and the deletion equals a fresh training without D (the Ray session's)."""
+    d, ref = deletion_case
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from conftest import tiny_config
+from clul_ray.sisa.pipeline import Pipeline
+root = {str(tmp_path / 'root')!r}
+Pipeline(root).train(tiny_config())
+out = Pipeline(root).delete({d!r})
+ev = Pipeline(root).evaluate()
+print(json.dumps({{"ray": "ray" in sys.modules, "retrained": out["retrained"],
+                  "shas": [s["model_sha256"] for s in out["per_shard"]],
+                  "accuracy": out["ensemble_accuracy"], "evaluated": ev["ensemble_accuracy"]}}))
+"""
+    res = subprocess.run([sys.executable, "-c", code], check=True, timeout=300,
+                         capture_output=True, text=True,
+                         env={**__import__("os").environ, "CLUL_RAY_LINEAGE": "0"})
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert not out["ray"], "Ray was imported or started"
+    assert out["retrained"] == {"0": 1, "2": 2}
+    assert out["shas"] == [s["model_sha256"] for s in ref["per_shard"]]
+    assert out["accuracy"] == out["evaluated"] == ref["ensemble_accuracy"]

@@ -210,14 +210,12 @@ class DataSource:
         if self._table is not None:
             return ray.data.from_arrow(self._table)
         if self.kind in ("synthetic", "synthetic-fair"):
-            o = self._options
+            o, make = self._options, self._options.get("make", synthetic_block)
             n, seed, classes, dim = o["n"], o["seed"], o.get("groups", self.num_classes), o["dim"]
-            make = o.get("make", synthetic_block)
 
             def gen(batch: pa.Table) -> pa.Table:
                 blocks = batch.column("id").to_numpy()
-                return pa.concat_tables(
-                    [make(int(b), n, seed, classes, dim) for b in blocks])
+                return pa.concat_tables([make(int(b), n, seed, classes, dim) for b in blocks])
 
             return ray.data.range(o["blocks"], override_num_blocks=o["blocks"]).map_batches(
                 gen, batch_size=1, batch_format="pyarrow")
@@ -229,8 +227,7 @@ class DataSource:
     def validate(self) -> int:
         """Stream the rows once and refuse bad data; returns the row count."""
         seen: list[np.ndarray] = []
-        n = 0
-        max_label = -1
+        n, max_label = 0, -1
         d = int(np.prod(self.input_shape))
         for t in self.iter_tables():
             if t.num_rows == 0:
@@ -335,8 +332,7 @@ def open_source(
     if kind in TORCHVISION:
         return _torchvision(spec, kind, data_dir, download)
     raise ClulError(f"unknown dataset '{spec}' (expected digits, synthetic:N, synthetic-fair:N, "
-                    f"parquet:PATH, "
-                    f"or one of {', '.join(TORCHVISION)})")
+                    f"parquet:PATH, or one of {', '.join(TORCHVISION)})")
 
 
 def _parquet(spec, path, num_classes, input_shape, group_column) -> DataSource:

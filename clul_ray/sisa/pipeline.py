@@ -36,7 +36,7 @@ from .ledger import Ledger, Request
 from .observers import Observer, ObserverWarning, notify  # noqa: F401 (re-exported)
 from .partitioning import partition
 from .plan import chained_keys, plan_deletion, plan_training
-from .smalldata import in_process, ray_started
+from .smalldata import in_process, ray_started, small_root
 from .steps import Context, run_step
 from .summary import request_summary, summarize
 from .version import ModelVersion
@@ -93,12 +93,15 @@ class Pipeline:
             finally:
                 self._lock = None
 
-    def _ray(self, cfg: PipelineConfig, timings: dict | None = None) -> None:
-        """Start or join Ray (not for backend ``local``; its start-up time into ``timings``)
-        and check the root and the shard resources against the cluster: a local-path root
-        on several nodes only as a declared shared mount; shard resources some node can
-        hold (unless ``CLUL_RAY_WAIT_FOR_RESOURCES=1``: an autoscaler adds such nodes)."""
-        if not uses_ray(cfg):
+    def _ray(self, cfg: PipelineConfig, timings: dict | None = None, small_ok=True) -> None:
+        """Start or join Ray (not for backend ``local``, nor a small root: ``small_ok`` and
+        ``smalldata.small_root``; its start-up time into ``timings``) and check the root and
+        the shard resources against the cluster: a local-path root on several nodes only as
+        a declared shared mount; shard resources some node can hold (unless
+        ``CLUL_RAY_WAIT_FOR_RESOURCES=1``: an autoscaler adds such nodes)."""
+        if not uses_ray(cfg) or (small_ok and (self._in_process or small_root(
+                cfg, self.store, self.address))):
+            self._in_process = True  # (backend local runs in this process too)
             return
         t0, started = time.perf_counter(), ray_started()
         ensure_ray(self.address)
@@ -127,7 +130,7 @@ class Pipeline:
         self._in_process = in_process(cfg, source, self.address)
         timings: dict = {"setup_seconds": time.perf_counter() - t_in}  # source, model check
         if not self._in_process:
-            self._ray(cfg, timings)  # before the lock or any writer touch the root
+            self._ray(cfg, timings, False)  # before the lock or any writer touch the root
         with self.writing("train"):
             existing = records.read_config(self.store)  # read under the lock
             if existing is not None:
@@ -234,7 +237,7 @@ class Pipeline:
         self._ray(cfg)
         t0 = time.perf_counter()
         v = self.state
-        v.metrics = evaluate(cfg, self.store, v, uses_ray(cfg), self.progress)
+        v.metrics = evaluate(cfg, self.store, v, not self._in_process, self.progress)
         out = summarize(self.store.root, cfg, v)
         out["wall_seconds"] = {"evaluate": time.perf_counter() - t0}
         return out
@@ -329,7 +332,7 @@ class Pipeline:
             self.resume()
             ids = resolve_forget(self.store, cfg, forget, seed)
             plan = plan_deletion(*self.store.read_index(), self.store.test_ids(), ids)
-            self._ray(cfg)
+            self._ray(cfg, small_ok=False)  # (the shard edits are Ray tasks)
             self._check_data(cfg)  # refuse lost rows before anything changes
             req = self.ledger.record(plan, Kind.UNLEARN, {
                 "method": method, "params": dict(params or {}), "seed": seed,
@@ -377,7 +380,7 @@ class Pipeline:
         done = []
         with self.writing("resume"):
             for req in self.ledger.pending():  # read again under the lock
-                self._ray(self.config)
+                self._ray(self.config, small_ok=req.kind != Kind.UNLEARN)
                 self._drive(req)
                 done.append(req.request_id)
         return done

@@ -17,7 +17,7 @@ import os
 import sys
 
 from ..config import PipelineConfig
-from ..data.blocks import small_data, source_rows
+from ..data.blocks import IN_PROCESS_MAX_ROWS, small_data, source_rows
 from ..data.sources import DataSource
 
 IN_PROCESS_MAX_SAMPLE_EPOCHS = 300_000
@@ -29,13 +29,30 @@ def ray_started() -> bool:
     return ray is not None and ray.is_initialized()
 
 
-def in_process(cfg: PipelineConfig, source: DataSource, address: str | None) -> bool:
-    """Whether ``train`` on ``source`` runs in this process without starting Ray."""
+def _limit(cfg: PipelineConfig, address: str | None) -> int:
+    """The sample-epoch bound of the fast path; 0 where something asks for Ray."""
     c = cfg.compute
-    if c.backend == "local":
-        return True
     limit = int(os.environ.get(ENV, IN_PROCESS_MAX_SAMPLE_EPOCHS))
     if (c.backend != "ray" or c.gpus_per_shard or address or os.environ.get("RAY_ADDRESS")
-            or limit <= 0 or ray_started() or not small_data(source)):
+            or limit <= 0 or ray_started()):
+        return 0
+    return limit
+
+
+def in_process(cfg: PipelineConfig, source: DataSource, address: str | None) -> bool:
+    """Whether ``train`` on ``source`` runs in this process without starting Ray."""
+    if cfg.compute.backend == "local":
+        return True
+    limit = _limit(cfg, address)
+    return bool(limit) and small_data(source) and source_rows(source) * cfg.train.epochs <= limit
+
+
+def small_root(cfg: PipelineConfig, store, address: str | None) -> bool:
+    """Whether ``delete``, ``add``, ``evaluate`` or a resumed deletion on a trained root
+    runs in this process: the same bounds as :func:`in_process`, with the root's rows
+    (training and test). ``unlearn`` always uses Ray (its shard edits are Ray tasks)."""
+    limit = _limit(cfg, address)
+    if not limit:
         return False
-    return source_rows(source) * cfg.train.epochs <= limit
+    rows = len(store.read_index()[0]) + len(store.test_ids())
+    return rows <= IN_PROCESS_MAX_ROWS and rows * cfg.train.epochs <= limit
