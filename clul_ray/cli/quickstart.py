@@ -102,6 +102,9 @@ def quickstart(
         out.print(f"storage root: {os.path.abspath(target)}  (Ray: "
                   f"{address or os.environ.get('RAY_ADDRESS') or 'local, embedded'})")
         cfg = make_config(dataset="digits", shards=4, slices=4, model="mlp", epochs=20)
+        from ..runtime import ensure_ray
+
+        ensure_ray(address)  # the main job on Ray, though digits alone would not need it
         with RichProgress() as prog:
             p = open_root(target, address, prog)
             trained = p.train(cfg)
