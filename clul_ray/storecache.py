@@ -39,12 +39,11 @@ def _frozen(value):
 
 
 class CachingStore(Store):
-    """A store whose Parquet reads and derived values are kept while their files are
-    unchanged."""
+    """A store whose Parquet reads and derived values (:meth:`memo`) are kept while their
+    files are unchanged."""
 
     def __init__(self, root: str):
         super().__init__(root)
-        self._tables: dict[tuple, pa.Table] = {}
         self._memo: dict[tuple, tuple] = {}
         self.hits = 0
         self.misses = 0
@@ -85,25 +84,11 @@ class CachingStore(Store):
                                               np.array(slc, np.int64)))
 
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
-        info = self.fs.get_file_info(self.path(rel))
-        if info.type != pafs.FileType.File:
-            return super().read_parquet(rel, columns)  # raises the one-line error
-        key = (rel, tuple(columns) if columns else None, info.size, info.mtime_ns)
-        t = self._tables.get(key)
-        if t is None:
-            self.misses += 1
-            t = super().read_parquet(rel, columns)
-            for old in [k for k in self._tables if k[:2] == key[:2]]:
-                del self._tables[old]
-            self._tables[key] = t
-        else:
-            self.hits += 1
-        return t
+        return self.memo((rel,), f"parquet:{columns}",
+                         lambda: Store.read_parquet(self, rel, columns))
 
     # ---- what this store changes, it forgets ------------------------------------------
     def _forget(self, rel: str) -> None:
-        for k in [k for k in self._tables if k[0] == rel]:
-            del self._tables[k]
         for k in [k for k in self._memo if any(rel == r or rel.startswith(r.rstrip("/") + "/")
                                                for r in k[0])]:
             del self._memo[k]

@@ -56,8 +56,9 @@ def _exit(code) -> None:
     instance)."""
     import sys
 
-    ray = sys.modules.get("ray")
-    if ray is not None and getattr(ray, "is_initialized", lambda: True)():
+    from ..sisa.smalldata import ray_started
+
+    if ray_started():
         sys.exit(code)
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)

@@ -33,7 +33,7 @@ from ..runtime import ensure_ray
 from ..sisa.checkpoint import load_shard_model
 from ..sisa.controller import Kind, Stage
 from ..sisa.evaluation import evaluate_committed, unevaluated
-from ..sisa.pipeline import Pipeline
+from ..sisa.pipeline import Pipeline, uses_ray
 from ..sisa.version import ModelVersion
 from ..storecache import CachingStore
 from . import state
@@ -319,8 +319,8 @@ class DeletionService:
         v = self.pipeline.state
         if not unevaluated(v):
             return
-        evaluate_committed(self.cfg, self.pipeline.store, v,
-                           self.cfg.compute.backend != "local", self.pipeline.progress)
+        evaluate_committed(self.cfg, self.pipeline.store, v, uses_ray(self.cfg),
+                           self.pipeline.progress)
         if self.lineage is not None:
             self.lineage.version_committed(self.pipeline.store, self.cfg, v)
 

@@ -52,9 +52,8 @@ def check_deleted(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], 
                       "evaluation by a writer replaces or deletes it")
         hit = np.flatnonzero(is_deleted(ids))
         for i in np.unique(np.searchsorted(ends, hit, side="right")):
-            mine = hit[(hit >= (ends[i - 1] if i else 0)) & (hit < ends[i])]
-            found(kind, files[i], f"{len(np.unique(ids[mine]))} deleted ids",
-                  np.unique(ids[mine]))
+            mine = np.unique(ids[hit[(hit >= (ends[i - 1] if i else 0)) & (hit < ends[i])]])
+            found(kind, files[i], f"{len(mine)} deleted ids", mine)
 
 
 def ids_by_file(store: Store, rel: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray,

@@ -179,8 +179,7 @@ class Pipeline:
 
         if not jobs:
             return [], {}
-        if not self._in_process:
-            self._ray(cfg, timings)
+        self._ray(cfg, timings)  # (returns at once for an in-process run)
         executor = self._executor or make_executor(
             "local" if self._in_process else cfg.compute.backend)
         return executor.run(cfg, self.store, jobs, on_step), {j.shard: j.start for j in jobs}

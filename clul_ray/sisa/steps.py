@@ -80,10 +80,10 @@ def run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
             hit = np.isin(ids, train_ids)
             for k, r in sorted(set(zip(shard[hit].tolist(), slc[hit].tolist(), strict=True))):
                 store.remove_rows(layout.slice_dir(k, r), train_ids)
-            if plan.test_ids:
-                store.remove_rows(layout.TEST, np.asarray(plan.test_ids, np.int64))
-            if plan.test_ids:  # cached predictions hold test rows only
-                purge_ids(store, np.asarray(plan.test_ids, np.int64))
+            if plan.test_ids:  # (cached predictions hold test rows only)
+                test_ids = np.asarray(plan.test_ids, np.int64)
+                store.remove_rows(layout.TEST, test_ids)
+                purge_ids(store, test_ids)
             keep = ~np.isin(ids, req.ids)
             if not keep.all():
                 store.rewrite_index(ids[keep], shard[keep], slc[keep])
