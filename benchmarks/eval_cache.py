@@ -17,8 +17,8 @@ import tempfile
 import time
 
 from clul_ray.config import make_config
-from clul_ray.sisa.pipeline import Pipeline
-from clul_ray.sisa.version import list_versions
+from clul_ray.sisa.driver.pipeline import Pipeline
+from clul_ray.sisa.records.version import list_versions
 
 
 def main() -> None:

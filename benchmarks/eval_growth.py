@@ -14,7 +14,13 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 
-from clul_ray.sisa.predcache import ShardPredictions, from_table, merge, score_probs, to_table
+from clul_ray.sisa.records.predcache import (
+    ShardPredictions,
+    from_table,
+    merge,
+    score_probs,
+    to_table,
+)
 
 
 def measure(n: int, shards: int, classes: int = 10, repeats: int = 3) -> dict[str, float]:

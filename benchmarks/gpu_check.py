@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from clul_ray.config import make_config
 from clul_ray.data.sources import open_source
-from clul_ray.sisa.pipeline import Pipeline
+from clul_ray.sisa.driver.pipeline import Pipeline
 
 
 def shas(result: dict) -> dict[int, str]:

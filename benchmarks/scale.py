@@ -81,8 +81,8 @@ def stage_partition(n: int, out: str) -> dict:
     from clul_ray.config import make_config
     from clul_ray.data.sources import open_source
     from clul_ray.runtime import ensure_ray
-    from clul_ray.sisa.partitioning import partition
-    from clul_ray.store import Store
+    from clul_ray.sisa.compute.partitioning import partition
+    from clul_ray.storage.store import Store
 
     src = open_source(f"synthetic:{n}")
     cfg = make_config(dataset=f"synthetic:{n}", shards=SHARDS, slices=SLICES, epochs=1

@@ -123,7 +123,7 @@ def train_root(code: str, root: Path, cfg: Path) -> float:
 
 
 def train_ids(root: Path) -> np.ndarray:
-    from clul_ray.store import Store
+    from clul_ray.storage.store import Store
 
     return Store(str(root)).read_index()[0]
 
@@ -214,9 +214,9 @@ def part1(a, url: str, ids: np.ndarray) -> dict:
 
 def part2(a, url: str, root: Path, ids: np.ndarray, layout: str) -> dict:
     from clul_ray.serve.client import call
-    from clul_ray.sisa.ledger import Ledger
-    from clul_ray.sisa.version import read_version
-    from clul_ray.store import Store
+    from clul_ray.sisa.records.ledger import Ledger
+    from clul_ray.sisa.records.version import read_version
+    from clul_ray.storage.store import Store
 
     store = Store(str(root))
     rows = []

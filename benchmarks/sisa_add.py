@@ -33,8 +33,8 @@ from rich.table import Table
 
 from clul_ray.config import make_config
 from clul_ray.data.sources import open_source
-from clul_ray.sisa.pipeline import Pipeline
-from clul_ray.sisa.plan import epochs_per_slice, sample_epochs
+from clul_ray.sisa.decisions.plan import epochs_per_slice, sample_epochs
+from clul_ray.sisa.driver.pipeline import Pipeline
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 console = Console(width=160)

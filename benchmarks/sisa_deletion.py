@@ -37,10 +37,10 @@ from rich.console import Console
 from rich.table import Table
 
 from clul_ray.config import PipelineConfig, make_config
-from clul_ray.sisa.pipeline import Pipeline
-from clul_ray.sisa.plan import epochs_per_slice, expected_cost
-from clul_ray.sisa.trainer import train_slice
-from clul_ray.sisa.version import ModelVersion
+from clul_ray.sisa.compute.trainer import train_slice
+from clul_ray.sisa.decisions.plan import epochs_per_slice, expected_cost
+from clul_ray.sisa.driver.pipeline import Pipeline
+from clul_ray.sisa.records.version import ModelVersion
 
 # Ray is imported lazily (by the pipeline), so this still applies to it.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -450,7 +450,8 @@ def warm_up(cfg: PipelineConfig) -> float:
 def fresh_import_seconds() -> float:
     """Start-up of a fresh python that imports torch and the trainer (what a new worker pays)."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch, clul_ray.sisa.trainer"], check=True)
+    subprocess.run([sys.executable, "-c",
+                    "import torch, clul_ray.sisa.compute.trainer"], check=True)
     return time.perf_counter() - t0
 
 

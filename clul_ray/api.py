@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .lineage.recorder import LineageRecorder
-from .sisa.pipeline import Pipeline, Progress
+from .sisa.driver.pipeline import Pipeline, Progress
 
 
 def open_pipeline(root: str, address: str | None = None, progress: Progress | None = None,

@@ -78,7 +78,7 @@ trap cleanup EXIT
 pick_ids() {
   python - "$1" <<'PY'
 import sys
-from clul_ray.store import Store
+from clul_ray.storage.store import Store
 ids, shard, slc = Store(sys.argv[1]).read_index()
 print(",".join(str(int(ids[(shard == k) & (slc == 1)][0])) for k in (0, 2)))
 PY

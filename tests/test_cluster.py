@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clul_ray.sisa.ledger import Ledger
-from clul_ray.store import Store
+from clul_ray.sisa.records.ledger import Ledger
+from clul_ray.storage.store import Store
 
 pytestmark = pytest.mark.cluster
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from clul_ray.errors import ClulError
-from clul_ray.sisa.controller import (
+from clul_ray.sisa.decisions.controller import (
     TRANSITIONS,
     AddRows,
     AdoptCommitted,
@@ -98,9 +98,15 @@ def test_every_stage_but_committed_has_a_row_for_each_kind_that_reaches_it():
 
 
 def test_pure_modules_import_without_ray():
-    """Planning, placement, the controller, metrics and losses never import Ray."""
+    """Planning, placement, the controller, metrics and losses never import Ray; the pure
+    decisions and the storage layer import neither Ray nor torch (transitively)."""
     code = ("import sys\n"
-            "import clul_ray.sisa.controller, clul_ray.sisa.plan, clul_ray.data.partition\n"
+            "import clul_ray.sisa.decisions.controller, clul_ray.sisa.decisions.plan\n"
+            "import clul_ray.sisa.decisions.next_version, clul_ray.sisa.decisions.aggregate\n"
+            "import clul_ray.storage.store, clul_ray.storage.cache, clul_ray.storage.lock\n"
+            "import clul_ray.data.partition\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch'))\n"
+            "assert not bad, bad\n"
             "import clul_ray.metrics, clul_ray.unlearn.losses, clul_ray.config\n"
             "bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))\n"
             "assert not bad, bad\n")

@@ -99,7 +99,7 @@ def test_statistics_do_not_depend_on_the_batching():
 
 def test_strength_t_interpolates_and_save_load_keeps_the_map(tmp_path):
     from clul_ray.feature.versions import load, save
-    from clul_ray.store import Store
+    from clul_ray.storage.store import Store
 
     t = fair_block(0, 3000, 2, 2, 4)
     tr = fit_tables([t], "z", "gaussian")

@@ -19,9 +19,9 @@ from conftest import tiny_config
 
 from clul_ray.data.sources import features, open_source
 from clul_ray.errors import ClulError
-from clul_ray.sisa.checkpoint import load_shard_model
-from clul_ray.sisa.pipeline import Pipeline
-from clul_ray.sisa.version import read_version
+from clul_ray.sisa.driver.pipeline import Pipeline
+from clul_ray.sisa.records.checkpoint import load_shard_model
+from clul_ray.sisa.records.version import read_version
 
 pytestmark = pytest.mark.pure
 

@@ -23,13 +23,14 @@ from typer.testing import CliRunner
 from clul_ray import Pipeline
 from clul_ray.cli import app
 from clul_ray.data.sources import features, open_source
-from clul_ray.layout import checkpoint_path
 from clul_ray.lineage import LineageWarning, sync
 from clul_ray.lineage.tracking import TAG, Tracking
-from clul_ray.sisa.ensemble import Ensemble
-from clul_ray.sisa.ledger import Ledger
-from clul_ray.sisa.version import read_config, read_current
-from clul_ray.store import Store
+from clul_ray.sisa.compute.ensemble import Ensemble
+from clul_ray.sisa.records.ledger import Ledger
+from clul_ray.sisa.records.rootconfig import read_config
+from clul_ray.sisa.records.version import read_current
+from clul_ray.storage.layout import checkpoint_path
+from clul_ray.storage.store import Store
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import tiny_config
 
-from clul_ray.sisa.pipeline import ObserverWarning, Pipeline
+from clul_ray.sisa.driver.pipeline import ObserverWarning, Pipeline
 
 pytestmark = pytest.mark.pure
 
@@ -46,7 +46,7 @@ def test_backend_local_starts_no_ray(tmp_path):
 import sys
 sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r})
 from conftest import tiny_config
-from clul_ray.sisa.pipeline import Pipeline
+from clul_ray.sisa.driver.pipeline import Pipeline
 p = Pipeline({str(tmp_path / 'root')!r})
 p.train(tiny_config(backend='local', epochs=1))
 ids, shard, _ = p.store.read_index()

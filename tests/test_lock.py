@@ -14,7 +14,7 @@ import pytest
 
 from clul_ray import Pipeline, lock
 from clul_ray.errors import ClulError
-from clul_ray.store import Store
+from clul_ray.storage.store import Store
 
 
 def _write_lock(root, **kw) -> dict:

@@ -18,16 +18,16 @@ import pytest
 from conftest import tiny_config
 from typer.testing import CliRunner
 
-from clul_ray import layout
 from clul_ray.cli import app
 from clul_ray.data import blocks
 from clul_ray.data.blocks import check_block, ranges_overlap, source_blocks
 from clul_ray.data.partition import assign, is_test
 from clul_ray.data.sources import open_source
 from clul_ray.errors import ClulError
-from clul_ray.sisa import smalldata
-from clul_ray.sisa.partitioning import partition
-from clul_ray.store import Store
+from clul_ray.sisa.compute import smalldata
+from clul_ray.sisa.compute.partitioning import partition
+from clul_ray.storage import layout
+from clul_ray.storage.store import Store
 
 N = 220_000  # five synthetic blocks, more than IN_PROCESS_MAX_ROWS
 
@@ -195,7 +195,7 @@ def test_fast_path_trains_what_ray_workers_train_without_starting_ray(trained_ba
 import json, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from conftest import tiny_config
-from clul_ray.sisa.pipeline import Pipeline
+from clul_ray.sisa.driver.pipeline import Pipeline
 out = Pipeline({str(tmp_path / 'root')!r}).train(tiny_config())
 print(json.dumps({{"in_process": out["in_process"], "ray": "ray" in sys.modules,
                   "shas": [s["model_sha256"] for s in out["per_shard"]],
@@ -222,7 +222,7 @@ def test_small_root_deletes_and_evaluates_exactly_without_starting_ray(deletion_
 import json, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from conftest import tiny_config
-from clul_ray.sisa.pipeline import Pipeline
+from clul_ray.sisa.driver.pipeline import Pipeline
 root = {str(tmp_path / 'root')!r}
 Pipeline(root).train(tiny_config())
 out = Pipeline(root).delete({d!r})

@@ -1,8 +1,13 @@
 import numpy as np
 import pytest
 
-from clul_ray.sisa.aggregate import aggregate
-from clul_ray.sisa.plan import checkpoint_keys, epochs_per_slice, expected_cost, plan_deletion
+from clul_ray.sisa.decisions.aggregate import aggregate
+from clul_ray.sisa.decisions.plan import (
+    checkpoint_keys,
+    epochs_per_slice,
+    expected_cost,
+    plan_deletion,
+)
 
 pytestmark = pytest.mark.pure
 
@@ -62,7 +67,7 @@ def test_vote_ties_go_to_lowest_class_and_mean_differs():
 
 
 def test_sample_epochs_counts_the_union_of_slices():
-    from clul_ray.sisa.plan import sample_epochs
+    from clul_ray.sisa.decisions.plan import sample_epochs
 
     counts = np.array([[2, 3, 5], [1, 1, 1]])
     # shard 0 from slice 1: unions 5 and 10; shard 1 from slice 2: union 3; 2 epochs each

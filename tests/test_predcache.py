@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from clul_ray import layout
-from clul_ray.sisa import evaluation
-from clul_ray.sisa.certify import verify
-from clul_ray.sisa.pipeline import Pipeline
-from clul_ray.sisa.predcache import (
+from clul_ray.sisa.compute import evaluation
+from clul_ray.sisa.driver.pipeline import Pipeline
+from clul_ray.sisa.records.certify import verify
+from clul_ray.sisa.records.predcache import (
     ShardPredictions,
     align,
     merge,
@@ -24,7 +23,9 @@ from clul_ray.sisa.predcache import (
     score_probs,
     to_table,
 )
-from clul_ray.sisa.version import read_config, read_current
+from clul_ray.sisa.records.rootconfig import read_config
+from clul_ray.sisa.records.version import read_current
+from clul_ray.storage import layout
 
 LOCAL = dict(backend="local", epochs=1)
 

@@ -11,9 +11,10 @@ from sklearn.datasets import load_digits
 from clul_ray.data.sources import features, open_source, raw_to_features
 from clul_ray.errors import ClulError
 from clul_ray.lineage.tracking import Tracking
-from clul_ray.sisa.ensemble import Ensemble
-from clul_ray.sisa.version import read_config, read_current
-from clul_ray.store import Store
+from clul_ray.sisa.compute.ensemble import Ensemble
+from clul_ray.sisa.records.rootconfig import read_config
+from clul_ray.sisa.records.version import read_current
+from clul_ray.storage.store import Store
 
 
 def load_current(root, monkeypatch):

@@ -13,7 +13,7 @@ from conftest import digits_parquet, tiny_config
 from clul_ray import Pipeline
 from clul_ray.errors import ClulError
 from clul_ray.runtime import check_storage_root
-from clul_ray.sisa.executor import RayTrainExecutor
+from clul_ray.sisa.compute.executor import RayTrainExecutor
 
 SMALL = dict(shards=2, slices=2, epochs=2, model_args={"hidden": 16})
 
@@ -69,11 +69,11 @@ def test_progress_reports_each_step_once_as_its_checkpoint_lands(tmp_path):
     appears in the store (before its trainer returns), and never twice."""
     import time
 
-    from clul_ray.layout import checkpoint_path
-    from clul_ray.sisa.checkpoint import SliceResult
-    from clul_ray.sisa.executor import _CheckpointWatcher
-    from clul_ray.sisa.plan import ShardJob
-    from clul_ray.store import Store
+    from clul_ray.sisa.compute.executor import _CheckpointWatcher
+    from clul_ray.sisa.decisions.plan import ShardJob
+    from clul_ray.sisa.records.checkpoint import SliceResult
+    from clul_ray.storage.layout import checkpoint_path
+    from clul_ray.storage.store import Store
 
     store = Store(str(tmp_path / "root"))
     jobs = [ShardJob(shard=0, start=1, keys=("k0", "k1", "k2")),

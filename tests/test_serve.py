@@ -19,9 +19,10 @@ from clul_ray import Pipeline
 from clul_ray.cli import app
 from clul_ray.data.sources import features, open_source
 from clul_ray.serve.client import call
-from clul_ray.sisa.ensemble import Ensemble
-from clul_ray.sisa.version import read_config, read_current
-from clul_ray.store import Store
+from clul_ray.sisa.compute.ensemble import Ensemble
+from clul_ray.sisa.records.rootconfig import read_config
+from clul_ray.sisa.records.version import read_current
+from clul_ray.storage.store import Store
 
 pytestmark = pytest.mark.serve
 X = features(next(open_source("digits").iter_tables()))[:6]
@@ -181,7 +182,7 @@ def test_stream_of_deletions_loses_nothing_and_coalesces(served):
         assert (root / "certificates" / f"{a['request_id']}.json").exists()
     store = Store(str(root))
     assert not np.isin(pick, store.read_index()[0]).any()
-    from clul_ray.sisa.version import read_version
+    from clul_ray.sisa.records.version import read_version
 
     retrained = [read_version(store, v).timings.get("retrain_compute_seconds", 0) > 0
                  for v in versions]

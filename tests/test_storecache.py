@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from clul_ray import layout
-from clul_ray.sisa.certify import index_findings
-from clul_ray.store import Store
-from clul_ray.storecache import CachingStore
+from clul_ray.sisa.records.certify import index_findings
+from clul_ray.storage import layout
+from clul_ray.storage.cache import CachingStore
+from clul_ray.storage.store import Store
 
 pytestmark = pytest.mark.pure
 

@@ -100,3 +100,61 @@ def test_no_module_is_over_400_lines():
     big = {str(f.relative_to(PKG.parent)): n for f in PKG.rglob("*.py")
            if (n := len(f.read_text().splitlines())) > MAX_LINES}
     assert big == {}
+
+
+# ---- layers: which package may import Ray, torch, and which layer ---------------------
+# (package prefix, may import ray, may import torch (True, False, or the modules that may),
+#  layers of clul_ray it must not import)
+LAYERS = [
+    ("clul_ray.storage", False, False, ("clul_ray.sisa",)),
+    ("clul_ray.sisa.decisions", False, False, ("clul_ray.sisa.compute", "clul_ray.sisa.driver")),
+    ("clul_ray.sisa.records", False, ("clul_ray.sisa.records.checkpoint",),
+     ("clul_ray.sisa.compute", "clul_ray.sisa.driver")),
+    ("clul_ray.sisa.compute", True, True, ("clul_ray.sisa.driver",)),
+    ("clul_ray.sisa.driver", False, False, ()),
+]
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PKG.parent).with_suffix("").parts).removesuffix(
+        ".__init__")
+
+
+def layer_violations(path: Path, names: set[str]) -> list[str]:
+    """What ``path``'s imports (``names``, absolute) break of :data:`LAYERS`."""
+    me = module_name(path)
+    out = []
+    for prefix, ray_ok, torch_ok, below in LAYERS:
+        if me != prefix and not me.startswith(prefix + "."):
+            continue
+        for n in sorted(names):
+            top = n.split(".")[0]
+            if top == "ray" and not ray_ok:
+                out.append(f"{me} imports {n} (no Ray in {prefix})")
+            if top == "torch" and not (torch_ok is True or me in (torch_ok or ())):
+                out.append(f"{me} imports {n} (no torch in {prefix})")
+            if any(n == b or n.startswith(b + ".") for b in below):
+                out.append(f"{me} imports {n} (a layer above {prefix})")
+    return out
+
+
+def test_each_layer_imports_only_what_it_may():
+    """storage knows nothing of SISA; the pure decisions, the records and the request path
+    import no Ray (the compute layer is the edge), and only the compute layer and the
+    checkpoint records import torch; no layer imports one above it."""
+    bad = [v for f in sorted(PKG.rglob("*.py")) for v in layer_violations(f, imports(f))]
+    assert bad == []
+
+
+def test_the_layer_check_finds_a_violation(tmp_path):
+    fake = PKG / "sisa" / "decisions" / "plan.py"
+    assert layer_violations(fake, {"ray", "numpy"}) == [
+        "clul_ray.sisa.decisions.plan imports ray (no Ray in clul_ray.sisa.decisions)"]
+    assert layer_violations(PKG / "storage" / "store.py", {"clul_ray.sisa.records.version"})
+    assert not layer_violations(PKG / "sisa" / "records" / "checkpoint.py", {"torch"})
+    assert layer_violations(PKG / "sisa" / "records" / "ledger.py", {"torch"})
+
+
+def test_sisa_is_split_into_its_layers():
+    flat = sorted(p.name for p in (PKG / "sisa").glob("*.py") if p.name != "__init__.py")
+    assert flat == [], f"modules outside the layers: {flat}"

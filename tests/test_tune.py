@@ -202,8 +202,8 @@ def test_unlearn_uses_a_sweeps_best_params(trained_root, tmp_path):
                               "--forget", "random:0.02", "--params-from", str(best),
                               "--param", "epochs=1", "--json"])
     assert res.exit_code == 0, res.output
-    from clul_ray.sisa.ledger import Ledger
-    from clul_ray.store import Store
+    from clul_ray.sisa.records.ledger import Ledger
+    from clul_ray.storage.store import Store
 
     (req,) = Ledger(Store(str(root))).requests()
     assert req.meta["params"] == {"lr": 0.0025, "epochs": 1}, "--param wins over the file"

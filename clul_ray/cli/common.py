@@ -224,7 +224,7 @@ def show(r: dict) -> None:
     for problem in r.get("problems", []):
         out.print(f"[yellow]problem:[/yellow] {problem}", highlight=False)
     if r.get("locked_by"):
-        from ..lock import describe
+        from ..storage.lock import describe
 
         out.print(f"locked by {describe(r['locked_by'])}", highlight=False)
     if r.get("wall_seconds"):

@@ -95,7 +95,7 @@ def _run(dataset, sensitive, out_path: Path, method, t, root, report_dir, sample
     from ..feature.versions import save
     from ..lineage.feature import record_feature
     from ..runtime import ensure_ray
-    from ..store import Store
+    from ..storage.store import Store
 
     ensure_ray(address)
     ds = src.ray_dataset()

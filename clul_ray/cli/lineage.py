@@ -111,7 +111,7 @@ def lineage(
     """The version tree, or with --sample-id which versions saw an id and who removed it."""
     from ..lineage import history
     from ..lineage.report import lineage as version_tree
-    from ..store import Store
+    from ..storage.store import Store
 
     def body() -> None:
         store = Store(root)
@@ -132,8 +132,8 @@ def verify(
 ) -> None:
     """Re-scan storage: deleted ids, partitions against the index, every served checkpoint
     (key chain, recorded key/shard/slice/rows, file digest); exit 1 on any finding."""
-    from ..sisa.certify import verify as scan
-    from ..store import Store
+    from ..sisa.records.certify import verify as scan
+    from ..storage.store import Store
 
     result = run(lambda: scan(Store(root), request))
     emit(result, as_json, show_verify)
@@ -169,6 +169,6 @@ def show_repair(r: dict) -> None:
 def purge(root: Root = "runs/default", as_json: AsJson = False) -> None:
     """Delete MLflow artifacts and stray checkpoints of tainted versions; keep the trail."""
     from ..lineage.purge import purge as do_purge
-    from ..store import Store
+    from ..storage.store import Store
 
     run(lambda: emit(do_purge(Store(root)), as_json, show_purge))

@@ -160,9 +160,9 @@ def unlock(root: Root = "runs/default") -> None:
     """Remove the root's lock left by a command that died (only when none is running)."""
 
     def body() -> None:
-        from ..lock import describe
-        from ..lock import unlock as do_unlock
-        from ..store import Store
+        from ..storage.lock import describe
+        from ..storage.lock import unlock as do_unlock
+        from ..storage.store import Store
 
         held = do_unlock(Store(checked_root(root)))
         out.print(f"removed the lock of {describe(held)}" if held else f"{root} is not locked",

@@ -46,7 +46,7 @@ def cost_report(cfg: PipelineConfig, shard: np.ndarray, slc: np.ndarray, trained
     the slice steps (summed over shards; no Ray start-up, data loading or evaluation in
     them) and sample-epochs of work. ``shard``/``slc`` place every training row before
     the deletion."""
-    from ..sisa.plan import epochs_per_slice, sample_epochs
+    from ..sisa.decisions.plan import epochs_per_slice, sample_epochs
 
     shards, slices = cfg.partition.shards, cfg.partition.total_slices
     affected = {int(k): int(v) for k, v in deleted["affected"].items()}

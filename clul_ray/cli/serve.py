@@ -25,10 +25,11 @@ def serve(
     deletions to it."""
 
     def body() -> None:
-        from ..lock import describe, is_stale, read_lock
         from ..runtime import ensure_ray
-        from ..sisa.version import require_config, require_current
-        from ..store import Store
+        from ..sisa.records.rootconfig import require_config
+        from ..sisa.records.version import require_current
+        from ..storage.lock import describe, is_stale, read_lock
+        from ..storage.store import Store
 
         path = checked_root(root)
         store = Store(path)

@@ -17,15 +17,15 @@ import hashlib
 import time
 from typing import Any
 
-from .. import layout
 from ..errors import ClulError
-from ..store import Store
+from ..storage import layout
+from ..storage.store import Store
 from .transform import FeatureTransform
 
 
 def save(store: Store, tr: FeatureTransform, meta: dict[str, Any]) -> dict[str, Any]:
     """Write the transform (unless stored) and the next version record; returns the record."""
-    from ..lock import locked
+    from ..storage.lock import locked
 
     digest = tr.digest()
     rel = layout.feature_transform_path(digest)

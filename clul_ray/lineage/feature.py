@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import first_line
-from ..store import Store
+from ..storage.store import Store
 from .recorder import LineageWarning
 from .tracking import TAG, Tracking, enabled, root_uri
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ClulError
-from ..layout import certificate_path
-from ..sisa.ledger import Ledger, Request
-from ..sisa.version import ModelVersion, list_versions, read_current
-from ..store import Store
+from ..sisa.records.ledger import Ledger, Request
+from ..sisa.records.version import ModelVersion, list_versions, read_current
+from ..storage.layout import certificate_path
+from ..storage.store import Store
 
 
 def deletion_versions(vs: list[ModelVersion], reqs: list[Request]) -> dict[str, int]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 
 from ..errors import ClulError, first_line
-from ..sisa.ledger import Ledger
-from ..sisa.version import list_versions, read_current
-from ..store import Store
+from ..sisa.records.ledger import Ledger
+from ..sisa.records.version import list_versions, read_current
+from ..storage.store import Store
 from . import history
 from .tracking import TAG, Tracking, enabled
 

@@ -90,9 +90,9 @@ class SisaEnsembleModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from ..config import PipelineConfig
         from ..errors import ClulError
-        from ..sisa.ensemble import Ensemble
-        from ..sisa.version import read_version
-        from ..store import Store
+        from ..sisa.compute.ensemble import Ensemble
+        from ..sisa.records.version import read_version
+        from ..storage.store import Store
 
         conf = context.model_config
         store = Store(conf["root"])

@@ -21,10 +21,11 @@ import numpy as np
 from ..config import PipelineConfig
 from ..errors import first_line
 from ..hashing import sha256_ids
-from ..layout import certificate_path, checkpoint_path, note_path
-from ..sisa.ledger import Ledger, Request
-from ..sisa.version import ModelVersion, list_versions, read_config, read_current
-from ..store import Store
+from ..sisa.records.ledger import Ledger, Request
+from ..sisa.records.rootconfig import read_config
+from ..sisa.records.version import ModelVersion, list_versions, read_current
+from ..storage.layout import certificate_path, checkpoint_path, note_path
+from ..storage.store import Store
 from . import history
 from .tracking import ALIAS, TAG, Tracking, enabled, flat_params, root_uri
 

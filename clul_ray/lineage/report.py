@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 
 from ..errors import ClulError, first_line
-from ..sisa.version import read_config, read_current
-from ..store import Store
+from ..sisa.records.rootconfig import read_config
+from ..sisa.records.version import read_current
+from ..storage.store import Store
 from . import history
 from .tracking import ALIAS, TAG, Tracking, enabled, experiment_name, model_name, tracking_uri
 

@@ -24,7 +24,7 @@ from functools import cached_property
 from typing import Any
 
 from ..errors import ClulError
-from ..store import Store
+from ..storage.store import Store
 
 TAG = "clul_ray."
 ALIAS = "current"

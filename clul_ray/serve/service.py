@@ -30,12 +30,12 @@ import torch
 from ..errors import ClulError, first_line
 from ..lineage.recorder import LineageRecorder
 from ..runtime import ensure_ray
-from ..sisa.checkpoint import load_shard_model
-from ..sisa.controller import Kind, Stage
-from ..sisa.evaluation import evaluate_committed, unevaluated
-from ..sisa.pipeline import Pipeline, uses_ray
-from ..sisa.version import ModelVersion
-from ..storecache import CachingStore
+from ..sisa.compute.evaluation import evaluate_committed, unevaluated
+from ..sisa.decisions.controller import Kind, Stage
+from ..sisa.driver.pipeline import Pipeline, uses_ray
+from ..sisa.records.checkpoint import load_shard_model
+from ..sisa.records.version import ModelVersion
+from ..storage.cache import CachingStore
 from . import state
 from .workers import WarmExecutor
 
@@ -160,7 +160,7 @@ class DeletionService:
     def _take_over(self, command: str) -> None:
         """A lock of this same service (``serve URL``) was left by a replica Serve replaced
         (on another node its pid cannot be checked): Serve runs one replica, so it is ours."""
-        from ..lock import read_lock, unlock
+        from ..storage.lock import read_lock, unlock
 
         held = read_lock(self.pipeline.store)
         if held is not None and held.get("command") == command and self.url:
@@ -347,8 +347,8 @@ class DeletionService:
 
 def refuse_if_served(root: str) -> None:
     """A one-line refusal when a service holds ``root`` (other writers use the lock)."""
-    from ..lock import describe, is_stale, read_lock
-    from ..store import Store
+    from ..storage.lock import describe, is_stale, read_lock
+    from ..storage.store import Store
 
     lock = read_lock(Store(root))
     if lock and str(lock.get("command", "")).startswith("serve") and not is_stale(lock):

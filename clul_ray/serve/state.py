@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..sisa.aggregate import aggregate
-from ..sisa.controller import Stage
+from ..sisa.decisions.aggregate import aggregate
+from ..sisa.decisions.controller import Stage
 
 # the service's view of a ledger stage
 PHASE = {

@@ -3,7 +3,7 @@ compute (no process start, no torch import, no re-reading of unchanged slices).
 
 Each actor keeps the Parquet tables it read in memory, keyed by the file's path, size and
 modification time: a slice a deletion rewrote is read again, every other one comes from
-memory. The actors run the same :func:`clul_ray.sisa.trainer.train_slice` as every other
+memory. The actors run the same :func:`clul_ray.sisa.compute.trainer.train_slice` as every other
 executor, so a warm retrain writes the same checkpoints, bit for bit.
 
 The actors reserve no CPU while they wait (``num_cpus=0``; a retrain uses the config's
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from ..config import PipelineConfig
 from ..runtime import gather, node_id
-from ..sisa.checkpoint import SliceResult
-from ..sisa.executor import StepCallback
-from ..sisa.plan import ShardJob
-from ..sisa.trainer import train_slice
-from ..store import Store
-from ..storecache import CachingStore
+from ..sisa.compute.executor import StepCallback
+from ..sisa.compute.trainer import train_slice
+from ..sisa.decisions.plan import ShardJob
+from ..sisa.records.checkpoint import SliceResult
+from ..storage.cache import CachingStore
+from ..storage.store import Store
 
 
 class ShardWorker:

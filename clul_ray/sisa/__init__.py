@@ -1,7 +1,13 @@
 """SISA exact unlearning: shard plan, slice checkpoints, shard training, aggregation, deletion."""
 
-from .aggregate import aggregate
-from .plan import DeletionPlan, checkpoint_keys, epochs_per_slice, expected_cost, plan_deletion
+from .decisions.aggregate import aggregate
+from .decisions.plan import (
+           DeletionPlan,
+           checkpoint_keys,
+           epochs_per_slice,
+           expected_cost,
+           plan_deletion,
+)
 
 __all__ = ["DeletionPlan", "aggregate", "checkpoint_keys", "epochs_per_slice",
            "expected_cost", "plan_deletion"]

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from clul_ray.cli import app
 from clul_ray.errors import ClulError
-from clul_ray.sisa.pipeline import Pipeline
-from clul_ray.sisa.version import read_current
+from clul_ray.sisa.driver.pipeline import Pipeline
+from clul_ray.sisa.records.version import read_current
 
 pytestmark = pytest.mark.pure
 runner = CliRunner()
@@ -157,7 +157,7 @@ def test_an_empty_or_garbage_lock_file_is_stale_once_old(root):
     import os
     import time
 
-    from clul_ray import lock
+    from clul_ray.storage import lock
 
     store = Pipeline(str(root)).store
     (root / "lock.json").write_bytes(b"")
@@ -259,7 +259,7 @@ def test_a_full_disk_mid_deletion_leaves_the_previous_version_and_resumes(root, 
     room again, with the models of an uninterrupted deletion."""
     import errno
 
-    from clul_ray.store import Store
+    from clul_ray.storage.store import Store
 
     reference = root.parent / "reference"
     shutil.copytree(root, reference)

@@ -18,14 +18,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .. import layout
-from ..errors import ClulError, first_line
-from ..store import Store
+from ...errors import ClulError, first_line
+from ...storage import layout
+from ...storage.store import Store
+from ..decisions.plan import chained_keys
 from .checkpoint import read_checkpoint
 from .ledger import Ledger, Request
-from .plan import chained_keys
 from .predcache import cache_files, served
-from .version import ModelVersion, read_config, read_current, read_version
+from .rootconfig import read_config
+from .version import ModelVersion, read_current, read_version
 
 MAX_SHOWN = 10
 

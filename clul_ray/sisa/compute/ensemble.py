@@ -6,12 +6,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..config import PipelineConfig
-from ..data.sources import features
-from ..store import Store
-from .aggregate import aggregate
-from .checkpoint import load_shard_model
-from .version import ModelVersion
+from ...config import PipelineConfig
+from ...data.sources import features
+from ...storage.store import Store
+from ..decisions.aggregate import aggregate
+from ..records.checkpoint import load_shard_model
+from ..records.version import ModelVersion
 
 
 class Ensemble:

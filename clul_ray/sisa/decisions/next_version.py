@@ -1,4 +1,4 @@
-"""A new model version: built from what changed (pure), then committed to storage.
+"""The next model version, built from what changed (pure).
 
 Per shard, a version serves, in order of precedence: the model an approximate method just
 edited; the model this operation just trained; the previous version's model when its
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .. import layout
-from ..config import PipelineConfig
-from ..store import Store
-from .checkpoint import SliceResult
-from .predcache import drop_stale
-from .version import ModelVersion, ShardState, write_version
+from ...config import PipelineConfig
+from ..records.version import ModelVersion, ShardState
+
+if TYPE_CHECKING:
+    from ..records.checkpoint import SliceResult
 
 
 def build_version(cfg: PipelineConfig, prev: ModelVersion | None,
@@ -74,19 +74,3 @@ def build_version(cfg: PipelineConfig, prev: ModelVersion | None,
                         request_id=request_id, created=time.time(),
                         training_digest=cfg.training_digest(), shards=shards,
                         timings=timings)
-
-
-def commit(store: Store, version: ModelVersion) -> None:
-    """Write ``version`` (the commit point is ``state.json``), then drop the checkpoints,
-    edited models and cached test predictions of models it does not serve: a superseded
-    one may carry deleted rows' influence."""
-    write_version(store, version)
-    keep = version.checkpoint_paths()
-    for f in store.checkpoint_files():
-        if f not in keep:
-            store.delete(f)
-    served = version.artifacts()
-    for f in store.list_files(layout.UNLEARNED, ".pt"):
-        if f not in served:
-            store.delete(f)
-    drop_stale(store, version)

@@ -22,21 +22,21 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .. import layout
-from ..config import PipelineConfig
-from ..data.sources import features
-from ..errors import ClulError
-from ..runtime import gather, node_id
-from ..store import Store
-from .checkpoint import load_shard_model, model_sha256, write_artifact
-from .version import ModelVersion, ShardState
+from ...config import PipelineConfig
+from ...data.sources import features
+from ...errors import ClulError
+from ...runtime import gather, node_id
+from ...storage import layout
+from ...storage.store import Store
+from ..records.checkpoint import load_shard_model, model_sha256, write_artifact
+from ..records.version import ModelVersion, ShardState
 
 
 def unlearn_shard(cfg: PipelineConfig, store: Store, shard: ShardState, forget_ids: list[int],
                   method: str, params: dict[str, Any], seed: int, request_id: str,
                   node: str = "local") -> dict:
     """Edit one shard's model with ``method`` and store it; a pure function of its inputs."""
-    from ..unlearn import Split, unlearn_model
+    from ...unlearn import Split, unlearn_model
 
     t0 = time.perf_counter()
     torch.set_num_threads(cfg.compute.threads_per_shard)
@@ -83,7 +83,7 @@ def run_unlearning(cfg: PipelineConfig, store: Store, version: ModelVersion,
 
 def resolve_forget(store: Store, cfg: PipelineConfig, scenario: str, seed: int) -> np.ndarray:
     """The training ids a forget scenario names on this root."""
-    from ..unlearn.scenarios import parse_scenario, split_forget
+    from ...unlearn.scenarios import parse_scenario, split_forget
 
     sc = parse_scenario(scenario)
     last = cfg.partition.total_slices - 1

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..errors import ClulError
+from ...errors import ClulError
 
 
 class Stage(StrEnum):

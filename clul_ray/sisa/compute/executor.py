@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict
 
-from .. import layout
-from ..config import PipelineConfig
-from ..errors import ClulError, last_line
-from ..runtime import gather, node_id
-from ..store import Store
-from .checkpoint import SliceResult, result_from_checkpoint
-from .plan import ShardJob, first_missing
+from ...config import PipelineConfig
+from ...errors import ClulError, last_line
+from ...runtime import gather, node_id
+from ...storage import layout
+from ...storage.store import Store
+from ..decisions.plan import ShardJob, first_missing
+from ..records.checkpoint import SliceResult, result_from_checkpoint
 from .trainer import train_slice
 
 StepCallback = Callable[[SliceResult], None]
@@ -79,7 +79,7 @@ def _train_shard_loop(config: dict) -> None:
     """Ray Train worker loop: the shard's slice steps, resumed from the store's checkpoints."""
     import ray.train
 
-    from ..config import PipelineConfig
+    from ...config import PipelineConfig
 
     cfg = PipelineConfig(**config["cfg"])
     store = Store(config["root"])

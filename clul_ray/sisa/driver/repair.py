@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from .. import layout
-from ..errors import ClulError
-from ..store import CorruptFile
-from .certify import check_index
-from .checkpoint import read_checkpoint
-from .version import read_current
+from ...errors import ClulError
+from ...storage import layout
+from ...storage.store import CorruptFile
+from ..records.certify import check_index
+from ..records.checkpoint import read_checkpoint
+from ..records.version import read_current
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import layout
-from ..config import PipelineConfig
-from ..errors import first_line
-from ..models import build_model
-from ..store import CorruptFile, Store
+from ...config import PipelineConfig
+from ...errors import first_line
+from ...models import build_model
+from ...storage import layout
+from ...storage.store import CorruptFile, Store
 from .version import ShardState
 
 

@@ -14,14 +14,13 @@ from typing import TypeVar
 import numpy as np
 import pyarrow as pa
 
-from .. import layout
-from ..config import PipelineConfig
-from ..data.sources import features
-from ..errors import first_line
-from ..lock import read_lock
-from ..store import Store
-from .ensemble import BatchPredictor, Ensemble
-from .predcache import (
+from ...config import PipelineConfig
+from ...data.sources import features
+from ...errors import first_line
+from ...storage import layout
+from ...storage.lock import read_lock
+from ...storage.store import Store
+from ..records.predcache import (
     ShardPredictions,
     merge,
     plan_predictions,
@@ -29,7 +28,8 @@ from .predcache import (
     score_probs,
     write_cached,
 )
-from .version import Metrics, ModelVersion, rewrite_version
+from ..records.version import Metrics, ModelVersion, rewrite_version
+from .ensemble import BatchPredictor, Ensemble
 
 Progress = Callable[[str, int, int], None]
 # The one predictor actor reserves no CPU: with a whole CPU it starves Ray Data's read

@@ -25,10 +25,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import layout
-from ..errors import ClulError
-from ..store import Store
-from .aggregate import aggregate
+from ...errors import ClulError
+from ...storage import layout
+from ...storage.store import Store
+from ..decisions.aggregate import aggregate
 from .version import Metrics, ModelVersion
 
 MODEL_KEY = b"clul_model_sha256"

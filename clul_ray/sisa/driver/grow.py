@@ -8,7 +8,7 @@ shard's last checkpoint, so an addition costs one slice step per shard.
 
 A shard the addition does not reach still gets the (empty) new slice. An appended slice
 that holds no rows trains nothing: its checkpoint is the previous slice's state
-(:func:`clul_ray.sisa.trainer.train_slice`). The same rule serves a deletion that empties
+(:func:`clul_ray.sisa.compute.trainer.train_slice`). The same rule serves a deletion that empties
 an appended slice, which is what keeps deletions exact on a grown ensemble: train on X,
 add A, delete D gives every shard the model of training on X \\ D and adding A \\ D in the
 same layout, bit for bit.
@@ -28,15 +28,15 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel
 
-from .. import layout
-from ..config import PipelineConfig
-from ..data.partition import assign, is_test
-from ..data.sources import DataSource
-from ..errors import ClulError
-from ..hashing import sha256_ids
-from ..store import Store
-from . import version as records
-from .plan import DeletionPlan
+from ...config import PipelineConfig
+from ...data.partition import assign, is_test
+from ...data.sources import DataSource
+from ...errors import ClulError
+from ...hashing import sha256_ids
+from ...storage import layout
+from ...storage.store import Store
+from ..decisions.plan import DeletionPlan
+from ..records.rootconfig import write_config
 
 
 class Addition(BaseModel):
@@ -139,5 +139,5 @@ def add_rows(store: Store, cfg: PipelineConfig, request_id: str, staged: str,
         "id": train.column("id"), "shard": train.column("shard"),
         "slice": pa.array(np.full(train.num_rows, new_slice, np.int64))}))
     grown = cfg.updated(added_slices=new_slice + 1 - cfg.partition.slices)
-    records.write_config(store, grown)
+    write_config(store, grown)
     return grown

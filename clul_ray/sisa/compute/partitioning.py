@@ -25,9 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import layout
-from ..config import PipelineConfig
-from ..data.blocks import (
+from ...config import PipelineConfig
+from ...data.blocks import (
     check_block,
     duplicate_error,
     ranges_overlap,
@@ -36,10 +35,11 @@ from ..data.blocks import (
     small_data,
     source_blocks,
 )
-from ..data.partition import assign, is_test
-from ..data.sources import DataSource
-from ..errors import ClulError
-from ..store import Store
+from ...data.partition import assign, is_test
+from ...data.sources import DataSource
+from ...errors import ClulError
+from ...storage import layout
+from ...storage.store import Store
 
 Progress = Callable[[str, int, int], None]
 
@@ -157,7 +157,7 @@ def _with_ray(store: Store, cfg: PipelineConfig, source: DataSource, blocks: lis
     block); an in-memory source travels once through the object store."""
     import ray
 
-    from ..runtime import gather
+    from ...runtime import gather
 
     writers = max(1, min(len(blocks), int(ray.cluster_resources().get("CPU", 1))))
     src = ray.put(source) if source._table is not None else source

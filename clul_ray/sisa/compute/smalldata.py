@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import sys
 
-from ..config import PipelineConfig
-from ..data.blocks import IN_PROCESS_MAX_ROWS, small_data, source_rows
-from ..data.sources import DataSource
+from ...config import PipelineConfig
+from ...data.blocks import IN_PROCESS_MAX_ROWS, small_data, source_rows
+from ...data.sources import DataSource
 
 IN_PROCESS_MAX_SAMPLE_EPOCHS = 300_000
 ENV = "CLUL_RAY_IN_PROCESS_MAX"

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .. import layout
-from ..errors import ClulError
-from ..hashing import hash_ids, sha256_ids
-from ..store import CorruptFile, Store
-from .controller import Kind, Stage
-from .plan import DeletionPlan
+from ...errors import ClulError
+from ...hashing import hash_ids, sha256_ids
+from ...storage import layout
+from ...storage.store import CorruptFile, Store
+from ..decisions.controller import Kind, Stage
+from ..decisions.plan import DeletionPlan
 
 KEY_FILE = f"{layout.LEDGER}/key.json"
 SALT_LEDGER = 0x1ED6

@@ -6,11 +6,11 @@ import warnings
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..config import PipelineConfig
-from ..errors import first_line
-from ..store import Store
-from .ledger import Request
-from .version import ModelVersion
+from ...config import PipelineConfig
+from ...errors import first_line
+from ...storage.store import Store
+from ..records.ledger import Request
+from ..records.version import ModelVersion
 
 
 class Observer(Protocol):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import PipelineConfig
-from .version import ModelVersion
+from ...config import PipelineConfig
+from ..records.version import ModelVersion
 
 
 def summarize(root: str, cfg: PipelineConfig, v: ModelVersion) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Typed access to the files under one storage root that ``pyarrow.fs`` opens: a local
 folder on one machine; ``s3://`` / ``gs://`` (or a shared mount) on a cluster. Where each
-artefact lives is :mod:`clul_ray.layout`.
+artefact lives is :mod:`clul_ray.storage.layout`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ..errors import ClulError, first_line
+from ..hashing import sha256_ids
 from . import layout
-from .errors import ClulError, first_line
-from .hashing import sha256_ids
 
 T = TypeVar("T")
 
@@ -77,7 +77,7 @@ class Store:
     # ---- generic ---------------------------------------------------------------------
     def memo(self, rels: tuple[str, ...], tag: str, compute: Callable[[], T]) -> T:
         """``compute()``: a value derived from the files under ``rels`` alone. This store
-        computes it on every call; a caching store (:mod:`clul_ray.storecache`) keeps it
+        computes it on every call; a caching store (:mod:`clul_ray.storage.cache`) keeps it
         while those files are unchanged."""
         return compute()
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, Field
 
-from ..hashing import chain, sha256_ids
+from ...hashing import chain, sha256_ids
 
 
 def epochs_per_slice(epochs: int, slices: int, override: int | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The typed records of a root: its stored config and its model versions.
+"""The model versions of a root.
 
 A model version says, per shard, which checkpoint chain (or edited artefact) it serves;
 ``state.json`` is the current one and ``versions/vNNNNNN.json`` keeps every one. They are
@@ -11,10 +11,9 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import layout
-from ..config import PipelineConfig
-from ..errors import ClulError
-from ..store import Store
+from ...errors import ClulError
+from ...storage import layout
+from ...storage.store import Store
 
 
 class ShardState(BaseModel):
@@ -87,21 +86,6 @@ class ModelVersion(BaseModel):
 
 
 # ---- reading and writing --------------------------------------------------------------
-def read_config(store: Store) -> PipelineConfig | None:
-    return store.read_record(layout.CONFIG, PipelineConfig)
-
-
-def require_config(store: Store) -> PipelineConfig:
-    cfg = read_config(store)
-    if cfg is None:
-        raise ClulError(f"no pipeline under {store.root}: run `clul-ray train` first")
-    return cfg
-
-
-def write_config(store: Store, cfg: PipelineConfig) -> None:
-    store.write_json(layout.CONFIG, cfg.model_dump())
-
-
 def read_current(store: Store) -> ModelVersion | None:
     return store.read_record(layout.STATE, ModelVersion)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import layout
-from ..errors import ClulError
-from ..lock import read_lock
-from ..store import CorruptFile
-from . import version as records
-from .controller import Kind, Stage
-from .ledger import Request
+from ...errors import ClulError
+from ...storage import layout
+from ...storage.lock import read_lock
+from ...storage.store import CorruptFile
+from ..decisions.controller import Kind, Stage
+from ..records.ledger import Request
+from ..records.rootconfig import require_config
+from ..records.version import read_current
 from .summary import summarize
 
 if TYPE_CHECKING:
@@ -32,8 +33,8 @@ def status(p: Pipeline) -> dict:
             problems.append(str(e))
             return None
 
-    cfg = read(lambda: records.require_config(store))
-    v = read(lambda: records.read_current(store))
+    cfg = read(lambda: require_config(store))
+    v = read(lambda: read_current(store))
     out = summarize(store.root, cfg, v) if cfg and v else {
         "root": store.root, "version": v.version if v else None,
         "shards": cfg.partition.shards if cfg else None,

@@ -13,13 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import layout
-from ..config import PipelineConfig
-from ..store import Store
-from .approximate import run_unlearning
-from .certify import write_certificate
-from .checkpoint import SliceResult
-from .controller import (
+from ...config import PipelineConfig
+from ...storage import layout
+from ...storage.store import Store
+from ..compute.approximate import run_unlearning
+from ..decisions.controller import (
     AddRows,
     AdoptCommitted,
     Certify,
@@ -32,10 +30,12 @@ from .controller import (
     Step,
     TrainAdded,
 )
+from ..records.certify import write_certificate
+from ..records.checkpoint import SliceResult
+from ..records.ledger import Request
+from ..records.predcache import purge_ids
+from ..records.version import ModelVersion, require_current
 from .grow import add_rows
-from .ledger import Request
-from .predcache import purge_ids
-from .version import ModelVersion, require_current
 
 TrainShards = Callable[[PipelineConfig, list[int]], tuple[list[SliceResult], dict[int, int]]]
 Commit = Callable[..., ModelVersion]

@@ -13,14 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import PipelineConfig
-from ..data.sources import features
-from ..hashing import derive_seed
-from ..models import build_model
-from ..optim import make_optimizer
-from ..store import Store
-from .checkpoint import SliceResult, model_sha256, read_checkpoint, write_checkpoint
-from .plan import epochs_per_slice
+from ...config import PipelineConfig
+from ...data.sources import features
+from ...hashing import derive_seed
+from ...models import build_model
+from ...optim import make_optimizer
+from ...storage.store import Store
+from ..decisions.plan import epochs_per_slice
+from ..records.checkpoint import SliceResult, model_sha256, read_checkpoint, write_checkpoint
 
 
 def make_shard_optimizer(cfg: PipelineConfig, model: nn.Module) -> torch.optim.Optimizer:

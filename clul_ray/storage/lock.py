@@ -23,7 +23,7 @@ import time
 import uuid
 from contextlib import contextmanager
 
-from .errors import ClulError
+from ..errors import ClulError
 from .store import Store
 
 LOCK = "lock.json"

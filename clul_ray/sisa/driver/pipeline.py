@@ -17,29 +17,30 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..config import PipelineConfig
-from ..data.ids import repeated_ids
-from ..data.sources import open_source
-from ..errors import ClulError
-from ..lock import describe, is_stale, locked, read_lock
-from ..models import build_model
-from ..runtime import check_shard_fits, check_storage_root, ensure_ray, node_resources
-from ..store import Store
-from . import version as records
-from .certify import check_index, commit_findings
-from .checkpoint import SliceResult, result_from_checkpoint
-from .commit import build_version, commit
-from .controller import Current, Kind, Stage, next_step
-from .evaluation import evaluate
-from .executor import make_executor
-from .ledger import Ledger, Request
+from ...config import PipelineConfig
+from ...data.ids import repeated_ids
+from ...data.sources import open_source
+from ...errors import ClulError
+from ...models import build_model
+from ...runtime import check_shard_fits, check_storage_root, ensure_ray, node_resources
+from ...storage.lock import describe, is_stale, locked, read_lock
+from ...storage.store import Store
+from ..compute.evaluation import evaluate
+from ..compute.executor import make_executor
+from ..compute.partitioning import partition
+from ..compute.smalldata import in_process, ray_started, small_root
+from ..decisions.controller import Current, Kind, Stage, next_step
+from ..decisions.next_version import build_version
+from ..decisions.plan import chained_keys, plan_deletion, plan_training
+from ..records.certify import check_index, commit_findings
+from ..records.checkpoint import SliceResult, result_from_checkpoint
+from ..records.commit import commit
+from ..records.ledger import Ledger, Request
+from ..records.rootconfig import read_config, require_config, write_config
+from ..records.version import ModelVersion, read_current, require_current
 from .observers import Observer, ObserverWarning, notify  # noqa: F401 (re-exported)
-from .partitioning import partition
-from .plan import chained_keys, plan_deletion, plan_training
-from .smalldata import in_process, ray_started, small_root
 from .steps import Context, run_step
 from .summary import request_summary, summarize
-from .version import ModelVersion
 
 Progress = Callable[[str, int, int], None]  # (description, done, total)
 
@@ -73,15 +74,15 @@ class Pipeline:
     # ---- state -----------------------------------------------------------------------
     @property
     def config(self) -> PipelineConfig:
-        return records.require_config(self.store)
+        return require_config(self.store)
 
     @property
     def state(self) -> ModelVersion:
-        return records.require_current(self.store)
+        return require_current(self.store)
 
     @contextmanager
     def writing(self, command: str) -> Iterator[None]:
-        """Hold the root's lock (see :mod:`clul_ray.lock`) while changing it; reentrant
+        """Hold the root's lock (see :mod:`clul_ray.storage.lock`) while changing it; reentrant
         within this Pipeline, so ``train`` can ``resume`` under the lock it holds."""
         if self._lock is not None:
             yield
@@ -132,7 +133,7 @@ class Pipeline:
         if not self._in_process:
             self._ray(cfg, timings, False)  # before the lock or any writer touch the root
         with self.writing("train"):
-            existing = records.read_config(self.store)  # read under the lock
+            existing = read_config(self.store)  # read under the lock
             if existing is not None:
                 diff = [k for k, v in cfg.partition_dict().items()
                         if existing.partition_dict()[k] != v]
@@ -145,7 +146,7 @@ class Pipeline:
                 t0 = time.perf_counter()
                 partition(self.store, cfg, source, self.progress, uses_ray(cfg))
                 timings["partition_seconds"] = time.perf_counter() - t0
-            records.write_config(self.store, cfg)
+            write_config(self.store, cfg)
             t0 = time.perf_counter()
             results, starts = self._train_shards(cfg, list(range(cfg.partition.shards)),
                                                  timings)
@@ -165,7 +166,7 @@ class Pipeline:
         self._check_data(cfg)
         jobs = plan_training({k: self.shard_keys(cfg, k) for k in shards},
                              self.store.has_checkpoint)
-        prev = records.read_current(self.store)
+        prev = read_current(self.store)
         jobs = [j if j.start == 0 or prev is None else replace(
             j, start_sha=prev.recorded_digest(j.shard, j.start - 1, j.keys[j.start - 1]))
             for j in jobs]
@@ -189,7 +190,7 @@ class Pipeline:
                 edited: dict[int, dict] | None = None) -> ModelVersion:
         """Build, evaluate and commit a new version; tell the observers."""
         keys = {k: self.shard_keys(cfg, k) for k in range(cfg.partition.shards)}
-        v = build_version(cfg, records.read_current(self.store), keys, results, starts,
+        v = build_version(cfg, read_current(self.store), keys, results, starts,
                           operation, request_id, timings, edited,
                           lambda k, key: result_from_checkpoint(
                               cfg, self.store, k, cfg.partition.total_slices - 1, key))
@@ -320,8 +321,8 @@ class Pipeline:
                 seed: int = 0) -> dict:
         """Forget a scenario's rows approximately: edit the affected shards' models with
         ``method`` instead of retraining (see :mod:`.approximate`). A new version."""
-        from ..unlearn import get_method
-        from .approximate import resolve_forget
+        from ...unlearn import get_method
+        from ..compute.approximate import resolve_forget
 
         t0 = time.perf_counter()
         get_method(method).make_params(params or {}, seed=seed)  # refuse bad params early
@@ -358,7 +359,7 @@ class Pipeline:
         """Run the request's next step (the lock held) and record its stage; None once the
         request is committed."""
         ctx = Context(self.store, self.config, self._train_shards, self._commit)
-        cur = records.read_current(self.store)
+        cur = read_current(self.store)
         nxt = next_step(req.kind, req.state, req.request_id,
                         Current(cur.version, cur.request_id) if cur else Current())
         if nxt is None:
