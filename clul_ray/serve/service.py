@@ -135,7 +135,7 @@ class DeletionService:
         try:
             self.cfg = self.pipeline.config
             v = self.pipeline.state
-            self.pipeline._check_data(self.cfg)  # the data is whole before serving from it
+            self.pipeline.check_data(self.cfg)  # the data is whole before serving from it
         except BaseException:
             self._hold.__exit__(None, None, None)
             raise

@@ -148,10 +148,10 @@ class Pipeline:
                 timings["partition_seconds"] = time.perf_counter() - t0
             write_config(self.store, cfg)
             t0 = time.perf_counter()
-            results, starts = self._train_shards(cfg, list(range(cfg.partition.shards)),
+            results, starts = self.train_shards(cfg, list(range(cfg.partition.shards)),
                                                  timings)
             timings["train_seconds"] = time.perf_counter() - t0
-            v = self._commit(cfg, "train", None, starts, results, timings)
+            v = self.commit_version(cfg, "train", None, starts, results, timings)
         out = summarize(self.store.root, cfg, v)
         out["in_process"] = self._in_process
         return out
@@ -160,10 +160,10 @@ class Pipeline:
         return chained_keys(cfg.training_digest(), shard, [
             self.store.slice_digest(shard, r) for r in range(cfg.partition.total_slices)])
 
-    def _train_shards(self, cfg: PipelineConfig, shards: list[int], timings: dict | None = None
+    def train_shards(self, cfg: PipelineConfig, shards: list[int], timings: dict | None = None
                       ) -> tuple[list[SliceResult], dict[int, int]]:
         """Train each shard from its first slice without a matching checkpoint."""
-        self._check_data(cfg)
+        self.check_data(cfg)
         jobs = plan_training({k: self.shard_keys(cfg, k) for k in shards},
                              self.store.has_checkpoint)
         prev = read_current(self.store)
@@ -185,7 +185,7 @@ class Pipeline:
             "local" if self._in_process else cfg.compute.backend)
         return executor.run(cfg, self.store, jobs, on_step), {j.shard: j.start for j in jobs}
 
-    def _commit(self, cfg: PipelineConfig, operation: str, request_id: str | None,
+    def commit_version(self, cfg: PipelineConfig, operation: str, request_id: str | None,
                 starts: dict[int, int], results: list[SliceResult], timings: dict,
                 edited: dict[int, dict] | None = None) -> ModelVersion:
         """Build, evaluate and commit a new version; tell the observers."""
@@ -215,7 +215,7 @@ class Pipeline:
         v.timings.update(commit_seconds=t2 - t1, observers_seconds=time.perf_counter() - t2)
         return v
 
-    def _check_data(self, cfg: PipelineConfig) -> None:
+    def check_data(self, cfg: PipelineConfig) -> None:
         """Refuse to train on partitions that differ from the index (a lost or truncated
         file), naming the slice and the rows."""
         findings: list[dict] = []
@@ -261,7 +261,7 @@ class Pipeline:
                                               self.store.test_ids()]), self.ledger.deleted(ids))
             placed, addition = place(cfg, rows)
             self._ray(cfg)
-            self._check_data(cfg)  # refuse lost rows before anything changes
+            self.check_data(cfg)  # refuse lost rows before anything changes
             staged = stage(self.store, placed)
             req = self.ledger.record(addition.as_plan(), Kind.ADD, {
                 "slice": addition.slice, "staging": staged, "dataset": dataset})
@@ -314,7 +314,7 @@ class Pipeline:
             return None, already
         if not checked:
             self._ray(self.config)
-            self._check_data(self.config)  # refuse lost rows before anything changes
+            self.check_data(self.config)  # refuse lost rows before anything changes
         return self.ledger.record(plan), already
 
     def unlearn(self, method: str, forget: str, params: dict | None = None,
@@ -333,7 +333,7 @@ class Pipeline:
             ids = resolve_forget(self.store, cfg, forget, seed)
             plan = plan_deletion(*self.store.read_index(), self.store.test_ids(), ids)
             self._ray(cfg, small_ok=False)  # (the shard edits are Ray tasks)
-            self._check_data(cfg)  # refuse lost rows before anything changes
+            self.check_data(cfg)  # refuse lost rows before anything changes
             req = self.ledger.record(plan, Kind.UNLEARN, {
                 "method": method, "params": dict(params or {}), "seed": seed,
                 "forget": forget})
@@ -358,7 +358,7 @@ class Pipeline:
     def step(self, req: Request) -> Stage | None:
         """Run the request's next step (the lock held) and record its stage; None once the
         request is committed."""
-        ctx = Context(self.store, self.config, self._train_shards, self._commit)
+        ctx = Context(self.store, self.config, self.train_shards, self.commit_version)
         cur = read_current(self.store)
         nxt = next_step(req.kind, req.state, req.request_id,
                         Current(cur.version, cur.request_id) if cur else Current())

@@ -96,14 +96,14 @@ def repair(p: Pipeline) -> dict:
                 actions.append(f"removed the stray checkpoint {f}")
         results, starts = [], {}
         if discarded:  # the same keys on the same rows: the same bits again
-            results, starts = p._train_shards(cfg, list(range(cfg.partition.shards)))
+            results, starts = p.train_shards(cfg, list(range(cfg.partition.shards)))
             actions.append(f"retrained {len(results)} slice steps of shards {sorted(starts)}")
         pending = [r.request_id for r in p.ledger.pending()]
         p.resume()
         actions += [f"finished request {rid}" for rid in pending]
         version = v.version if v is not None else None
         if discarded and not pending:
-            version = p._commit(cfg, "repair", None, starts, results,
+            version = p.commit_version(cfg, "repair", None, starts, results,
                                 {"retrain_compute_seconds": sum(x.seconds for x in results)}
                                 ).version
             actions.append(f"committed version {version}")
