@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from clul_ray import Pipeline, lock
+from clul_ray import Pipeline
 from clul_ray.errors import ClulError
+from clul_ray.storage import lock
 from clul_ray.storage.store import Store
 
 
