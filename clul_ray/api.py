@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from .faults import NONE as NO_FAULTS
+from .faults import Faults
 from .lineage.recorder import LineageRecorder
+from .sisa.compute.site import Site
 from .sisa.driver.pipeline import Pipeline, Progress
 
 
 def open_pipeline(root: str, address: str | None = None, progress: Progress | None = None,
-                  executor=None, lineage: bool = True) -> Pipeline:
+                  executor=None, lineage: bool = True, site: Site | None = None,
+                  faults: Faults = NO_FAULTS) -> Pipeline:
     """The SISA pipeline on ``root`` (a folder or a ``pyarrow.fs`` URI); every committed
     version and request is recorded in MLflow unless ``lineage`` is False (or
-    ``CLUL_RAY_LINEAGE=0``)."""
+    ``CLUL_RAY_LINEAGE=0``). ``site`` fixes where its commands run (else each decides);
+    ``faults`` are a test's."""
     return Pipeline(root, address=address, executor=executor, progress=progress,
-                    observers=[LineageRecorder()] if lineage else [])
+                    observers=[LineageRecorder()] if lineage else [], site=site,
+                    faults=faults)

@@ -19,6 +19,7 @@ from conftest import tiny_config
 
 from clul_ray.data.sources import features, open_source
 from clul_ray.errors import ClulError
+from clul_ray.faults import Faults
 from clul_ray.sisa.driver.pipeline import Pipeline
 from clul_ray.sisa.records.checkpoint import load_shard_model
 from clul_ray.sisa.records.version import read_version
@@ -176,9 +177,9 @@ def test_a_crashed_addition_is_resumed_and_equals_an_uninterrupted_one(grown, tm
     d, _, _ = grown
     p = Pipeline(str(tmp_path / "root"))
     p.train(cfg(rows(tmp_path / "base.parquet", np.setdiff1d(IDS, ADDED))))
-    p._crash_after = stage
+    crashing = Pipeline(str(tmp_path / "root"), faults=Faults(crash_after=stage))
     with pytest.raises(RuntimeError, match="injected crash"):
-        p.add(rows(tmp_path / "added.parquet", ADDED))
+        crashing.add(rows(tmp_path / "added.parquet", ADDED))
     assert Pipeline(str(tmp_path / "root")).status()["requests"]["pending"]
     Pipeline(str(tmp_path / "root")).resume()
     done = Pipeline(str(tmp_path / "root"))

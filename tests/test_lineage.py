@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from clul_ray import Pipeline
 from clul_ray.cli import app
 from clul_ray.data.sources import features, open_source
+from clul_ray.faults import Faults
 from clul_ray.lineage import LineageWarning, sync
 from clul_ray.lineage.tracking import TAG, Tracking
 from clul_ray.sisa.compute.ensemble import Ensemble
@@ -229,8 +230,7 @@ def test_mlflow_down_never_blocks_a_deletion_and_crash_resume_logs_once(trained_
     synced = cli_json("lineage", "--root", root, "--sync")
     assert [r["run_id"] is not None for r in synced["versions"]] == [True, True]
 
-    p = Pipeline(str(root))
-    p._crash_after = "retrained"
+    p = Pipeline(str(root), faults=Faults(crash_after="retrained"))
     with pytest.raises(RuntimeError, match="injected crash"):
         p.delete(d2)
     Pipeline(str(root)).evaluate()  # resumes the request

@@ -18,13 +18,14 @@ import pytest
 from conftest import tiny_config
 from typer.testing import CliRunner
 
+from clul_ray import Pipeline
 from clul_ray.cli import app
 from clul_ray.data import blocks
-from clul_ray.data.blocks import check_block, ranges_overlap, source_blocks
+from clul_ray.data.blocks import check_block, ranges_overlap, source_blocks, source_rows
 from clul_ray.data.partition import assign, is_test
 from clul_ray.data.sources import open_source
 from clul_ray.errors import ClulError
-from clul_ray.sisa.compute import smalldata
+from clul_ray.sisa.compute import site
 from clul_ray.sisa.compute.partitioning import partition
 from clul_ray.storage import layout
 from clul_ray.storage.store import Store
@@ -48,7 +49,8 @@ def _partition(root: Path, dataset: str, use_ray: bool, **kw) -> dict:
                       input_shape=kw.pop("input_shape", None))
     cfg = tiny_config(dataset=dataset, **kw).updated(num_classes=src.num_classes,
                                                        input_shape=list(src.input_shape))
-    return partition(Store(str(root)), cfg, src, lambda *a: None, use_ray)
+    return partition(Store(str(root)), cfg, src, lambda *a: None,
+                     site.Site(site.Where.RAY if use_ray else site.Where.PROCESS))
 
 
 @pytest.fixture(scope="module")
@@ -169,23 +171,46 @@ def test_block_checks_and_overlap():
 
 @pytest.mark.pure
 def test_fast_path_only_where_nothing_asks_for_ray(monkeypatch):
-    monkeypatch.setattr(smalldata, "ray_started", lambda: False)
+    monkeypatch.setattr(site, "ray_started", lambda: False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.delenv(smalldata.ENV, raising=False)
+    monkeypatch.delenv(site.ENV, raising=False)
+
+    def where(cfg, source, address=None, needs_ray=False):
+        return site.decide(cfg, address, lambda: source_rows(source), needs_ray).where
+
     digits = open_source("digits")
     cfg = tiny_config()
-    assert smalldata.in_process(cfg, digits, None)
-    assert not smalldata.in_process(cfg, digits, "ray://head:10001")
-    assert not smalldata.in_process(tiny_config(backend="ray_train"), digits, None)
-    assert smalldata.in_process(tiny_config(epochs=1), open_source("synthetic:60000"), None)
-    assert not smalldata.in_process(tiny_config(epochs=1), open_source("synthetic:250000"),
-                                    None), "more rows than IN_PROCESS_MAX_ROWS"
-    assert not smalldata.in_process(tiny_config(epochs=1000), digits, None), "much work"
-    monkeypatch.setenv(smalldata.ENV, "0")
-    assert not smalldata.in_process(cfg, digits, None)
-    monkeypatch.setattr(smalldata, "ray_started", lambda: True)
-    monkeypatch.delenv(smalldata.ENV)
-    assert not smalldata.in_process(cfg, digits, None), "a started Ray is used"
+    assert where(cfg, digits) == site.Where.PROCESS
+    assert where(cfg, digits, "ray://head:10001") == site.Where.CLUSTER
+    assert where(cfg, digits, needs_ray=True) == site.Where.RAY, "unlearn's Ray tasks"
+    assert where(tiny_config(backend="ray_train"), digits) == site.Where.RAY
+    assert where(tiny_config(backend="local"), digits, needs_ray=True) == site.Where.RAY
+    assert where(tiny_config(epochs=1), open_source("synthetic:60000")) == site.Where.PROCESS
+    assert where(tiny_config(epochs=1), open_source("synthetic:250000")) == site.Where.RAY, \
+        "more rows than IN_PROCESS_MAX_ROWS"
+    assert where(tiny_config(epochs=1000), digits) == site.Where.RAY, "much work"
+    monkeypatch.setenv(site.ENV, "0")
+    assert where(cfg, digits) == site.Where.RAY
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    monkeypatch.delenv(site.ENV)
+    assert site.decide(cfg, None, None) == site.Site(site.Where.CLUSTER, "ray://head:10001")
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setattr(site, "ray_started", lambda: True)
+    assert where(cfg, digits) == site.Where.RAY, "a started Ray is used"
+    never = site.decide(cfg, None, lambda: pytest.fail("rows read where they cannot matter"),
+                        needs_ray=True)
+    assert never.uses_ray and never.backend(cfg) == "ray"
+    assert site.Site(site.Where.PROCESS).backend(cfg) == "local"
+
+
+def test_a_pipeline_decides_where_each_command_runs_not_once_for_its_life(tmp_path):
+    """The decision is per command: a training in process leaves no decision behind for
+    the Pipeline's next command."""
+    p = Pipeline(str(tmp_path / "root"))
+    assert p.train(tiny_config(backend="local"))["in_process"]
+    assert p.site.uses_ray, "outside a command no decision is kept"
+    fixed = Pipeline(str(tmp_path / "root"), site=site.Site(site.Where.PROCESS))
+    assert fixed.evaluate()["ensemble_accuracy"] is not None and fixed.site.in_process
 
 
 def test_fast_path_trains_what_ray_workers_train_without_starting_ray(trained_base, tmp_path):

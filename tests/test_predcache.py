@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from clul_ray.sisa.compute import evaluation
+from clul_ray.sisa.compute import evaluation, site
 from clul_ray.sisa.driver.pipeline import Pipeline
 from clul_ray.sisa.records.certify import verify
 from clul_ray.sisa.records.predcache import (
@@ -26,6 +26,8 @@ from clul_ray.sisa.records.predcache import (
 from clul_ray.sisa.records.rootconfig import read_config
 from clul_ray.sisa.records.version import read_current
 from clul_ray.storage import layout
+
+IN_PROCESS, ON_RAY = site.Site(site.Where.PROCESS), site.Site(site.Where.RAY)
 
 LOCAL = dict(backend="local", epochs=1)
 
@@ -80,8 +82,8 @@ def uncached(p, method):
     cfg = read_config(p.store)
     cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"aggregation": method})})
     v = read_current(p.store)
-    return (evaluation.evaluate(cfg, p.store, v, False, print, cache=False),
-            evaluation.evaluate(cfg, p.store, v, False, print))
+    return (evaluation.evaluate(cfg, p.store, v, IN_PROCESS, print, cache=False),
+            evaluation.evaluate(cfg, p.store, v, IN_PROCESS, print))
 
 
 @pytest.mark.pure
@@ -133,11 +135,11 @@ def test_a_corrupt_or_altered_cache_file_is_a_miss_never_an_error(p, predicted):
     pr.proba[:, 0] += 5.0  # a skewed file that still parses: its content digest differs
     skewed = to_table(pr, v.shard(2).model_sha256).replace_schema_metadata(t.schema.metadata)
     p.store.write_table(rel2, skewed)
-    m = evaluation.evaluate(cfg, p.store, v, False, print, write_cache=True)
+    m = evaluation.evaluate(cfg, p.store, v, IN_PROCESS, print, write_cache=True)
     assert predicted == [[0, 2]] and m == v.metrics
     assert read_cached(p.store, 0, v.shard(0).model_sha256, cfg.data.num_classes) is not None
     predicted.clear()
-    assert evaluation.evaluate(cfg, p.store, v, False, print) == v.metrics
+    assert evaluation.evaluate(cfg, p.store, v, IN_PROCESS, print) == v.metrics
     assert predicted == [], "rewritten by the writer's evaluation"
 
 
@@ -161,11 +163,11 @@ def test_the_scan_names_a_deleted_id_planted_in_the_cache(p):
 def test_ray_data_predicts_only_the_missing_shards(p, predicted, monkeypatch):
     """On a Ray backend above the in-process threshold, the missing shards go through Ray
     Data (restricted to them) and the metrics equal the in-process uncached ones."""
-    monkeypatch.setattr(evaluation, "IN_PROCESS_MAX_PREDICTIONS", 0)
+    monkeypatch.setattr(site, "IN_PROCESS_MAX_PREDICTIONS", 0)
     v = read_current(p.store)
     cfg = read_config(p.store)
     p.store.delete(layout.prediction_path(1, v.shard(1).model_sha256))
-    m = evaluation.evaluate(cfg, p.store, v, True, print, write_cache=True)
+    m = evaluation.evaluate(cfg, p.store, v, ON_RAY, print, write_cache=True)
     assert predicted == [[1]] and m == v.metrics
     assert read_cached(p.store, 1, v.shard(1).model_sha256, cfg.data.num_classes) is not None
 

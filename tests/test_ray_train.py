@@ -12,8 +12,8 @@ from conftest import digits_parquet, tiny_config
 
 from clul_ray import Pipeline
 from clul_ray.errors import ClulError
+from clul_ray.faults import Faults
 from clul_ray.runtime import check_storage_root
-from clul_ray.sisa.compute.executor import RayTrainExecutor
 
 SMALL = dict(shards=2, slices=2, epochs=2, model_args={"hidden": 16})
 
@@ -50,7 +50,7 @@ def test_two_worker_ddp_deletion_equals_fresh_training(tmp_path):
 
 @pytest.mark.slow
 def test_failed_worker_resumes_from_the_stored_checkpoint(tmp_path):
-    p = Pipeline(str(tmp_path / "root"), executor=RayTrainExecutor(fail_after_slice=0))
+    p = Pipeline(str(tmp_path / "root"), faults=Faults(fail_after_slice=0))
     got = p.train(tiny_config(**dict(SMALL, shards=1), backend="ray_train"))
     ref = Pipeline(str(tmp_path / "ref")).train(tiny_config(**dict(SMALL, shards=1)))
     assert shas(got) == shas(ref)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from clul_ray import Pipeline
 from clul_ray.cli import app
 from clul_ray.data.sources import features, open_source
+from clul_ray.faults import Faults
 from clul_ray.serve.client import call
 from clul_ray.sisa.compute.ensemble import Ensemble
 from clul_ray.sisa.records.rootconfig import read_config
@@ -64,7 +65,7 @@ def served(trained_base, tmp_path_factory):
     root = tmp_path_factory.mktemp("served") / "root"
     shutil.copytree(trained_base[0], root)
     port = free_port()
-    start(str(root), port=port, retrain_delay_s=1.0)
+    start(str(root), port=port, faults=Faults(retrain_delay_s=1.0))
     yield root, f"http://127.0.0.1:{port}"
     serve.shutdown()
 

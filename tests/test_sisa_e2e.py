@@ -11,6 +11,7 @@ from conftest import tiny_config
 
 from clul_ray import Pipeline
 from clul_ray.errors import ClulError
+from clul_ray.faults import Faults
 
 
 def shas(result):
@@ -138,8 +139,7 @@ def test_test_split_ids_are_removed_without_retraining(trained_root):
 def test_crash_is_resumed_from_the_ledger(trained_root, deletion_case, stage):
     root, _ = trained_root
     d, ref = deletion_case
-    p = Pipeline(str(root))
-    p._crash_after = stage
+    p = Pipeline(str(root), faults=Faults(crash_after=stage))
     with pytest.raises(RuntimeError, match="injected crash"):
         p.delete(d)
     assert Pipeline(str(root)).status()["requests"]["pending"], "the request is still open"

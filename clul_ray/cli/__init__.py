@@ -56,7 +56,7 @@ def _exit(code) -> None:
     instance)."""
     import sys
 
-    from ..sisa.compute.smalldata import ray_started
+    from ..sisa.compute.site import ray_started
 
     if ray_started():
         sys.exit(code)

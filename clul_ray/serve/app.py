@@ -27,6 +27,8 @@ from pydantic import BaseModel
 from ray import serve
 
 from ..errors import ClulError, first_line
+from ..faults import NONE as NO_FAULTS
+from ..faults import Faults
 from . import state
 
 APP_NAME = "clul-ray"
@@ -45,10 +47,10 @@ class DeleteBody(BaseModel):
                   max_ongoing_requests=256, graceful_shutdown_timeout_s=5)
 @serve.ingress(api)
 class DeletionApp:
-    def __init__(self, root: str, url: str = "", retrain_delay_s: float = 0.0):
+    def __init__(self, root: str, url: str = "", faults: Faults = NO_FAULTS):
         from .service import DeletionService
 
-        self.svc = DeletionService(root, url=url, retrain_delay_s=retrain_delay_s)
+        self.svc = DeletionService(root, url=url, faults=faults)
 
     def __del__(self):
         svc = getattr(self, "svc", None)
@@ -116,12 +118,12 @@ class DeletionApp:
 
 
 def start(root: str, host: str = "127.0.0.1", port: int = 8000,
-          retrain_delay_s: float = 0.0, blocking: bool = False):
+          faults: Faults = NO_FAULTS, blocking: bool = False):
     """Start Serve's HTTP proxy on ``host:port`` and the application over ``root`` (Ray
     must be initialised); returns the deployment handle."""
     url = f"http://{host}:{port}"
     serve.start(http_options={"host": host, "port": port})
-    app = DeletionApp.bind(root, url, retrain_delay_s)
+    app = DeletionApp.bind(root, url, faults)
     return serve.run(app, name=APP_NAME, route_prefix="/", blocking=blocking)
 
 

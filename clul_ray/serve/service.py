@@ -28,11 +28,14 @@ import numpy as np
 import torch
 
 from ..errors import ClulError, first_line
+from ..faults import NONE as NO_FAULTS
+from ..faults import Faults
 from ..lineage.recorder import LineageRecorder
 from ..runtime import ensure_ray
 from ..sisa.compute.evaluation import evaluate_committed, unevaluated
+from ..sisa.compute.site import on_ray
 from ..sisa.decisions.controller import Kind, Stage
-from ..sisa.driver.pipeline import Pipeline, uses_ray
+from ..sisa.driver.pipeline import Pipeline
 from ..sisa.records.checkpoint import load_shard_model
 from ..sisa.records.version import ModelVersion
 from ..storage.cache import CachingStore
@@ -114,20 +117,20 @@ class Deferred:
 
 class DeletionService:
     def __init__(self, root: str, url: str = "", address: str | None = None,
-                 lineage: bool = True, retrain_delay_s: float = 0.0):
+                 lineage: bool = True, faults: Faults = NO_FAULTS):
         ensure_ray(address)
         self.executor = WarmExecutor(root)
         # lineage off the commit path (its sync is idempotent), and Parquet reads of files
         # no step changed served from memory: the checks of every commit read every slice
         self.lineage = Deferred(LineageRecorder()) if lineage else None
-        self.pipeline = Pipeline(root, address, executor=self.executor,
-                                 observers=[self.lineage] if self.lineage else [],
-                                 store=CachingStore(root))
         # a version is evaluated once its request has committed and its shards vote again
         # (off the request's path), before the next request changes the root
-        self.pipeline.evaluate_at_commit = False
+        self.pipeline = Pipeline(root, address, executor=self.executor,
+                                 observers=[self.lineage] if self.lineage else [],
+                                 store=CachingStore(root), site=on_ray(address),
+                                 evaluate_at_commit=False, faults=faults)
         self.url = url
-        self.retrain_delay_s = retrain_delay_s  # tests widen the window before a retrain
+        self.faults = faults  # (a test's retrain_delay_s widens the window of a retrain)
         command = f"serve {url}".strip()
         self._take_over(command)
         self._hold = self.pipeline.writing(command)
@@ -282,8 +285,8 @@ class DeletionService:
 
     def _drain(self) -> None:
         while not self._stop.is_set():
-            if self.retrain_delay_s:
-                self._stop.wait(self.retrain_delay_s)
+            if self.faults.retrain_delay_s:
+                self._stop.wait(self.faults.retrain_delay_s)
             pending = self.pipeline.ledger.pending()
             if not pending:
                 self._evaluate()  # (a version a previous service committed, too)
@@ -293,8 +296,8 @@ class DeletionService:
                     while req.kind == Kind.DELETE and req.state in (Stage.PLANNED,
                                                                     Stage.DATA_REMOVED):
                         self.pipeline.step(req)
-            if self.retrain_delay_s:  # (and a window in which the request is retraining)
-                self._stop.wait(self.retrain_delay_s)
+            if self.faults.retrain_delay_s:  # (and a window in which it is retraining)
+                self._stop.wait(self.faults.retrain_delay_s)
             for req in pending:
                 while (then := self.pipeline.step(req)) is not None:
                     if then == Stage.RETRAINED:  # the new version: load its models now
@@ -319,7 +322,7 @@ class DeletionService:
         v = self.pipeline.state
         if not unevaluated(v):
             return
-        evaluate_committed(self.cfg, self.pipeline.store, v, uses_ray(self.cfg),
+        evaluate_committed(self.cfg, self.pipeline.store, v, self.pipeline.site,
                            self.pipeline.progress)
         if self.lineage is not None:
             self.lineage.version_committed(self.pipeline.store, self.cfg, v)

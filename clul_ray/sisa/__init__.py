@@ -1,4 +1,6 @@
-"""SISA exact unlearning: shard plan, slice checkpoints, shard training, aggregation, deletion."""
+"""SISA exact unlearning, in four layers: pure decisions (:mod:`.decisions`), what a root
+records (:mod:`.records`), where models are computed (:mod:`.compute`) and the request path
+(:mod:`.driver`); storage is :mod:`clul_ray.storage`."""
 
 from .decisions.aggregate import aggregate
 from .decisions.plan import (

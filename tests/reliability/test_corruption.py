@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from clul_ray.cli import app
 from clul_ray.errors import ClulError
+from clul_ray.faults import Faults
 from clul_ray.sisa.driver.pipeline import Pipeline
 from clul_ray.sisa.records.version import read_current
 
@@ -138,8 +139,7 @@ def test_garbage_small_files_are_named(root, name):
 
 
 def test_a_garbage_ledger_record_is_named_and_a_pending_request_reported(root):
-    pipe = Pipeline(str(root))
-    pipe._crash_after = "data_removed"
+    pipe = Pipeline(str(root), faults=Faults(crash_after="data_removed"))
     with pytest.raises(RuntimeError, match="injected crash"):
         pipe.delete([ids_of(root, 1, 0)[0]])
     problems = status_problems(root)
@@ -215,8 +215,7 @@ def test_repair_refuses_lost_rows_and_names_them(root):
 
 
 def test_repair_finishes_a_pending_request(root):
-    pipe = Pipeline(str(root))
-    pipe._crash_after = "checkpoints_discarded"
+    pipe = Pipeline(str(root), faults=Faults(crash_after="checkpoints_discarded"))
     victim = ids_of(root, 2, 1)[0]
     with pytest.raises(RuntimeError, match="injected crash"):
         pipe.delete([victim])

@@ -30,16 +30,12 @@ from ..records.predcache import (
 )
 from ..records.version import Metrics, ModelVersion, rewrite_version
 from .ensemble import BatchPredictor, Ensemble
+from .site import Site
 
 Progress = Callable[[str, int, int], None]
 # The one predictor actor reserves no CPU: with a whole CPU it starves Ray Data's read
 # tasks on a cluster with a single CPU left (seen as a hang after a node loss).
 EVAL_CPUS = 0.0
-# Up to this many row predictions (test rows x shards to predict) run in this process: Ray
-# Data's start-up (4-8 s on 2 cores) costs far more than predicting them (an MLP: 0.09 s
-# for 40k rows x 1 shard, 0.16 s x 8 shards; its one actor also runs on one thread). The
-# bound keeps the driver's copy of the test split small (benchmarks/eval_cache.py).
-IN_PROCESS_MAX_PREDICTIONS = 2_000_000
 T = TypeVar("T")
 
 
@@ -75,12 +71,6 @@ def predict_dataset(ds, cfg: PipelineConfig, store: Store, version: ModelVersion
             compute=ray.data.ActorPoolStrategy(size=1), max_restarts=0)
 
 
-def in_process(rows: int, shards: int, use_ray: bool) -> bool:
-    """Predict in this process (not through Ray Data): always for backend ``local``, and
-    when the work is at most ``IN_PROCESS_MAX_PREDICTIONS`` row predictions."""
-    return not use_ray or rows * shards <= IN_PROCESS_MAX_PREDICTIONS
-
-
 def holds_lock(store: Store) -> bool:
     """Whether this process holds the root's writer lock (only a writer fills the cache: a
     reader racing a deletion could store predictions of a row it removes)."""
@@ -109,7 +99,7 @@ def predict_shards(cfg: PipelineConfig, store: Store, version: ModelVersion,
             for i, k in enumerate(shards)}
 
 
-def evaluate(cfg: PipelineConfig, store: Store, version: ModelVersion, use_ray: bool,
+def evaluate(cfg: PipelineConfig, store: Store, version: ModelVersion, site: Site,
              progress: Progress, attempts: int = 3, cache: bool = True,
              write_cache: bool | None = None) -> Metrics:
     """Accuracy of ``version`` on the test split. Each trained shard's cached predictions
@@ -129,7 +119,7 @@ def evaluate(cfg: PipelineConfig, store: Store, version: ModelVersion, use_ray: 
     todo = plan_predictions(shards, cached, test_ids)
     fresh: dict[int, ShardPredictions] = {}
     if todo:
-        ray_data = not in_process(len(test_ids), len(todo), use_ray)
+        ray_data = site.ray_data(len(test_ids), len(todo))
         fresh = _retried(lambda: predict_shards(cfg, store, version, todo, ray_data),
                          ray_data, progress, attempts)
         if cache and (holds_lock(store) if write_cache is None else write_cache):
@@ -148,12 +138,12 @@ def unevaluated(version: ModelVersion) -> bool:
 
 
 def evaluate_committed(cfg: PipelineConfig, store: Store, version: ModelVersion,
-                       use_ray: bool, progress: Progress) -> ModelVersion:
+                       site: Site, progress: Progress) -> ModelVersion:
     """Evaluate a version committed without metrics and record them in its version record
     (and ``state.json`` while it is current). Only the writer that committed it calls
     this, before it changes the root again (it fills the prediction cache)."""
     t0 = time.perf_counter()
-    version.metrics = evaluate(cfg, store, version, use_ray, progress)
+    version.metrics = evaluate(cfg, store, version, site, progress)
     version.timings["evaluate_seconds"] = time.perf_counter() - t0
     rewrite_version(store, version)
     return version

@@ -15,6 +15,8 @@ from dataclasses import asdict
 
 from ...config import PipelineConfig
 from ...errors import ClulError, last_line
+from ...faults import NONE as NO_FAULTS
+from ...faults import Faults
 from ...runtime import gather, node_id
 from ...storage import layout
 from ...storage.store import Store
@@ -126,8 +128,8 @@ class RayTrainExecutor:
     max_failures = 2
     poll_seconds = 2.0
 
-    def __init__(self, fail_after_slice: int | None = None):
-        self.fail_after_slice = fail_after_slice  # fault injection for the tests
+    def __init__(self, faults: Faults = NO_FAULTS):
+        self.faults = faults
 
     def _fit(self, cfg: PipelineConfig, store: Store, job: ShardJob) -> list[SliceResult]:
         import uuid
@@ -143,7 +145,7 @@ class RayTrainExecutor:
             train_loop_config={"cfg": cfg.model_dump(), "root": store.root, "shard": job.shard,
                                "start": job.start, "keys": list(job.keys),
                                "start_sha": job.start_sha,
-                               "fail_after_slice": self.fail_after_slice},
+                               "fail_after_slice": self.faults.fail_after_slice},
             scaling_config=ray.train.ScalingConfig(
                 num_workers=cfg.compute.train_workers_per_shard,
                 use_gpu=cfg.compute.gpus_per_shard > 0,
@@ -234,11 +236,11 @@ class _CheckpointWatcher:
             self.thread.join()
 
 
-def make_executor(backend: str):
+def make_executor(backend: str, faults: Faults = NO_FAULTS):
     if backend == "local":
         return LocalExecutor()
     if backend == "ray":
         return RayExecutor()
     if backend == "ray_train":
-        return RayTrainExecutor()
+        return RayTrainExecutor(faults)
     raise ClulError(f"unknown backend '{backend}' (ray, ray_train or local)")

@@ -40,6 +40,7 @@ from ...data.sources import DataSource
 from ...errors import ClulError
 from ...storage import layout
 from ...storage.store import Store
+from .site import Site
 
 Progress = Callable[[str, int, int], None]
 
@@ -123,7 +124,7 @@ def _write(files: _Files, t: pa.Table, shards: int, slices: int, name: str) -> N
 
 
 def partition(store: Store, cfg: PipelineConfig, source: DataSource, progress: Progress,
-              use_ray: bool) -> dict:
+              site: Site) -> dict:
     """Validate the source while writing its partitions (replacing any); nothing stays
     written when the data is refused. Returns ``rows``, ``files``, ``writers`` and
     ``in_process`` (whether the writer ran in this process)."""
@@ -131,7 +132,7 @@ def partition(store: Store, cfg: PipelineConfig, source: DataSource, progress: P
         store.delete(d)
     blocks = source_blocks(source)
     progress("partitioning", 0, len(blocks))
-    in_process = not use_ray or small_data(source)
+    in_process = site.writes_in_process(small_data(source))
     token = uuid.uuid4().hex[:8]
     try:
         parts = ([write_blocks(store, cfg, source, blocks, f"part-{token}-0")] if in_process

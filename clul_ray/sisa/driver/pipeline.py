@@ -1,15 +1,16 @@
 """The SISA pipeline on one storage root: train, add, delete, unlearn, evaluate, resume.
 
-A facade: it holds the root's lock while changing it and composes the pieces — Ray Data
-partitioning (:mod:`.partitioning`), the pure planning (:mod:`.plan`), the executors
-(:mod:`.executor`), the commit (:mod:`.commit`), evaluation (:mod:`.evaluation`), and for
-every ledgered request the pure controller (:mod:`.controller`) whose steps
+A facade: it holds the root's lock while changing it and composes the layers — where a
+command runs (:mod:`..compute.site`, decided once per command), the partition writers
+(:mod:`..compute.partitioning`), the pure planning (:mod:`..decisions.plan`), the executors
+(:mod:`..compute.executor`), the next version (:mod:`..decisions.next_version`) and its
+commit (:mod:`..records.commit`), evaluation (:mod:`..compute.evaluation`), and for every
+ledgered request the pure controller (:mod:`..decisions.controller`) whose steps
 :mod:`.steps` runs. Observers (lineage) hear of every committed version and request.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,17 +19,19 @@ from dataclasses import replace
 import numpy as np
 
 from ...config import PipelineConfig
+from ...data.blocks import source_rows
 from ...data.ids import repeated_ids
 from ...data.sources import open_source
 from ...errors import ClulError
+from ...faults import NONE as NO_FAULTS
+from ...faults import Faults
 from ...models import build_model
-from ...runtime import check_shard_fits, check_storage_root, ensure_ray, node_resources
 from ...storage.lock import describe, is_stale, locked, read_lock
 from ...storage.store import Store
 from ..compute.evaluation import evaluate
 from ..compute.executor import make_executor
 from ..compute.partitioning import partition
-from ..compute.smalldata import in_process, ray_started, small_root
+from ..compute.site import Site
 from ..decisions.controller import Current, Kind, Stage, next_step
 from ..decisions.next_version import build_version
 from ..decisions.plan import chained_keys, plan_deletion, plan_training
@@ -38,6 +41,7 @@ from ..records.commit import commit
 from ..records.ledger import Ledger, Request
 from ..records.rootconfig import read_config, require_config, write_config
 from ..records.version import ModelVersion, read_current, require_current
+from .commands import CommandSites, pending_unlearn, root_rows
 from .observers import Observer, ObserverWarning, notify  # noqa: F401 (re-exported)
 from .steps import Context, run_step
 from .summary import request_summary, summarize
@@ -49,26 +53,25 @@ def _noop(desc: str, done: int, total: int) -> None:
     return None
 
 
-def uses_ray(cfg: PipelineConfig) -> bool:
-    return cfg.compute.backend != "local"
-
-
 class Pipeline:
-    """All operations on one storage root. ``executor`` defaults to the config's backend."""
-
-    _crash_after: str | None = None  # fault injection: a stage name (the resume tests)
-    evaluate_at_commit = True  # the deletion service evaluates after a request commits
-    _in_process = False  # train's small-data fast path (see .smalldata)
+    """All operations on one storage root. ``executor`` defaults to the one the command's
+    site names; ``site`` fixes where every command runs (else each command decides, see
+    :mod:`..compute.site`); ``evaluate_at_commit`` off commits versions without metrics
+    (the deletion service evaluates after a request commits); ``faults`` are a test's."""
 
     def __init__(self, root: str, address: str | None = None, executor=None,
                  progress: Progress | None = None, observers: Sequence[Observer] = (),
-                 store: Store | None = None):
+                 store: Store | None = None, site: Site | None = None,
+                 evaluate_at_commit: bool = True, faults: Faults = NO_FAULTS):
         self.store = store or Store(root)
         self.ledger = Ledger(self.store)
         self.address = address
         self._executor = executor
         self.progress = progress or _noop
         self.observers = list(observers)
+        self.evaluate_at_commit = evaluate_at_commit
+        self.faults = faults
+        self._sites = CommandSites(site, address)
         self._lock: dict | None = None
 
     # ---- state -----------------------------------------------------------------------
@@ -94,26 +97,16 @@ class Pipeline:
             finally:
                 self._lock = None
 
-    def _ray(self, cfg: PipelineConfig, timings: dict | None = None, small_ok=True) -> None:
-        """Start or join Ray (not for backend ``local``, nor a small root: ``small_ok`` and
-        ``smalldata.small_root``; its start-up time into ``timings``) and check the root and
-        the shard resources against the cluster: a local-path root on several nodes only as
-        a declared shared mount; shard resources some node can hold (unless
-        ``CLUL_RAY_WAIT_FOR_RESOURCES=1``: an autoscaler adds such nodes)."""
-        if not uses_ray(cfg) or (small_ok and (self._in_process or small_root(
-                cfg, self.store, self.address))):
-            self._in_process = True  # (backend local runs in this process too)
-            return
-        t0, started = time.perf_counter(), ray_started()
-        ensure_ray(self.address)
-        if timings is not None and not started:
-            timings["ray_start_seconds"] = time.perf_counter() - t0
-        nodes = node_resources()
-        check_storage_root(self.store.root, self.store.is_local, len(nodes),
-                           cfg.compute.shared_storage)
-        if os.environ.get("CLUL_RAY_WAIT_FOR_RESOURCES", "0") not in ("1", "true", "yes"):
-            check_shard_fits(nodes, cfg.compute.cpus_per_shard, cfg.compute.gpus_per_shard,
-                             cfg.ddp_world_size)
+    @property
+    def site(self) -> Site:
+        """Where the running command's work runs (:mod:`.commands`)."""
+        return self._sites.current
+
+    def _command(self, rows: Callable[[], int] | None, needs_ray: bool = False):
+        return self._sites.command(self.config, rows, needs_ray or pending_unlearn(self.ledger))
+
+    def _start(self, cfg: PipelineConfig, timings: dict | None = None) -> None:
+        self._sites.start(cfg, self.store, timings)
 
     def _notify(self, event: str, *args) -> None:
         notify(self.observers, self.store, event, *args)
@@ -128,10 +121,15 @@ class Pipeline:
                           input_shape=list(source.input_shape))
         build_model(cfg.train.model, cfg.data.input_shape, cfg.data.num_classes,
                     cfg.train.model_args)  # fails early
-        self._in_process = in_process(cfg, source, self.address)
         timings: dict = {"setup_seconds": time.perf_counter() - t_in}  # source, model check
-        if not self._in_process:
-            self._ray(cfg, timings, False)  # before the lock or any writer touch the root
+        with self._sites.command(cfg, lambda: source_rows(source),
+                                 pending_unlearn(self.ledger)) as site:
+            self._start(cfg, timings)  # before the lock or any writer touch the root
+            out = self._train(cfg, source, timings)
+            out["in_process"] = site.in_process
+        return out
+
+    def _train(self, cfg: PipelineConfig, source, timings: dict) -> dict:
         with self.writing("train"):
             existing = read_config(self.store)  # read under the lock
             if existing is not None:
@@ -144,7 +142,7 @@ class Pipeline:
                 self.resume()
             else:
                 t0 = time.perf_counter()
-                partition(self.store, cfg, source, self.progress, uses_ray(cfg))
+                partition(self.store, cfg, source, self.progress, self.site)
                 timings["partition_seconds"] = time.perf_counter() - t0
             write_config(self.store, cfg)
             t0 = time.perf_counter()
@@ -152,9 +150,7 @@ class Pipeline:
                                                  timings)
             timings["train_seconds"] = time.perf_counter() - t0
             v = self.commit_version(cfg, "train", None, starts, results, timings)
-        out = summarize(self.store.root, cfg, v)
-        out["in_process"] = self._in_process
-        return out
+        return summarize(self.store.root, cfg, v)
 
     def shard_keys(self, cfg: PipelineConfig, shard: int) -> list[str]:
         return chained_keys(cfg.training_digest(), shard, [
@@ -180,9 +176,8 @@ class Pipeline:
 
         if not jobs:
             return [], {}
-        self._ray(cfg, timings)  # (returns at once for an in-process run)
-        executor = self._executor or make_executor(
-            "local" if self._in_process else cfg.compute.backend)
+        self._start(cfg, timings)
+        executor = self._executor or make_executor(self.site.backend(cfg), self.faults)
         return executor.run(cfg, self.store, jobs, on_step), {j.shard: j.start for j in jobs}
 
     def commit_version(self, cfg: PipelineConfig, operation: str, request_id: str | None,
@@ -204,8 +199,7 @@ class Pipeline:
                             f": {f['message']}{more}")
         t1 = t0 = time.perf_counter()
         if self.evaluate_at_commit:  # else evaluation.evaluate_committed, after the commit
-            v.metrics = evaluate(cfg, self.store, v, uses_ray(cfg) and not self._in_process,
-                                 self.progress)
+            v.metrics = evaluate(cfg, self.store, v, self.site, self.progress)
             t1 = time.perf_counter()
             v.timings["evaluate_seconds"] = t1 - t0
         commit(self.store, v)
@@ -232,12 +226,14 @@ class Pipeline:
         if holder is not None and self._lock is None and not is_stale(holder):
             raise ClulError(f"{self.store.root} is being changed by {describe(holder)}; "
                             "evaluate when it has finished")
-        self.resume()
         cfg = self.config
-        self._ray(cfg)
-        t0 = time.perf_counter()
-        v = self.state
-        v.metrics = evaluate(cfg, self.store, v, not self._in_process, self.progress)
+        with self._command(lambda: root_rows(self.store)):
+            self.resume()
+            cfg = self.config
+            self._start(cfg)
+            t0 = time.perf_counter()
+            v = self.state
+            v.metrics = evaluate(cfg, self.store, v, self.site, self.progress)
         out = summarize(self.store.root, cfg, v)
         out["wall_seconds"] = {"evaluate": time.perf_counter() - t0}
         return out
@@ -253,14 +249,15 @@ class Pipeline:
         source = open_source(dataset, data_dir, download, None, cfg.data.input_shape,
                              cfg.partition.group_column)
         rows = read_rows(source, cfg)
-        with self.writing("add"):
+        with self._command(lambda: root_rows(self.store) + rows.num_rows), \
+                self.writing("add"):
             self.resume()
             cfg = self.config
             ids = rows.column("id").to_numpy()
             refuse_known(ids, np.concatenate([self.store.read_index()[0],
                                               self.store.test_ids()]), self.ledger.deleted(ids))
             placed, addition = place(cfg, rows)
-            self._ray(cfg)
+            self._start(cfg)
             self.check_data(cfg)  # refuse lost rows before anything changes
             staged = stage(self.store, placed)
             req = self.ledger.record(addition.as_plan(), Kind.ADD, {
@@ -284,7 +281,7 @@ class Pipeline:
         if rep:
             raise ClulError(f"ids repeated in the request: {rep}")
         _ = self.state  # refuses a root with no trained model
-        with self.writing("delete"):
+        with self._command(lambda: root_rows(self.store)), self.writing("delete"):
             self.resume()
             req, already = self.record_deletion(req_ids)
             if req is None:
@@ -313,7 +310,7 @@ class Pipeline:
         if len(fresh) == 0:
             return None, already
         if not checked:
-            self._ray(self.config)
+            self._start(self.config)
             self.check_data(self.config)  # refuse lost rows before anything changes
         return self.ledger.record(plan), already
 
@@ -328,11 +325,12 @@ class Pipeline:
         get_method(method).make_params(params or {}, seed=seed)  # refuse bad params early
         cfg = self.config
         _ = self.state
-        with self.writing(f"unlearn {method}"):
+        # (the shard edits are Ray tasks)
+        with self._command(None, needs_ray=True), self.writing(f"unlearn {method}"):
             self.resume()
             ids = resolve_forget(self.store, cfg, forget, seed)
             plan = plan_deletion(*self.store.read_index(), self.store.test_ids(), ids)
-            self._ray(cfg, small_ok=False)  # (the shard edits are Ray tasks)
+            self._start(cfg)
             self.check_data(cfg)  # refuse lost rows before anything changes
             req = self.ledger.record(plan, Kind.UNLEARN, {
                 "method": method, "params": dict(params or {}), "seed": seed,
@@ -369,8 +367,7 @@ class Pipeline:
         self.ledger.advance(req, then, **result)
         if then == Stage.COMMITTED:
             self._notify("request_committed", req)
-        if self._crash_after == then:
-            raise RuntimeError(f"injected crash after {then}")
+        self.faults.crash(then)
         return then
 
     def resume(self) -> list[str]:
@@ -378,9 +375,9 @@ class Pipeline:
         if not self.ledger.pending():  # nothing to do: no need for the lock
             return []
         done = []
-        with self.writing("resume"):
+        with self._command(lambda: root_rows(self.store)), self.writing("resume"):
             for req in self.ledger.pending():  # read again under the lock
-                self._ray(self.config, small_ok=req.kind != Kind.UNLEARN)
+                self._start(self.config)
                 self._drive(req)
                 done.append(req.request_id)
         return done

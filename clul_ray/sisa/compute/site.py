@@ -1,0 +1,137 @@
+"""Where a command's work runs: in this process, on an embedded Ray, or on a cluster —
+decided once per command (:func:`decide`) and asked by every step (:class:`Site`).
+
+In this process (Ray is not imported) when nothing asks for Ray and the work is small:
+backend ``local`` always; backend ``ray`` without GPUs, no ``--address`` /
+``RAY_ADDRESS``, Ray not already started in this process (a library user's or a test
+session's Ray is used), the rows at most ``data.blocks.IN_PROCESS_MAX_ROWS`` and rows x
+epochs e0 at most ``IN_PROCESS_MAX_SAMPLE_EPOCHS`` (``CLUL_RAY_IN_PROCESS_MAX`` overrides
+it; 0 turns the in-process path off). Starting Ray and its workers costs more than such
+work, and the in-process path gives bit-for-bit the models Ray workers give
+(``tests/test_sisa_e2e.py::test_in_process_and_ray_workers_train_identically``). A command
+whose work needs Ray tasks (``unlearn``: its shard edits, and a pending unlearning it
+finishes) never runs in process.
+
+With Ray, the finer choices are also made here: the executor of slice steps, whether a
+small source is written by this process rather than by Ray writer tasks, and whether an
+evaluation goes through Ray Data. The decision is pure given what it reads (the config,
+the address, the row count, the environment and whether Ray is started).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ...config import PipelineConfig
+from ...data.blocks import IN_PROCESS_MAX_ROWS
+
+IN_PROCESS_MAX_SAMPLE_EPOCHS = 300_000
+ENV = "CLUL_RAY_IN_PROCESS_MAX"
+# Up to this many row predictions (test rows x shards to predict) run in this process: Ray
+# Data's start-up costs far more than predicting them (benchmarks/eval_cache.py). The bound
+# keeps the driver's copy of the test split small.
+IN_PROCESS_MAX_PREDICTIONS = 2_000_000
+
+
+class Where(StrEnum):
+    PROCESS = "process"  # this process; Ray is not imported
+    RAY = "ray"  # Ray: the one this process started or joined (embedded, or `ray start`)
+    CLUSTER = "cluster"  # a Ray cluster at an address (`--address`, RAY_ADDRESS)
+
+
+def ray_started() -> bool:
+    """Whether Ray is initialised in this process (without importing it)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where one command's work runs; every step asks it."""
+
+    where: Where
+    address: str | None = None
+
+    @property
+    def in_process(self) -> bool:
+        return self.where == Where.PROCESS
+
+    @property
+    def uses_ray(self) -> bool:
+        return self.where != Where.PROCESS
+
+    def backend(self, cfg: PipelineConfig) -> str:
+        """The executor of slice steps: ``local`` in process, else the config's."""
+        return "local" if self.in_process else cfg.compute.backend
+
+    def writes_in_process(self, small: bool) -> bool:
+        """Whether the partition writer runs in this process: always in process, and for
+        a small source (``data.blocks.small_data``) with Ray too — one writer does it in
+        less time than starting Ray writer tasks costs."""
+        return self.in_process or small
+
+    def ray_data(self, rows: int, shards: int) -> bool:
+        """Whether an evaluation of ``rows`` test rows by ``shards`` models goes through Ray
+        Data (else this process predicts): with Ray, above
+        ``IN_PROCESS_MAX_PREDICTIONS`` row predictions."""
+        return self.uses_ray and rows * shards > IN_PROCESS_MAX_PREDICTIONS
+
+    def start(self, cfg: PipelineConfig, root: str, root_is_local: bool,
+              timings: dict | None = None) -> None:
+        """Start or join Ray (nothing in process; the start-up time into ``timings``
+        when this call started it) and check the root and the shard resources against the
+        cluster: a local-path root on several nodes only as a declared shared mount; shard
+        resources some node can hold (unless ``CLUL_RAY_WAIT_FOR_RESOURCES=1``: an
+        autoscaler adds such nodes). Idempotent."""
+        if self.in_process:
+            return
+        from ...runtime import check_shard_fits, check_storage_root, ensure_ray, node_resources
+
+        t0, started = time.perf_counter(), ray_started()
+        ensure_ray(self.address)
+        if timings is not None and not started:
+            timings["ray_start_seconds"] = time.perf_counter() - t0
+        nodes = node_resources()
+        check_storage_root(root, root_is_local, len(nodes), cfg.compute.shared_storage)
+        if os.environ.get("CLUL_RAY_WAIT_FOR_RESOURCES", "0") not in ("1", "true", "yes"):
+            check_shard_fits(nodes, cfg.compute.cpus_per_shard, cfg.compute.gpus_per_shard,
+                             cfg.ddp_world_size)
+
+
+def in_process_limit(cfg: PipelineConfig, address: str | None) -> int:
+    """The rows x epochs bound of in-process work; 0 where something asks for Ray."""
+    c = cfg.compute
+    limit = int(os.environ.get(ENV, IN_PROCESS_MAX_SAMPLE_EPOCHS))
+    if (c.backend != "ray" or c.gpus_per_shard or address or os.environ.get("RAY_ADDRESS")
+            or limit <= 0 or ray_started()):
+        return 0
+    return limit
+
+
+def on_ray(address: str | None = None) -> Site:
+    """Ray: a cluster at ``address`` (or ``RAY_ADDRESS``), else the local one."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    return Site(Where.CLUSTER if address else Where.RAY, address)
+
+
+def decide(cfg: PipelineConfig, address: str | None, rows: Callable[[], int] | None,
+           needs_ray: bool = False) -> Site:
+    """Where a command runs: ``rows()`` is its work's row count (the source's for a first
+    training, the root's training and test rows after; read only when it matters), None
+    when unknown (then Ray); ``needs_ray``: the command runs Ray tasks whatever its
+    size."""
+    if needs_ray:
+        return on_ray(address)
+    if cfg.compute.backend == "local":
+        return Site(Where.PROCESS)
+    limit = in_process_limit(cfg, address)
+    if limit and rows is not None:
+        n = rows()
+        if n <= IN_PROCESS_MAX_ROWS and n * cfg.train.epochs <= limit:
+            return Site(Where.PROCESS)
+    return on_ray(address)

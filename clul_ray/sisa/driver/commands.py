@@ -1,0 +1,59 @@
+"""The site of the running command (see :mod:`..compute.site`): decided once when a
+command starts — a command it calls keeps the decision — and Ray started at most once
+for it. Outside a command, work runs on Ray (the deletion service fixes its site)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from ...config import PipelineConfig
+from ...storage.store import CorruptFile, Store
+from ..compute.site import Site, decide, on_ray
+from ..decisions.controller import Kind
+from ..records.ledger import Ledger
+
+
+class CommandSites:
+    def __init__(self, fixed: Site | None, address: str | None):
+        self.fixed, self.address = fixed, address
+        self._site: Site | None = None
+        self._started = False
+
+    @property
+    def current(self) -> Site:
+        return self._site or self.fixed or on_ray(self.address)
+
+    @contextmanager
+    def command(self, cfg: PipelineConfig, rows: Callable[[], int] | None,
+                needs_ray: bool = False) -> Iterator[Site]:
+        """Decide where this command runs (``rows``: its work's row count, read only when
+        it matters; ``needs_ray``: it runs Ray tasks whatever its size)."""
+        if self._site is not None:
+            yield self._site
+            return
+        self._site = self.fixed or decide(cfg, self.address, rows, needs_ray)
+        try:
+            yield self._site
+        finally:
+            self._site, self._started = None, False
+
+    def start(self, cfg: PipelineConfig, store: Store, timings: dict | None = None) -> None:
+        """Start or join Ray where the command's site uses it, and check the cluster
+        (:meth:`Site.start`); once per command."""
+        if not self._started:
+            self.current.start(cfg, store.root, store.is_local, timings)
+            self._started = True
+
+
+def root_rows(store: Store) -> int:
+    """A root's training and test rows (an unreadable index counts as large)."""
+    try:
+        return len(store.read_index()[0]) + len(store.test_ids())
+    except CorruptFile:
+        return 1 << 62
+
+
+def pending_unlearn(ledger: Ledger) -> bool:
+    """Whether an unfinished approximate unlearning waits (its edits are Ray tasks)."""
+    return any(r.kind == Kind.UNLEARN for r in ledger.pending())
