@@ -89,6 +89,21 @@ class ComputeConfig(_Group):
         return self
 
 
+def resolve_device(gpus_per_shard: float, cuda_available: bool) -> str:
+    """The device a slice step trains on: ``cuda`` when the config asks for GPUs and CUDA
+    is available where the step runs, else ``cpu`` (a GPU config on a machine without CUDA
+    trains on the CPU, and is keyed as the CPU config). The one rule of both sides: the
+    worker applies it to what it finds (``trainer.device_for``), the driver to what it
+    knows of where the steps run (:attr:`PipelineConfig.device`)."""
+    return "cuda" if gpus_per_shard > 0 and cuda_available else "cpu"
+
+
+def cuda_here() -> bool:
+    import torch  # asked for GPU configs only: a CPU config never imports torch here
+
+    return torch.cuda.is_available()
+
+
 class ServeConfig(_Group):
     aggregation: Literal["vote", "mean"] = "vote"
 
@@ -148,7 +163,17 @@ class PipelineConfig(BaseModel):
 
     @property
     def device(self) -> str:
-        return "cuda" if self.compute.gpus_per_shard > 0 else "cpu"
+        """The device slice steps train on, as the driver knows it before they run; the
+        training digest (so every checkpoint key) names it. No GPUs requested: ``cpu``.
+        Backend ``local`` (steps in this process): CUDA here decides. Backends ``ray`` and
+        ``ray_train``: each step (or Train worker) holds ``gpus_per_shard`` GPUs, which Ray
+        grants only on a node that has them, so ``cuda`` — the driver, often a head node
+        without GPUs, cannot look. The step checks it (``trainer.device_for``) and refuses
+        to train on the CPU under a key that names ``cuda``."""
+        c = self.compute
+        if c.gpus_per_shard <= 0:
+            return "cpu"
+        return resolve_device(c.gpus_per_shard, c.backend != "local" or cuda_here())
 
     @property
     def ddp_world_size(self) -> int:
@@ -158,7 +183,8 @@ class PipelineConfig(BaseModel):
 
     def training_digest(self) -> str:
         """What a shard model depends on; keys every checkpoint (its field names are those
-        of the first, flat config, so stored checkpoints keep their keys)."""
+        of the first, flat config, so stored checkpoints keep their keys). Its device is
+        the one the steps train on (:attr:`device`), not the one asked for."""
         t = self.train
         return sha256_json({
             "model": t.model, "model_args": t.model_args, "epochs": t.epochs,

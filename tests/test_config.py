@@ -70,3 +70,39 @@ def test_yaml_flat_or_grouped_with_overrides(tmp_path):
     a = PipelineConfig.from_yaml(flat, epochs=3, shards=None)
     b = PipelineConfig.from_yaml(grouped, epochs=3)
     assert a == b and a.train.epochs == 3 and a.partition.shards == 2
+
+
+def test_a_gpu_config_without_cuda_is_keyed_as_the_cpu_it_trains_on(monkeypatch):
+    """Steps of backend local run in this process: without CUDA here a GPU config trains on
+    the CPU, so its training digest (every checkpoint key) is the CPU config's."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = make_config(**TINY, backend="local")
+    gpu = cpu.updated(gpus_per_shard=1)
+    assert gpu.device == "cpu"
+    assert gpu.training_digest() == cpu.training_digest() == make_config(**TINY).training_digest()
+
+
+GPU_DIGEST = "5778f9759bbe0e2045163761d5c3be3de38c0ec4dbd9a892f749942fdcdc0b1d"
+
+
+def test_a_gpu_config_with_cuda_keeps_its_cuda_digest(monkeypatch):
+    """Where steps do run on CUDA (backend local with CUDA here, or Ray tasks holding GPUs,
+    which Ray grants only on nodes that have them) the digest is the one recorded before."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert make_config(**TINY, gpus_per_shard=1, backend="local").training_digest() == GPU_DIGEST
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a head node without GPUs
+    for backend in ("ray", "ray_train"):
+        cfg = make_config(**TINY, gpus_per_shard=1, backend=backend)
+        assert cfg.device == "cuda" and cfg.training_digest() == GPU_DIGEST
+
+
+@pytest.mark.parametrize("gpus, cuda, device", [
+    (0, False, "cpu"), (0, True, "cpu"), (1, False, "cpu"), (0.5, True, "cuda"), (2, True, "cuda")])
+def test_one_rule_decides_the_device(gpus, cuda, device):
+    from clul_ray.config import resolve_device
+
+    assert resolve_device(gpus, cuda) == device

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...config import PipelineConfig
+from ...config import PipelineConfig, resolve_device
 from ...data.sources import features
+from ...errors import ClulError
 from ...hashing import derive_seed
 from ...models import build_model
 from ...optim import make_optimizer
@@ -42,8 +43,18 @@ def load_union(store: Store, shard: int, upto: int, dim: int) -> tuple[np.ndarra
     return features(t), t.column("label").to_numpy()
 
 
-def device_for(cfg: PipelineConfig) -> str:
-    return "cuda" if cfg.compute.gpus_per_shard > 0 and torch.cuda.is_available() else "cpu"
+def device_for(cfg: PipelineConfig, node_id: str = "local") -> str:
+    """The device this step trains on (:func:`~clul_ray.config.resolve_device` with CUDA as
+    found here); refused when it is not the device the step's keys were made for
+    (``cfg.device``, the driver's view): a GPU step without CUDA never writes a CPU model
+    under a key that names ``cuda``."""
+    device = resolve_device(cfg.compute.gpus_per_shard, torch.cuda.is_available())
+    if device != cfg.device:
+        raise ClulError(f"gpus_per_shard is {cfg.compute.gpus_per_shard:g} and the checkpoint "
+                        f"keys name {cfg.device}, but CUDA is not available on node "
+                        f"{node_id}: nothing trained (a torch build with CUDA there, or "
+                        "gpus_per_shard: 0 to train on the CPU)")
+    return device
 
 
 def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
@@ -60,7 +71,7 @@ def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
     """
     t0 = time.perf_counter()
     torch.set_num_threads(cfg.compute.threads_per_shard)
-    device = device_for(cfg)
+    device = device_for(cfg, node_id)
     if device == "cuda":
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False

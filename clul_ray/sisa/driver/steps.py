@@ -96,10 +96,11 @@ def run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
             # later requests whose data steps ran first (the service's coalescing)
             return train_and_commit(ctx, req, "delete", "retrain")
         case CommitEdited():
+            # no shard edited (every id a test row): the same models, unlearned in 0 s
             edited = {int(k): e for k, e in req.result["edited"].items()}
+            seconds = max((e["seconds"] for e in edited.values()), default=0.0)
             v = ctx.commit(cfg, f"unlearn:{req.meta['method']}", req.request_id, {}, [],
-                           {"unlearn_seconds": max(e["seconds"] for e in edited.values())},
-                           edited)
+                           {"unlearn_seconds": seconds}, edited)
             return {"version": v.version}
         case AddRows():
             add_rows(store, cfg, req.request_id, req.meta["staging"], req.meta["slice"])

@@ -127,11 +127,15 @@ def checkpoint_header(store: Store, shard: int, slc: int, key: str,
     return store.memo((layout.checkpoint_path(shard, slc, key),), f"header:{sha256}", read)
 
 
-def check_version(store: Store, v: ModelVersion, found: Found, checked: dict) -> None:
+def check_version(store: Store, v: ModelVersion, found: Found,
+                  checked: dict) -> dict[int, list[str]]:
     """Every model ``v`` serves is what it claims: the checkpoint keys recomputed from the
     current partitions, and each checkpoint file's recorded key, shard, slice and sample
-    count (and its file digest, where recorded); an edited model's file exists. Fills in
-    the file digests ``v`` does not record yet."""
+    count (and its file digest, where recorded); an edited model's file exists. ``v`` is
+    left as it is: the file digests of each checked shard's checkpoints (those ``v``
+    records, and those it does not record yet, read; "" where neither) are returned per
+    shard, for a caller that commits ``v`` to record."""
+    out: dict[int, list[str]] = {}
     for s in v.shards:
         k, keys = s.shard, s.keys
         checked["shards"] += 1
@@ -166,7 +170,8 @@ def check_version(store: Store, v: ModelVersion, found: Found, checked: dict) ->
             if n != seen:
                 found("checkpoint", path, f"records {n} samples, the "
                       f"partitions of slices 0..{r} hold {seen}")
-        s.checkpoint_sha256 = digests
+        out[k] = digests
+    return out
 
 
 def commit_findings(store: Store, v: ModelVersion, removed: np.ndarray,
