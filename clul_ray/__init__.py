@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     """``register_model`` on first use: importing the package must not import torch (Ray
-    workers that only partition data would pay 1-2 s for it)."""
+    workers that only partition data would pay for it)."""
     if name == "register_model":
         from .models import register_model
 

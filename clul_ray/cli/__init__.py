@@ -51,7 +51,7 @@ def main() -> None:
 
 def _exit(code) -> None:
     """End the process. A command that started no Ray skips the interpreter's teardown of
-    torch, MLflow and scikit-learn (1-2 s on 2 cores) once its output is flushed and its
+    torch, MLflow and scikit-learn (benchmarks/RESULTS.md) once its output is flushed and its
     files are closed; with Ray started, Ray's own exit hooks must run (they stop the local
     instance)."""
     import sys

@@ -68,7 +68,7 @@ def train(
     as_json: AsJson = False,
     verbose: Verbose = False,
 ) -> None:
-    """Partition a dataset with Ray Data and train one model per shard, slice by slice."""
+    """Partition a dataset into shards and slices and train one model per shard, slice by slice."""
     flat = {"dataset": dataset, "data_dir": data_dir, "download": download or None,
             "shards": shards, "slices": slices, "model": model, "epochs": epochs, "seed": seed,
             "group_column": group_column, "backend": backend,

@@ -55,8 +55,8 @@ def read_block(source: DataSource, block: tuple) -> pa.Table:
 
 
 IN_PROCESS_MAX_ROWS = 200_000
-"""Data up to this many rows is partitioned in one process: one writer does 200 000 rows
-in about 0.5 s on this project's 2-core VM, less than starting Ray writer tasks costs."""
+"""Data up to this many rows is partitioned in one process: one writer does it in less
+time than starting Ray writer tasks costs (benchmarks/RESULTS.md, the scale table)."""
 
 
 def source_rows(source: DataSource) -> int:

@@ -260,7 +260,7 @@ class DataSource:
 
 def digits_raw() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as ``load_digits`` gives them (``data``, ``target``), read from
-    its bundled file without importing scikit-learn (about 1-2 s of a fresh process)."""
+    its bundled file without importing scikit-learn (a large part of a fresh process)."""
     import gzip
     from importlib.util import find_spec
 

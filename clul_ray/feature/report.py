@@ -59,7 +59,7 @@ def hsic(x: np.ndarray, z: np.ndarray, seed: int = 0, perms: int = HSIC_PERMS,
 def metrics(xt: np.ndarray, y: np.ndarray, z: np.ndarray, seed: int = 0) -> dict[str, float]:
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1):  # OpenMP threads on a shared machine: 10x slower, not faster
+    with threadpool_limits(1):  # OpenMP threads on a shared machine: far slower, not faster
         return _metrics(xt, y, z, seed)
 
 

@@ -66,8 +66,8 @@ def tracking_uri(store: Store) -> str:
 def seed_database(path: str) -> None:
     """A new root's MLflow database, copied from an empty one this MLflow version created
     before (kept in ``CLUL_RAY_CACHE``, default ``~/.cache/clul_ray``): creating one runs
-    every schema migration, 1.4 s on 2 cores. Any failure leaves the path alone, and MLflow
-    creates the database itself."""
+    every schema migration (its cost: benchmarks/RESULTS.md). Any failure leaves the path
+    alone, and MLflow creates the database itself."""
     import shutil
     import tempfile
     import uuid

@@ -4,12 +4,12 @@ records (:mod:`.records`), where models are computed (:mod:`.compute`) and the r
 
 from .decisions.aggregate import aggregate
 from .decisions.plan import (
-           DeletionPlan,
+           RequestPlan,
            checkpoint_keys,
            epochs_per_slice,
            expected_cost,
            plan_deletion,
 )
 
-__all__ = ["DeletionPlan", "aggregate", "checkpoint_keys", "epochs_per_slice",
+__all__ = ["RequestPlan", "aggregate", "checkpoint_keys", "epochs_per_slice",
            "expected_cost", "plan_deletion"]

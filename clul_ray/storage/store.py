@@ -156,7 +156,7 @@ class Store:
 
     def write_table(self, rel: str, table: pa.Table) -> None:
         buf = io.BytesIO()
-        pq.write_table(table, buf, use_dictionary=False)  # 2-4x faster for ids and floats
+        pq.write_table(table, buf, use_dictionary=False)  # faster for ids and floats
         self.write_bytes(rel, buf.getvalue())
 
     def read_tables(self, rel: str, columns: list[str] | None = None) -> pa.Table | None:

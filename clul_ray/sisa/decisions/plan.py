@@ -70,8 +70,10 @@ def plan_training(keys: dict[int, list[str]], has: Callable[[int, int, str], boo
     return jobs
 
 
-class DeletionPlan(BaseModel):
-    """What a deletion touches: per shard, the earliest slice holding a deleted id."""
+class RequestPlan(BaseModel):
+    """The rows a request changes and where: per shard, the earliest slice holding one of
+    them (a deletion's or unlearning's removed ids, an addition's new slice), the training
+    and test ids, and (not stored) the ids the root does not know."""
 
     affected: dict[int, int] = Field(default_factory=dict)
     train_ids: list[int] = Field(default_factory=list)
@@ -85,12 +87,12 @@ class DeletionPlan(BaseModel):
 
 
 def plan_deletion(index_ids: np.ndarray, index_shard: np.ndarray, index_slice: np.ndarray,
-                  test_ids: np.ndarray, request: np.ndarray) -> DeletionPlan:
+                  test_ids: np.ndarray, request: np.ndarray) -> RequestPlan:
     """(index, test ids, requested ids) -> affected shards with earliest slices, unknown ids."""
     request = np.unique(np.asarray(request, dtype=np.int64))
     in_train = np.isin(request, index_ids)
     in_test = np.isin(request, test_ids)
-    plan = DeletionPlan(
+    plan = RequestPlan(
         train_ids=request[in_train].tolist(),
         test_ids=request[in_test & ~in_train].tolist(),
         unknown=request[~in_train & ~in_test].tolist(),

@@ -35,7 +35,7 @@ from ...errors import ClulError
 from ...hashing import sha256_ids
 from ...storage import layout
 from ...storage.store import Store
-from ..decisions.plan import DeletionPlan
+from ..decisions.plan import RequestPlan
 from ..records.rootconfig import write_config
 
 
@@ -47,10 +47,10 @@ class Addition(BaseModel):
     train_ids: list[int]
     test_ids: list[int]
 
-    def as_plan(self) -> DeletionPlan:
+    def as_plan(self) -> RequestPlan:
         """The ledger's plan form: ``affected`` holds the shards that get rows, each at the
         new slice."""
-        return DeletionPlan(affected={k: self.slice for k in self.per_shard},
+        return RequestPlan(affected={k: self.slice for k in self.per_shard},
                             train_ids=self.train_ids, test_ids=self.test_ids)
 
 

@@ -26,7 +26,7 @@ from ...hashing import hash_ids, sha256_ids
 from ...storage import layout
 from ...storage.store import CorruptFile, Store
 from ..decisions.controller import Kind, Stage
-from ..decisions.plan import DeletionPlan
+from ..decisions.plan import RequestPlan
 
 KEY_FILE = f"{layout.LEDGER}/key.json"
 SALT_LEDGER = 0x1ED6
@@ -36,7 +36,7 @@ class Request(BaseModel):
     request_id: str
     ids_sha256: str
     n_ids: int
-    plan: DeletionPlan
+    plan: RequestPlan
     state: Stage = Stage.PLANNED
     created: float = Field(default_factory=time.time)
     history: list[dict[str, Any]] = Field(default_factory=list)
@@ -134,7 +134,7 @@ class Ledger:
     def pending(self) -> list[Request]:
         return [r for r in self.all_requests() if r.state != Stage.COMMITTED]
 
-    def record(self, plan: DeletionPlan, kind: Kind = Kind.DELETE,
+    def record(self, plan: RequestPlan, kind: Kind = Kind.DELETE,
                meta: dict | None = None) -> Request:
         ids = plan.ids
         seq = len(self.record_files()) + 1
