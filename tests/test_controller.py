@@ -35,8 +35,8 @@ def test_an_exact_deletion_walks_remove_discard_retrain_certify():
     assert [(a, type(s), b) for a, s, b in walk(Kind.DELETE)] == [
         (Stage.PLANNED, RemoveRows, Stage.DATA_REMOVED),
         (Stage.DATA_REMOVED, DiscardCheckpoints, Stage.CHECKPOINTS_DISCARDED),
-        (Stage.CHECKPOINTS_DISCARDED, Retrain, Stage.RETRAINED),
-        (Stage.RETRAINED, Certify, Stage.COMMITTED)]
+        (Stage.CHECKPOINTS_DISCARDED, Retrain, Stage.VERSION_COMMITTED),
+        (Stage.VERSION_COMMITTED, Certify, Stage.COMMITTED)]
 
 
 def test_an_approximate_request_edits_first_and_commits_the_edited_models():
@@ -44,15 +44,15 @@ def test_an_approximate_request_edits_first_and_commits_the_edited_models():
         (Stage.PLANNED, EditModels, Stage.UNLEARNED),
         (Stage.UNLEARNED, RemoveRows, Stage.DATA_REMOVED),
         (Stage.DATA_REMOVED, DiscardCheckpoints, Stage.CHECKPOINTS_DISCARDED),
-        (Stage.CHECKPOINTS_DISCARDED, CommitEdited, Stage.RETRAINED),
-        (Stage.RETRAINED, Certify, Stage.COMMITTED)]
+        (Stage.CHECKPOINTS_DISCARDED, CommitEdited, Stage.VERSION_COMMITTED),
+        (Stage.VERSION_COMMITTED, Certify, Stage.COMMITTED)]
 
 
 def test_an_addition_writes_the_rows_trains_the_new_slice_and_releases_the_staging():
     assert [(a, type(s), b) for a, s, b in walk(Kind.ADD)] == [
         (Stage.PLANNED, AddRows, Stage.DATA_ADDED),
-        (Stage.DATA_ADDED, TrainAdded, Stage.RETRAINED),
-        (Stage.RETRAINED, ReleaseStaging, Stage.COMMITTED)]
+        (Stage.DATA_ADDED, TrainAdded, Stage.VERSION_COMMITTED),
+        (Stage.VERSION_COMMITTED, ReleaseStaging, Stage.COMMITTED)]
 
 
 @pytest.mark.parametrize("kind", list(Kind))
@@ -73,9 +73,9 @@ def test_a_request_resumed_from_any_stage_finishes_the_same_walk(kind):
 def test_a_version_committed_before_a_crash_is_adopted_not_committed_again(kind):
     """Storage's current version already names the request: the step that would commit a
     version records that one instead."""
-    before = next(a for a, _, b in walk(kind) if b == Stage.RETRAINED)
+    before = next(a for a, _, b in walk(kind) if b == Stage.VERSION_COMMITTED)
     step, then = next_step(kind, before, "r1", Current(7, "r1"))
-    assert step == AdoptCommitted(7) and then == Stage.RETRAINED
+    assert step == AdoptCommitted(7) and then == Stage.VERSION_COMMITTED
     # another request's version, or none: commit as usual
     commits = (Retrain(), CommitEdited(), TrainAdded())
     assert next_step(kind, before, "r1", Current(7, "r0"))[0] in commits
@@ -111,3 +111,12 @@ def test_pure_modules_import_without_ray():
             "bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stage_values_stay_what_ledgers_store():
+    """Renaming a stage never changes what a ledger holds: records written before read."""
+    assert {s.name: s.value for s in Stage} == {
+        "PLANNED": "planned", "UNLEARNED": "unlearned", "DATA_ADDED": "data_added",
+        "DATA_REMOVED": "data_removed", "CHECKPOINTS_DISCARDED": "checkpoints_discarded",
+        "VERSION_COMMITTED": "retrained", "COMMITTED": "committed"}
+    assert Stage("retrained") is Stage.VERSION_COMMITTED

@@ -300,7 +300,7 @@ class DeletionService:
                 self._stop.wait(self.faults.retrain_delay_s)
             for req in pending:
                 while (then := self.pipeline.step(req)) is not None:
-                    if then == Stage.RETRAINED:  # the new version: load its models now
+                    if then == Stage.VERSION_COMMITTED:  # the new version: load its models now
                         self._load(self.pipeline.state)
                     if self._stop.is_set():
                         return

@@ -23,7 +23,7 @@ PHASE = {
     Stage.PLANNED: "excluded",
     Stage.DATA_REMOVED: "retraining",
     Stage.CHECKPOINTS_DISCARDED: "retraining",
-    Stage.RETRAINED: "certifying",
+    Stage.VERSION_COMMITTED: "certifying",
     Stage.COMMITTED: "committed",
 }
 

@@ -41,7 +41,9 @@ class Stage(StrEnum):
     DATA_ADDED = "data_added"
     DATA_REMOVED = "data_removed"
     CHECKPOINTS_DISCARDED = "checkpoints_discarded"
-    RETRAINED = "retrained"
+    # the request's version is committed (retrained, edited or added); the stored value is
+    # the first name of this stage, kept so that ledgers written before read unchanged
+    VERSION_COMMITTED = "retrained"
     COMMITTED = "committed"
 
 
@@ -112,16 +114,16 @@ Step = EditModels | RemoveRows | DiscardCheckpoints | Retrain | CommitEdited | A
 TRANSITIONS: dict[tuple[Kind, Stage], tuple[Step, Stage]] = {
     (Kind.DELETE, Stage.PLANNED): (RemoveRows(), Stage.DATA_REMOVED),
     (Kind.DELETE, Stage.DATA_REMOVED): (DiscardCheckpoints(), Stage.CHECKPOINTS_DISCARDED),
-    (Kind.DELETE, Stage.CHECKPOINTS_DISCARDED): (Retrain(), Stage.RETRAINED),
-    (Kind.DELETE, Stage.RETRAINED): (Certify(), Stage.COMMITTED),
+    (Kind.DELETE, Stage.CHECKPOINTS_DISCARDED): (Retrain(), Stage.VERSION_COMMITTED),
+    (Kind.DELETE, Stage.VERSION_COMMITTED): (Certify(), Stage.COMMITTED),
     (Kind.UNLEARN, Stage.PLANNED): (EditModels(), Stage.UNLEARNED),
     (Kind.UNLEARN, Stage.UNLEARNED): (RemoveRows(), Stage.DATA_REMOVED),
     (Kind.UNLEARN, Stage.DATA_REMOVED): (DiscardCheckpoints(), Stage.CHECKPOINTS_DISCARDED),
-    (Kind.UNLEARN, Stage.CHECKPOINTS_DISCARDED): (CommitEdited(), Stage.RETRAINED),
-    (Kind.UNLEARN, Stage.RETRAINED): (Certify(), Stage.COMMITTED),
+    (Kind.UNLEARN, Stage.CHECKPOINTS_DISCARDED): (CommitEdited(), Stage.VERSION_COMMITTED),
+    (Kind.UNLEARN, Stage.VERSION_COMMITTED): (Certify(), Stage.COMMITTED),
     (Kind.ADD, Stage.PLANNED): (AddRows(), Stage.DATA_ADDED),
-    (Kind.ADD, Stage.DATA_ADDED): (TrainAdded(), Stage.RETRAINED),
-    (Kind.ADD, Stage.RETRAINED): (ReleaseStaging(), Stage.COMMITTED),
+    (Kind.ADD, Stage.DATA_ADDED): (TrainAdded(), Stage.VERSION_COMMITTED),
+    (Kind.ADD, Stage.VERSION_COMMITTED): (ReleaseStaging(), Stage.COMMITTED),
 }
 
 
@@ -143,7 +145,7 @@ def next_step(kind: Kind, stage: Stage, request_id: str, current: Current
         raise ClulError(f"ledger request {request_id} is in stage '{stage}', which a "
                         f"'{kind}' request never reaches")
     step, then = TRANSITIONS[(kind, stage)]
-    if then == Stage.RETRAINED and current.request_id == request_id \
+    if then == Stage.VERSION_COMMITTED and current.request_id == request_id \
             and current.version is not None:
         return AdoptCommitted(current.version), then
     return step, then
