@@ -125,6 +125,13 @@ class Store:
             raise CorruptFile(self.path(rel), f"not a valid {model.__name__} record "
                               f"({where}: {err['msg']})") from None
 
+    def require_record(self, rel: str, model: type[T], missing: str) -> T:
+        """:meth:`read_record`, refusing an absent record with ``missing`` (one line)."""
+        rec = self.read_record(rel, model)
+        if rec is None:
+            raise ClulError(missing)
+        return rec
+
     def read_json(self, rel: str) -> Any | None:
         """A small JSON file's content (None when absent); an unreadable or garbage file is
         a one-line ClulError naming it."""

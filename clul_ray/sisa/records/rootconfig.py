@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ...config import PipelineConfig
-from ...errors import ClulError
 from ...storage import layout
 from ...storage.store import Store
 
@@ -13,10 +12,8 @@ def read_config(store: Store) -> PipelineConfig | None:
 
 
 def require_config(store: Store) -> PipelineConfig:
-    cfg = read_config(store)
-    if cfg is None:
-        raise ClulError(f"no pipeline under {store.root}: run `clul-ray train` first")
-    return cfg
+    return store.require_record(layout.CONFIG, PipelineConfig, f"no pipeline under "
+                                f"{store.root}: run `clul-ray train` first")
 
 
 def write_config(store: Store, cfg: PipelineConfig) -> None:

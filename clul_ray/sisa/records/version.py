@@ -11,7 +11,6 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...errors import ClulError
 from ...storage import layout
 from ...storage.store import Store
 
@@ -91,10 +90,8 @@ def read_current(store: Store) -> ModelVersion | None:
 
 
 def require_current(store: Store) -> ModelVersion:
-    v = read_current(store)
-    if v is None:
-        raise ClulError(f"no trained model under {store.root}: run `clul-ray train`")
-    return v
+    return store.require_record(layout.STATE, ModelVersion, f"no trained model under "
+                                f"{store.root}: run `clul-ray train`")
 
 
 def read_version(store: Store, version: int) -> ModelVersion | None:
