@@ -1,7 +1,8 @@
 """The docs show commands that exist: every ``clul-ray`` invocation in a shell block (and in
-inline code) of README.md and docs/*.md names a real command, and every ``--flag`` it shows
-is an option of that command; every ``make`` target shown is in the Makefile; every
-relative link points to a file that exists (and a ``#anchor`` to a heading in it).
+inline code) of README.md, docs/*.md, cluster/README.md and benchmarks/RESULTS.md names a
+real command, and every ``--flag`` it shows is an option of that command; every ``make``
+target shown is in the Makefile; every relative link points to a file that exists (and a
+``#anchor`` to a heading in it).
 
 Checked against the typer app's command tree, without running anything."""
 
@@ -20,7 +21,8 @@ from clul_ray.cli import app
 pytestmark = pytest.mark.pure
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md"), REPO / "cluster" / "README.md"])
+PAGES = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md"), REPO / "cluster" / "README.md",
+                REPO / "benchmarks" / "RESULTS.md"])
 SHELL = {"bash", "sh", "shell", "console", "zsh"}
 FENCE = re.compile(r"^(```+|~~~+)\s*([\w+-]*)[^\n]*\n(.*?)^\1\s*$", re.M | re.S)
 LINK = re.compile(r"!?\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
