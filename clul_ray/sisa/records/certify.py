@@ -21,6 +21,7 @@ import numpy as np
 from ...errors import ClulError, first_line
 from ...storage import layout
 from ...storage.store import Store
+from ..decisions.controller import Stage
 from ..decisions.plan import chained_keys
 from .checkpoint import read_checkpoint
 from .ledger import Ledger, Request
@@ -222,12 +223,12 @@ def scan(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], n_ids: in
 def committed_requests(store: Store, request_id: str | None = None) -> list[Request]:
     reqs = Ledger(store).requests()
     if request_id is None:
-        return [r for r in reqs if r.state == "committed"]
+        return [r for r in reqs if r.state == Stage.COMMITTED]
     req = next((r for r in reqs if r.request_id == request_id), None)
     if req is None:
         known = ", ".join(r.request_id for r in reqs[-5:]) or "none"
         raise ClulError(f"no deletion request {request_id} under {store.root} (known: {known})")
-    if req.state != "committed":
+    if req.state != Stage.COMMITTED:
         raise ClulError(f"request {request_id} is not committed (state {req.state}); any "
                         "clul-ray command on the root resumes it")
     return [req]
