@@ -200,8 +200,8 @@ class Pipeline:
         if findings:  # the previous version keeps serving
             f = findings[0]
             more = f" (and {len(findings) - 1} more findings)" if len(findings) > 1 else ""
-            raise ClulError(f"version {v.version} not committed: {self.store.path(f['path'])}"
-                            f": {f['message']}{more}")
+            raise ClulError(f"version {v.version} not committed: {self.store.path(f.path)}"
+                            f": {f.message}{more}")
         t1 = t0 = time.perf_counter()
         if self.evaluate_at_commit:  # else evaluation.evaluate_committed, after the commit
             v.metrics = evaluate(cfg, self.store, v, uses_ray(cfg) and not self._in_process,
@@ -218,11 +218,11 @@ class Pipeline:
     def check_data(self, cfg: PipelineConfig) -> None:
         """Refuse to train on partitions that differ from the index (a lost or truncated
         file), naming the slice and the rows."""
-        findings: list[dict] = []
-        check_index(self.store, cfg.partition.shards, cfg.partition.total_slices,
-                    lambda kind, path, message, hit=None: findings.append((path, message)))
+        findings: list = []  # certify.Finding; the first file named, with all found there
+        check_index(self.store, cfg.partition.shards, cfg.partition.total_slices, findings.append)
         if findings:
-            path, message = findings[0]
+            path = findings[0].path
+            message = "; ".join(f.message for f in findings if f.path == path)
             raise ClulError(f"{self.store.path(path)}: {message}; nothing trained (restore "
                             "the file, or `clul-ray repair` to see what can be rebuilt)")
 

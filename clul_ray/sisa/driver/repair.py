@@ -8,6 +8,8 @@ they were); stray checkpoint files; unfinished requests (finished). Refused, wit
 changed: an unreadable config or ledger record, and lost rows — a partition file that is
 gone or unreadable holds rows only that file had, so the repair names the slice and the ids
 the index lists there instead of training without them.
+
+Findings are acted on by their kind and ids (:class:`~..records.certify.Finding`).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import pyarrow as pa
 from ...errors import ClulError
 from ...storage import layout
 from ...storage.store import CorruptFile
-from ..records.certify import check_index
+from ..records.certify import Finding, FindingKind, check_index
 from ..records.checkpoint import read_checkpoint
-from ..records.version import read_current
+from ..records.ledger import Request
+from ..records.version import ModelVersion, read_current
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -52,6 +55,57 @@ def rebuild_index(p: Pipeline) -> int:
     return t.num_rows
 
 
+_CANNOT = {FindingKind.LOST_ROWS: "repair cannot rebuild lost rows",
+           FindingKind.EXTRA_ROWS: "repair removes only rows of deleted ids",
+           FindingKind.MISPLACED_ROWS: "repair cannot tell where those rows belong",
+           FindingKind.UNREADABLE: "repair cannot read it"}
+
+
+def _check_partitions(p: Pipeline, cfg, pending: list[Request], changed: bool) -> list[Finding]:
+    """The partitions against the index, by kind: extra rows of deleted ids are returned
+    (to remove); rows a pending request's cut-short step leaves out of place (lost or
+    misplaced rows of its ids: finishing it completes them) are let be; anything else is
+    refused, naming the file and the ids, before anything (more) changes."""
+    store = p.store
+    findings: list[Finding] = []
+    check_index(store, cfg.partition.shards, cfg.partition.total_slices, findings.append)
+    named = np.unique(np.concatenate([r.ids for r in pending] or [np.zeros(0, np.int64)]))
+    removable, refused = [], []
+    for f in findings:
+        if f.kind == FindingKind.EXTRA_ROWS and p.ledger.deleted(f.ids).all():
+            removable.append(f)
+        elif f.ids is not None and f.kind != FindingKind.DELETED_IDS \
+                and np.isin(f.ids, named).all():
+            continue  # finishing the request completes what its step began
+        else:
+            refused.append(f)
+    if refused:
+        path = refused[0].path  # the first file, with everything found there
+        here = [f for f in refused if f.path == path]
+        why = "; ".join(dict.fromkeys(_CANNOT.get(f.kind, "repair cannot rebuild it")
+                                      for f in here))
+        raise ClulError(f"{store.path(path)}: {'; '.join(f.message for f in here)}; {why}: "
+                        "restore the file" + (" (nothing was changed)" if not changed else ""))
+    return removable
+
+
+def _damaged(p: Pipeline, v: ModelVersion | None) -> list[str]:
+    """Delete the checkpoints of ``v`` that are missing, unreadable or not what ``v``
+    records; what was wrong with each."""
+    out = []
+    for sh in (v.shards if v is not None else []):
+        if sh.artifact:
+            continue
+        for r, key in enumerate(sh.keys):
+            sha = sh.checkpoint_sha256[r] if r < len(sh.checkpoint_sha256) else ""
+            try:
+                read_checkpoint(p.store, sh.shard, r, key, sha256=sha or None)
+            except CorruptFile as e:
+                p.store.delete(layout.checkpoint_path(sh.shard, r, key))
+                out.append(str(e))
+    return out
+
+
 def repair(p: Pipeline) -> dict:
     store = p.store
     cfg = p.config  # an unreadable config refuses here: nothing can be rebuilt without it
@@ -64,30 +118,11 @@ def repair(p: Pipeline) -> dict:
             n = rebuild_index(p)
             actions.append(f"rebuilt the index from the partition files ({n} rows; it was "
                            f"unreadable: {e})")
-        findings: list[tuple[str, str, np.ndarray | None]] = []
-        check_index(store, cfg.partition.shards, cfg.partition.total_slices,
-                    lambda kind, path, message, hit=None: findings.append((path, message,
-                                                                            hit)))
-        for path, message, hit in findings:
-            if hit is not None and "not in the index" in message \
-                    and p.ledger.deleted(hit).all():
-                store.remove_rows(path, hit)
-                actions.append(f"removed {len(hit)} rows of deleted ids from {path}")
-            else:
-                raise ClulError(f"{store.path(path)}: {message}; repair cannot rebuild "
-                                "lost rows: restore the file (nothing was changed)")
+        for f in _check_partitions(p, cfg, [], changed=False):
+            store.remove_rows(f.path, f.ids)
+            actions.append(f"removed {len(f.ids)} rows of deleted ids from {f.path}")
         v = read_current(store)
-        discarded = []
-        for sh in (v.shards if v is not None else []):
-            if sh.artifact:
-                continue
-            for r, key in enumerate(sh.keys):
-                sha = sh.checkpoint_sha256[r] if r < len(sh.checkpoint_sha256) else ""
-                try:
-                    read_checkpoint(store, sh.shard, r, key, sha256=sha or None)
-                except CorruptFile as e:
-                    store.delete(layout.checkpoint_path(sh.shard, r, key))
-                    discarded.append(str(e))
+        discarded = _damaged(p, v)
         actions += [f"discarded {d}" for d in discarded]
         keep = v.checkpoint_paths() if v is not None else set()
         for f in store.checkpoint_files():

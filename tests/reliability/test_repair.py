@@ -1,0 +1,144 @@
+"""``clul-ray repair`` on roots a crash or a hand left in a mixed state: it finishes the
+pending requests before it checks what remains, acts on each finding by its kind (never by
+its text), and what it leaves equals a fresh training without the deleted ids (backend
+local: no Ray)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from conftest import digits_parquet, tiny_config
+from typer.testing import CliRunner
+
+from clul_ray.cli import app
+from clul_ray.sisa.driver.pipeline import Pipeline
+from clul_ray.sisa.records.version import read_current
+from clul_ray.storage import layout
+from clul_ray.storage.store import Store
+
+pytestmark = pytest.mark.pure
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def local_base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("local") / "root"
+    Pipeline(str(root)).train(tiny_config(backend="local", epochs=2))
+    return root
+
+
+@pytest.fixture
+def root(local_base, tmp_path):
+    dst = tmp_path / "root"
+    shutil.copytree(local_base, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    """The model digests of a fresh training on digits without the given ids (memoized)."""
+    done: dict[tuple[int, ...], dict[int, str]] = {}
+
+    def train_without(ids) -> dict[int, str]:
+        key = tuple(sorted(int(i) for i in ids))
+        if key not in done:
+            base = tmp_path_factory.mktemp("fresh")
+            data = digits_parquet(base / "digits.parquet", key)
+            out = Pipeline(str(base / "root")).train(tiny_config(
+                backend="local", epochs=2, dataset=data, input_shape=[1, 8, 8],
+                num_classes=10))
+            done[key] = {s["shard"]: s["model_sha256"] for s in out["per_shard"]}
+        return done[key]
+
+    return train_without
+
+
+def ids_of(root, shard, slc):
+    ids, sh, sl = Pipeline(str(root)).store.read_index()
+    return sorted(int(i) for i in ids[(sh == shard) & (sl == slc)])
+
+
+def models(root) -> dict[int, str]:
+    return {s.shard: s.model_sha256 for s in read_current(Pipeline(str(root)).store).shards}
+
+
+def snapshot(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def repair_json(root) -> dict:
+    res = runner.invoke(app, ["repair", "--root", str(root), "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def crash_inside_remove_rows(root, monkeypatch, ids):
+    """A deletion killed inside RemoveRows: the partition files are rewritten without the
+    ids, the index still lists them, the ledger still says `planned`."""
+    real = Store.rewrite_index
+
+    def killed(self, *a, **kw):
+        monkeypatch.setattr(Store, "rewrite_index", real)
+        raise RuntimeError("killed while rewriting the index")
+
+    monkeypatch.setattr(Store, "rewrite_index", killed)
+    with pytest.raises(RuntimeError, match="killed while rewriting the index"):
+        Pipeline(str(root)).delete(ids)
+    (req,) = Pipeline(str(root)).ledger.pending()
+    assert req.state == "planned"
+    assert set(ids) <= set(Pipeline(str(root)).store.read_index()[0].tolist())
+
+
+
+def plant(root, shard, slc, rows: pa.Table, name="restored.parquet"):
+    Store(str(root)).write_table(f"{layout.slice_dir(shard, slc)}/{name}", rows)
+
+
+def drop(root, shard, slc, ids):
+    store = Store(str(root))
+    assert store.remove_rows(layout.slice_dir(shard, slc), np.asarray(ids, np.int64))
+
+
+def test_a_slice_with_lost_and_extra_rows_reports_both_sets(root):
+    """Both sets are findings of their own, each with its ids; repair refuses the lost ones
+    by name and changes nothing."""
+    x = ids_of(root, 0, 1)[2]  # lost: the index lists it, the files do not
+    y = ids_of(root, 0, 2)[0]  # extra: in the files of slice 1, the index says slice 2
+    row = Store(str(root)).read_slice(0, 2).filter(pa.array(
+        Store(str(root)).slice_ids(0, 2) == y))
+    drop(root, 0, 1, [x])
+    plant(root, 0, 1, row)
+    res = runner.invoke(app, ["verify", "--root", str(root), "--json"])
+    assert res.exit_code == 1
+    found = [f for f in json.loads(res.stdout.strip().splitlines()[-1])["findings"]
+             if f["kind"] == "data" and f["path"] == layout.slice_dir(0, 1)]
+    assert sorted((f["count"], tuple(f["ids"])) for f in found) == sorted([(1, (x,)), (1, (y,))])
+    assert any("missing from its files" in f["message"] and f["ids"] == [x] for f in found)
+    assert any("not in the index" in f["message"] and f["ids"] == [y] for f in found)
+    before = snapshot(root)
+    res = runner.invoke(app, ["repair", "--root", str(root)])
+    assert res.exit_code == 2 and "shard=0/slice=1" in res.output and str(x) in res.output
+    assert "lost" in res.output and snapshot(root) == before, res.output
+
+
+
+def test_index_findings_are_typed_with_both_sets_and_misplaced_rows(tmp_path):
+    from clul_ray.sisa.records.certify import Area, FindingKind, index_findings
+
+    store = Store(str(tmp_path))
+    for k, r, have in [(0, 0, [1, 2, 9]), (0, 1, [3]), (1, 0, [4]), (1, 1, [5])]:
+        store.write_table(f"{layout.slice_dir(k, r)}/p.parquet",
+                          pa.table({"id": np.asarray(have, np.int64)}))
+    store.rewrite_index(np.array([1, 2, 3, 4, 5, 6, 7]), np.array([0, 0, 0, 1, 1, 0, 1]),
+                        np.array([0, 0, 1, 0, 1, 0, 2]))  # 6 lost, 9 extra, 7 in no slice
+    got = {(f.kind, f.area, f.path, tuple(f.ids.tolist()), f.shard, f.slice)
+           for f in index_findings(store, 2, 2)}
+    assert got == {
+        (FindingKind.MISPLACED_ROWS, Area.INDEX, layout.INDEX, (7,), None, None),
+        (FindingKind.LOST_ROWS, Area.DATA, layout.slice_dir(0, 0), (6,), 0, 0),
+        (FindingKind.EXTRA_ROWS, Area.DATA, layout.slice_dir(0, 0), (9,), 0, 0)}
