@@ -9,6 +9,10 @@ changed: an unreadable config or ledger record, and lost rows — a partition fi
 gone or unreadable holds rows only that file had, so the repair names the slice and the ids
 the index lists there instead of training without them.
 
+Pending requests are finished before the partitions are held to the index: a request
+killed inside RemoveRows has rewritten partition files whose index still lists its ids,
+which finishing it completes (those rows are not lost). Damaged checkpoints are discarded
+first, and retrained by the request's own retraining where it has one (never twice).
 Findings are acted on by their kind and ids (:class:`~..records.certify.Finding`).
 """
 
@@ -22,6 +26,7 @@ import pyarrow as pa
 from ...errors import ClulError
 from ...storage import layout
 from ...storage.store import CorruptFile
+from ..decisions.controller import Current, Retrain, TrainAdded, next_step
 from ..records.certify import Finding, FindingKind, check_index
 from ..records.checkpoint import read_checkpoint
 from ..records.ledger import Request
@@ -53,6 +58,17 @@ def rebuild_index(p: Pipeline) -> int:
     p.store.rewrite_index(t.column("id").to_numpy(), t.column("shard").to_numpy(),
                           t.column("slice").to_numpy())
     return t.num_rows
+
+
+def _retrains(req: Request, cur: Current) -> bool:
+    """Whether finishing ``req`` trains every shard whose checkpoint chain is broken (a
+    deletion's Retrain, an addition's TrainAdded): the controller's path from its stage."""
+    stage = req.state
+    while (nxt := next_step(req.kind, stage, req.request_id, cur)) is not None:
+        if isinstance(nxt[0], Retrain | TrainAdded):
+            return True
+        stage = nxt[1]
+    return False
 
 
 _CANNOT = {FindingKind.LOST_ROWS: "repair cannot rebuild lost rows",
@@ -107,41 +123,50 @@ def _damaged(p: Pipeline, v: ModelVersion | None) -> list[str]:
 
 
 def repair(p: Pipeline) -> dict:
+    """In this order: the index (finishing a request reads it); the partitions against
+    the index, where a pending request's cut-short step is let be; damaged checkpoints;
+    the pending requests, finished; the partitions checked again; stray checkpoints."""
     store = p.store
     cfg = p.config  # an unreadable config refuses here: nothing can be rebuilt without it
-    p.ledger.requests()  # an unreadable ledger record refuses here
+    p.ledger.all_requests()  # an unreadable ledger record refuses here
     actions: list[str] = []
     with p.writing("repair"):
+        pending = p.ledger.pending()
         try:
             store.read_index()
         except CorruptFile as e:
             n = rebuild_index(p)
             actions.append(f"rebuilt the index from the partition files ({n} rows; it was "
                            f"unreadable: {e})")
-        for f in _check_partitions(p, cfg, [], changed=False):
+        for f in _check_partitions(p, cfg, pending, changed=False):
             store.remove_rows(f.path, f.ids)
             actions.append(f"removed {len(f.ids)} rows of deleted ids from {f.path}")
         v = read_current(store)
         discarded = _damaged(p, v)
         actions += [f"discarded {d}" for d in discarded]
+        cur = Current(v.version, v.request_id) if v is not None else Current()
+        results, starts = [], {}
+        if discarded and not any(_retrains(r, cur) for r in pending):
+            # the same keys on the same rows: the same bits again (a pending request whose
+            # own retraining trains every broken chain does it instead, once)
+            results, starts = p.train_shards(cfg, list(range(cfg.partition.shards)))
+            actions.append(f"retrained {len(results)} slice steps of shards {sorted(starts)}")
+        p.resume()
+        actions += [f"finished request {r.request_id}" for r in pending]
+        cfg = p.config  # (an addition adds a slice)
+        for f in _check_partitions(p, cfg, [], changed=bool(actions)):
+            store.remove_rows(f.path, f.ids)
+            actions.append(f"removed {len(f.ids)} rows of deleted ids from {f.path}")
+        v = read_current(store)
         keep = v.checkpoint_paths() if v is not None else set()
         for f in store.checkpoint_files():
             if f not in keep:
                 store.delete(f)
                 actions.append(f"removed the stray checkpoint {f}")
-        results, starts = [], {}
-        if discarded:  # the same keys on the same rows: the same bits again
-            results, starts = p.train_shards(cfg, list(range(cfg.partition.shards)))
-            actions.append(f"retrained {len(results)} slice steps of shards {sorted(starts)}")
-        pending = [r.request_id for r in p.ledger.pending()]
-        p.resume()
-        actions += [f"finished request {rid}" for rid in pending]
         version = v.version if v is not None else None
-        if discarded and not pending:
+        if results and not pending:
             version = p.commit_version(cfg, "repair", None, starts, results,
                                 {"retrain_compute_seconds": sum(x.seconds for x in results)}
                                 ).version
             actions.append(f"committed version {version}")
-        elif pending:
-            version = read_current(store).version
     return {"root": store.root, "version": version, "actions": actions or ["nothing to do"]}
