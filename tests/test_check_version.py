@@ -35,9 +35,6 @@ def test_check_version_leaves_the_version_as_it_was(trained):
     assert digests == {s.shard: full[i] for i, s in enumerate(v.shards)}
 
 
-@pytest.mark.xfail(strict=True, reason="the commit path (certify.commit_findings, outside "
-                   "check_version) must record the digests check_version returns; it relied "
-                   "on check_version writing them into the version")
 def test_a_commit_records_the_digests_its_version_did_not(trained, tmp_path):
     root = tmp_path / "root"
     shutil.copytree(trained.store.root, root)

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from clul_ray.sisa.records.certify import index_findings
+from clul_ray.sisa.records.certify import FindingKind, index_findings
 from clul_ray.storage import layout
 from clul_ray.storage.cache import CachingStore
 from clul_ray.storage.store import Store
@@ -56,11 +56,12 @@ def test_rewritten_index_equals_a_fresh_read_and_checks_agree(tmp_path):
     for k, r, want in [(0, 0, [10]), (0, 1, [11]), (1, 0, [12, 13])]:
         _slice(plain, k, r, want)
     plain.rewrite_index(ids, shard, slc)
-    assert index_findings(cached, 2, 2) == index_findings(plain, 2, 2) == []
+    assert index_findings(cached, 2, 2) == index_findings(plain, 2, 2) == ()
     cached.rewrite_index(ids[:3], shard[:3], slc[:3])  # 13 leaves the index, not its slice
     for a, b in zip(cached.read_index(), Store(str(tmp_path)).read_index(), strict=True):
         assert a.tolist() == b.tolist()
-    (kind, path, message, extra), = index_findings(cached, 2, 2)
-    assert (kind, path, extra.tolist()) == ("data", layout.slice_dir(1, 0), [13])
-    assert "1 rows are not in the index" in message
-    assert [f[:3] for f in index_findings(plain, 2, 2)] == [(kind, path, message)]
+    (f,) = index_findings(cached, 2, 2)
+    assert (f.kind, f.area, f.path, f.ids.tolist(), f.shard, f.slice) == (
+        FindingKind.EXTRA_ROWS, "data", layout.slice_dir(1, 0), [13], 1, 0)
+    assert "1 rows are not in the index" in f.message
+    assert index_findings(plain, 2, 2) == (f,)

@@ -191,12 +191,13 @@ class Pipeline:
                               cfg, self.store, k, cfg.partition.total_slices - 1, key))
         req = self.ledger.request(request_id) if request_id else None
         removed = req.ids if req and req.kind != Kind.ADD else np.zeros(0, np.int64)
-        findings = commit_findings(self.store, v, removed, cfg.partition.total_slices)
+        findings, digests = commit_findings(self.store, v, removed, cfg.partition.total_slices)
         if findings:  # the previous version keeps serving
             f = findings[0]
             more = f" (and {len(findings) - 1} more findings)" if len(findings) > 1 else ""
-            raise ClulError(f"version {v.version} not committed: {self.store.path(f['path'])}"
-                            f": {f['message']}{more}")
+            raise ClulError(f"version {v.version} not committed: {self.store.path(f.path)}"
+                            f": {f.message}{more}")
+        v = v.with_digests(digests)
         t1 = t0 = time.perf_counter()
         if self.evaluate_at_commit:  # else evaluation.evaluate_committed, after the commit
             v.metrics = evaluate(cfg, self.store, v, self.site, self.progress)
@@ -212,11 +213,11 @@ class Pipeline:
     def check_data(self, cfg: PipelineConfig) -> None:
         """Refuse to train on partitions that differ from the index (a lost or truncated
         file), naming the slice and the rows."""
-        findings: list[dict] = []
-        check_index(self.store, cfg.partition.shards, cfg.partition.total_slices,
-                    lambda kind, path, message, hit=None: findings.append((path, message)))
+        findings: list = []  # certify.Finding; the first file named, with all found there
+        check_index(self.store, cfg.partition.shards, cfg.partition.total_slices, findings.append)
         if findings:
-            path, message = findings[0]
+            path = findings[0].path
+            message = "; ".join(f.message for f in findings if f.path == path)
             raise ClulError(f"{self.store.path(path)}: {message}; nothing trained (restore "
                             "the file, or `clul-ray repair` to see what can be rebuilt)")
 
@@ -386,7 +387,8 @@ class Pipeline:
         """Rebuild what can be rebuilt under the root (see :mod:`.repair`)."""
         from .repair import repair
 
-        return repair(self)
+        with self._command(lambda: root_rows(self.store)):
+            return repair(self)
 
     # ---- status ----------------------------------------------------------------------
     def status(self) -> dict:

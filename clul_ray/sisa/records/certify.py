@@ -9,18 +9,25 @@ checkpoint file must record the key, shard, slice and sample count it is stored 
 checkpoint file that no current shard uses is reported too: it may carry a superseded
 model's influence (``clul-ray purge`` removes those of tainted versions); so is a cached
 prediction of no current shard model.
+
+Every check reports :class:`Finding` values: what was found (its :class:`FindingKind`),
+where, and the ids when it is about ids. Callers decide on the kind and the ids, never on
+the message, which is for people.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
 from ...errors import ClulError, first_line
 from ...storage import layout
 from ...storage.store import Store
+from ..decisions.controller import Stage
 from ..decisions.plan import chained_keys
 from .checkpoint import read_checkpoint
 from .ledger import Ledger, Request
@@ -31,7 +38,88 @@ from .version import ModelVersion, read_current, read_version
 MAX_SHOWN = 10
 
 
-Found = Callable[..., None]
+class FindingKind(StrEnum):
+    """What a check found."""
+
+    DELETED_IDS = "deleted_ids"            # ids of a removal request left in a file
+    UNREADABLE = "unreadable"              # a file (or a slice's files) that cannot be read
+    LOST_ROWS = "lost_rows"                # ids the index places in a slice, not in its files
+    EXTRA_ROWS = "extra_rows"              # ids in a slice's files the index does not place there
+    MISPLACED_ROWS = "misplaced_rows"      # index rows placed in no (shard, slice) checked
+    MISSING_MODEL = "missing_model"        # an edited model the version serves is gone
+    KEY_MISMATCH = "key_mismatch"          # a checkpoint key not chained from the partitions
+    BAD_CHECKPOINT = "bad_checkpoint"      # missing, unreadable, another digest/key/shard/slice
+    SAMPLE_COUNT = "sample_count"          # a checkpoint's sample count differs from the data
+    STALE_CHECKPOINT = "stale_checkpoint"  # a checkpoint file of no current shard
+    STALE_CACHE = "stale_cache"            # cached predictions of no current shard model
+
+
+class Area(StrEnum):
+    """Where a finding is: the ``kind`` field of the JSON findings (``verify``, the
+    certificates), kept as it always was."""
+
+    DATA = "data"
+    INDEX = "index"
+    CACHE = "cache"
+    MODEL = "model"
+    CHAIN = "chain"
+    CHECKPOINT = "checkpoint"
+    STALE_CHECKPOINT = "stale_checkpoint"
+    STALE_CACHE = "stale_cache"
+
+
+@dataclass(frozen=True, eq=False)
+class Finding:
+    """One finding. ``ids`` (sorted, read-only) are the ids it is about, where it is about
+    ids: the deleted ids left in the file, the lost, extra or misplaced rows. ``shard`` and
+    ``slice`` where it concerns one."""
+
+    kind: FindingKind
+    area: Area
+    path: str
+    message: str
+    ids: np.ndarray | None = None
+    shard: int | None = None
+    slice: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.ids is not None:
+            ids = np.array(self.ids, dtype=np.int64)
+            ids.flags.writeable = False
+            object.__setattr__(self, "ids", ids)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Finding):
+            return NotImplemented
+        return (self.kind, self.area, self.path, self.message, self.shard, self.slice) == \
+            (other.kind, other.area, other.path, other.message, other.shard, other.slice) \
+            and (self.ids is None) == (other.ids is None) \
+            and (self.ids is None or np.array_equal(self.ids, other.ids))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_dict(self) -> dict:
+        """The JSON form (``verify --json``, certificates): kind (the area), path, message,
+        and with ids their count and the first :data:`MAX_SHOWN`."""
+        f: dict = {"kind": self.area.value, "path": self.path, "message": self.message}
+        if self.ids is not None:
+            f.update(count=int(len(self.ids)), ids=[int(i) for i in self.ids[:MAX_SHOWN]])
+        return f
+
+
+Found = Callable[[Finding], None]
+
+
+def _cell(path: str) -> tuple[int | None, int | None]:
+    """(shard, slice) of a path under ``data/train/shard=K/slice=R/``, else (None, None)."""
+    parts = path.split("/")
+    if path.startswith(layout.TRAIN + "/") and len(parts) > 4 and parts[2].startswith(
+            "shard=") and parts[3].startswith("slice="):
+        try:
+            return int(parts[2].split("=")[1]), int(parts[3].split("=")[1])
+        except ValueError:
+            pass
+    return None, None
 
 
 def check_deleted(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], found: Found,
@@ -39,22 +127,24 @@ def check_deleted(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], 
     """Deleted ids (``is_deleted(ids)`` is their mask) left in any data, index or cached
     prediction file. An unreadable file is a finding (a cache file only with
     ``unreadable_cache``: before a commit, whose evaluation rewrites or deletes it)."""
-    for rel, kind, counter in ((layout.TRAIN, "data", "data_files"),
-                               (layout.TEST, "data", "data_files"),
-                               (layout.INDEX, "index", "index_files"),
-                               (layout.PREDICTIONS, "cache", "cache_files")):
+    for rel, area, counter in ((layout.TRAIN, Area.DATA, "data_files"),
+                               (layout.TEST, Area.DATA, "data_files"),
+                               (layout.INDEX, Area.INDEX, "index_files"),
+                               (layout.PREDICTIONS, Area.CACHE, "cache_files")):
         files, ids, ends, unreadable = store.memo((rel,), "ids_by_file",
                                                   lambda rel=rel: ids_by_file(store, rel))
         checked[counter] = checked.get(counter, 0) + len(files) + len(unreadable)
         for f, message, line in unreadable:
-            if kind != "cache" or unreadable_cache:
-                found(kind, f, message if kind != "cache" else
-                      f"unreadable cached predictions ({line[:120]}); the next commit or "
-                      "evaluation by a writer replaces or deletes it")
+            if area != Area.CACHE or unreadable_cache:
+                found(Finding(FindingKind.UNREADABLE, area, f, message if area != Area.CACHE
+                              else f"unreadable cached predictions ({line[:120]}); the next "
+                              "commit or evaluation by a writer replaces or deletes it",
+                              None, *_cell(f)))
         hit = np.flatnonzero(is_deleted(ids))
         for i in np.unique(np.searchsorted(ends, hit, side="right")):
             mine = np.unique(ids[hit[(hit >= (ends[i - 1] if i else 0)) & (hit < ends[i])]])
-            found(kind, files[i], f"{len(mine)} deleted ids", mine)
+            found(Finding(FindingKind.DELETED_IDS, area, files[i], f"{len(mine)} deleted ids",
+                          mine, *_cell(files[i])))
 
 
 def ids_by_file(store: Store, rel: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray,
@@ -76,18 +166,27 @@ def ids_by_file(store: Store, rel: str) -> tuple[tuple[str, ...], np.ndarray, np
 def check_index(store: Store, shards: int, slices: int, found: Found) -> None:
     """Every (shard, slice) partition holds exactly the ids the index places there: a
     missing or truncated partition file is lost rows, never a smaller training set."""
-    for args in store.memo((layout.INDEX, layout.TRAIN), f"check_index:{shards}:{slices}",
-                           lambda: index_findings(store, shards, slices)):
-        found(*args)
+    for f in store.memo((layout.INDEX, layout.TRAIN), f"check_index:{shards}:{slices}",
+                        lambda: index_findings(store, shards, slices)):
+        found(f)
 
 
-def index_findings(store: Store, shards: int, slices: int) -> list[tuple]:
-    """The findings of :func:`check_index`, as ``found`` arguments."""
-    out: list[tuple] = []
+def index_findings(store: Store, shards: int, slices: int) -> tuple[Finding, ...]:
+    """The findings of :func:`check_index`. A slice holding both lost and extra rows has
+    one finding of each, each with its ids."""
+    out: list[Finding] = []
     try:
         ids, shard, slc = store.read_index()
     except ClulError as e:
-        return [("index", layout.INDEX, str(e))]
+        return (Finding(FindingKind.UNREADABLE, Area.INDEX, layout.INDEX, str(e)),)
+    inside = (shard >= 0) & (shard < shards) & (slc >= 0) & (slc < slices)
+    if not inside.all():  # (else they would count as rows of another (shard, slice))
+        away = np.unique(ids[~inside])
+        out.append(Finding(FindingKind.MISPLACED_ROWS, Area.INDEX, layout.INDEX,
+                           f"{len(away)} rows of the index are placed in no slice of the "
+                           f"{shards} shards x {slices} slices (e.g. ids "
+                           f"{', '.join(map(str, away[:5]))})", away))
+        ids, shard, slc = ids[inside], shard[inside], slc[inside]
     cell = shard * slices + slc
     order = np.lexsort((ids, cell))
     ids, cell = ids[order], cell[order]
@@ -96,24 +195,26 @@ def index_findings(store: Store, shards: int, slices: int) -> list[tuple]:
         for r in range(slices):
             c = k * slices + r
             want = ids[bounds[c]:bounds[c + 1]]
+            path = layout.slice_dir(k, r)
             try:
                 have = store.slice_ids(k, r)
             except ClulError as e:
-                out.append(("data", layout.slice_dir(k, r), str(e)))
+                out.append(Finding(FindingKind.UNREADABLE, Area.DATA, path, str(e), None, k,
+                                   r))
                 continue
             if len(have) == len(want) and (have == want).all():
                 continue
             lost, extra = np.setdiff1d(want, have), np.setdiff1d(have, want)
-            what = []
             if len(lost):
-                what.append(f"{len(lost)} rows of the index are missing from its files "
-                            f"(lost data, e.g. ids {', '.join(map(str, lost[:5]))})")
+                out.append(Finding(FindingKind.LOST_ROWS, Area.DATA, path,
+                                   f"{len(lost)} rows of the index are missing from its files "
+                                   f"(lost data, e.g. ids {', '.join(map(str, lost[:5]))})",
+                                   lost, k, r))
             if len(extra):
-                what.append(f"{len(extra)} rows are not in the index (e.g. ids "
-                            f"{', '.join(map(str, extra[:5]))})")
-            out.append(("data", layout.slice_dir(k, r), "; ".join(what),
-                        lost if len(lost) else extra))
-    return out
+                out.append(Finding(FindingKind.EXTRA_ROWS, Area.DATA, path,
+                                   f"{len(extra)} rows are not in the index (e.g. ids "
+                                   f"{', '.join(map(str, extra[:5]))})", extra, k, r))
+    return tuple(out)
 
 
 def checkpoint_header(store: Store, shard: int, slc: int, key: str,
@@ -141,20 +242,23 @@ def check_version(store: Store, v: ModelVersion, found: Found,
         checked["shards"] += 1
         if s.artifact:  # approximate: the edited model is served; later slices discarded
             if not store.exists(s.artifact):
-                found("model", s.artifact, "missing edited model of the version")
+                found(Finding(FindingKind.MISSING_MODEL, Area.MODEL, s.artifact,
+                              "missing edited model of the version", None, k))
             continue
         try:
             sizes = [len(store.slice_ids(k, r)) for r in range(len(keys))]
             chain = chained_keys(v.training_digest, k,
                                  [store.slice_digest(k, r) for r in range(len(keys))])
         except ClulError as e:
-            found("chain", layout.shard_dir(k), str(e))
+            found(Finding(FindingKind.UNREADABLE, Area.CHAIN, layout.shard_dir(k), str(e),
+                          None, k))
             continue
         for r, (want, have) in enumerate(zip(chain, keys, strict=True)):
             if want != have:
-                found("chain", layout.slice_dir(k, r),
-                      f"shard {k} slice {r}: the checkpoint key of version {v.version} "
-                      "does not match its current partition ids")
+                found(Finding(FindingKind.KEY_MISMATCH, Area.CHAIN, layout.slice_dir(k, r),
+                              f"shard {k} slice {r}: the checkpoint key of version "
+                              f"{v.version} does not match its current partition ids",
+                              None, k, r))
                 break
         digests = list(s.checkpoint_sha256) + [""] * (len(keys) - len(s.checkpoint_sha256))
         seen = 0
@@ -165,48 +269,41 @@ def check_version(store: Store, v: ModelVersion, found: Found,
             try:
                 n, digests[r] = checkpoint_header(store, k, r, key, digests[r] or None)
             except ClulError as e:
-                found("checkpoint", path, str(e).removeprefix(store.path(path) + ": "))
+                found(Finding(FindingKind.BAD_CHECKPOINT, Area.CHECKPOINT, path,
+                              str(e).removeprefix(store.path(path) + ": "), None, k, r))
                 continue
             if n != seen:
-                found("checkpoint", path, f"records {n} samples, the "
-                      f"partitions of slices 0..{r} hold {seen}")
+                found(Finding(FindingKind.SAMPLE_COUNT, Area.CHECKPOINT, path,
+                              f"records {n} samples, the partitions of slices 0..{r} hold "
+                              f"{seen}", None, k, r))
         out[k] = digests
     return out
 
 
-def commit_findings(store: Store, v: ModelVersion, removed: np.ndarray,
-                    slices: int) -> list[dict]:
+def commit_findings(store: Store, v: ModelVersion, removed: np.ndarray, slices: int
+                    ) -> tuple[list[Finding], dict[int, list[str]]]:
     """What must hold before ``v`` is committed: no removed id left under the root, the
-    partitions equal to the index, and every served model what it claims."""
-    findings: list[dict] = []
+    partitions equal to the index, and every served model what it claims; and the file
+    digests of its checkpoints read on the way (:func:`check_version`), for the commit to
+    record."""
+    findings: list[Finding] = []
     checked = {"data_files": 0, "index_files": 0, "shards": 0, "checkpoints": 0}
-    found = _collector(findings)
+    found = findings.append
     if len(removed):
         check_deleted(store, lambda ids: np.isin(ids, removed), found, checked,
                       unreadable_cache=False)
     check_index(store, len(v.shards), slices, found)
-    check_version(store, v, found, checked)
-    return findings
-
-
-def _collector(findings: list[dict]) -> Found:
-    def found(kind: str, path: str, message: str, hit: np.ndarray | None = None) -> None:
-        f = {"kind": kind, "path": path, "message": message}
-        if hit is not None:
-            f.update(count=int(len(hit)), ids=[int(i) for i in hit[:MAX_SHOWN]])
-        findings.append(f)
-
-    return found
+    return findings, check_version(store, v, found, checked)
 
 
 def scan(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], n_ids: int) -> dict:
     """Findings of deleted ids (``is_deleted(ids)`` is their mask; ``n_ids`` of them), of
     partitions that differ from the index, of served models that are not what they claim,
     and of stray checkpoints; ``ok`` if none."""
-    findings: list[dict] = []
+    findings: list[Finding] = []
     checked = {"data_files": 0, "index_files": 0, "cache_files": 0, "shards": 0,
                "checkpoints": 0}
-    found = _collector(findings)
+    found = findings.append
     check_deleted(store, is_deleted, found, checked)
     state = read_current(store)
     current: set[str] = set()
@@ -216,23 +313,25 @@ def scan(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], n_ids: in
         current = state.checkpoint_paths()
     for f in store.checkpoint_files():
         if f not in current:
-            found("stale_checkpoint", f, "checkpoint file of no current shard")
+            found(Finding(FindingKind.STALE_CHECKPOINT, Area.STALE_CHECKPOINT, f,
+                          "checkpoint file of no current shard"))
     for f, shard, digest in cache_files(store):
         if (shard, digest) not in served(state):
-            found("stale_cache", f, "cached predictions of no current shard model")
+            found(Finding(FindingKind.STALE_CACHE, Area.STALE_CACHE, f,
+                          "cached predictions of no current shard model", None, shard))
     return {"ok": not findings, "ids": int(n_ids), "checked": checked,
-            "findings": findings, "scanned_at": time.time()}
+            "findings": [f.to_dict() for f in findings], "scanned_at": time.time()}
 
 
 def committed_requests(store: Store, request_id: str | None = None) -> list[Request]:
     reqs = Ledger(store).requests()
     if request_id is None:
-        return [r for r in reqs if r.state == "committed"]
+        return [r for r in reqs if r.state == Stage.COMMITTED]
     req = next((r for r in reqs if r.request_id == request_id), None)
     if req is None:
         known = ", ".join(r.request_id for r in reqs[-5:]) or "none"
         raise ClulError(f"no deletion request {request_id} under {store.root} (known: {known})")
-    if req.state != "committed":
+    if req.state != Stage.COMMITTED:
         raise ClulError(f"request {request_id} is not committed (state {req.state}); any "
                         "clul-ray command on the root resumes it")
     return [req]

@@ -83,6 +83,13 @@ class ModelVersion(BaseModel):
     def artifacts(self) -> set[str]:
         return {s.artifact for s in self.shards if s.artifact}
 
+    def with_digests(self, digests: dict[int, list[str]]) -> ModelVersion:
+        """A copy whose shards in ``digests`` record those checkpoint file digests."""
+        return self.model_copy(update={"shards": [
+            s.model_copy(update={"checkpoint_sha256": digests[s.shard]})
+            if s.shard in digests else s for s in self.shards]})
+
+
 
 # ---- reading and writing --------------------------------------------------------------
 def read_current(store: Store) -> ModelVersion | None:
