@@ -20,20 +20,6 @@ pytestmark = pytest.mark.pure
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def local_base(tmp_path_factory):
-    root = tmp_path_factory.mktemp("local") / "root"
-    Pipeline(str(root)).train(tiny_config(backend="local", epochs=2))
-    return root
-
-
-@pytest.fixture
-def root(local_base, tmp_path):
-    dst = tmp_path / "root"
-    shutil.copytree(local_base, dst)
-    return dst
-
-
 def snapshot(root):
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file()}

@@ -26,20 +26,6 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def local_base(tmp_path_factory):
-    root = tmp_path_factory.mktemp("local") / "root"
-    Pipeline(str(root)).train(tiny_config(backend="local", epochs=2))
-    return root
-
-
-@pytest.fixture
-def root(local_base, tmp_path):
-    dst = tmp_path / "root"
-    shutil.copytree(local_base, dst)
-    return dst
-
-
-@pytest.fixture(scope="module")
 def fresh(tmp_path_factory):
     """The model digests of a fresh training on digits without the given ids (memoized)."""
     done: dict[tuple[int, ...], dict[int, str]] = {}
