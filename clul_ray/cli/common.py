@@ -190,6 +190,20 @@ class RichProgress:
         self.bar.stop()
 
 
+def with_progress(work: Callable[[RichProgress], T], enabled: bool = True) -> T:
+    """``work(progress)`` with progress bars on stderr while it runs (none when not
+    ``enabled``)."""
+    with RichProgress(enabled) as prog:
+        return work(prog)
+
+
+def emit_progress(work: Callable[[RichProgress], dict[str, Any]], as_json: bool,
+                  printer: Callable[[dict], None] | None = None) -> None:
+    """A command's work with progress bars (none with ``--json``), then its result
+    :func:`emit`-ted."""
+    emit(with_progress(work, not as_json), as_json, printer)
+
+
 # ---- output -------------------------------------------------------------------------------
 def emit(result: dict[str, Any], as_json: bool,
          printer: Callable[[dict], None] | None = None) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Column, Table
 
-from .common import Address, AsJson, DataDir, RichProgress, Verbose, emit, out, run, verbose_ray
+from .common import Address, AsJson, DataDir, Verbose, emit_progress, out, run, verbose_ray
 
 STREAM_HELP = ("the stream, replacing the config's: steps separated by ';', the parts of one "
                "step by '+': 'learn K', 'learn A-B' (one step per task), 'unlearn J[,J]' "
@@ -84,10 +84,12 @@ def continual(
             ensure_ray(address)
         from ..continual.experiment import run_continual
 
-        with RichProgress(not as_json) as prog:
+        def work(prog) -> dict[str, Any]:
             result = run_continual(spec, out_dir, prog, tracking_uri, checked=checked)
-        result.pop("rows")
-        emit(result, as_json, show_stream)
+            result.pop("rows")
+            return result
+
+        emit_progress(work, as_json, show_stream)
 
     run(body)
 

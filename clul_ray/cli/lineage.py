@@ -13,10 +13,10 @@ from rich.table import Table
 from .common import (
     Address,
     AsJson,
-    RichProgress,
     Root,
     Verbose,
     emit,
+    emit_progress,
     err,
     open_root,
     out,
@@ -153,9 +153,7 @@ def repair(root: Root = "runs/default", address: Address = None, as_json: AsJson
 
     def body() -> None:
         verbose_ray(verbose)
-        with RichProgress(not as_json) as prog:
-            result = open_root(root, address, prog).repair()
-        emit(result, as_json, show_repair)
+        emit_progress(lambda prog: open_root(root, address, prog).repair(), as_json, show_repair)
 
     run(body)
 

@@ -16,16 +16,17 @@ from .common import (
     DataDir,
     Dataset,
     Model,
-    RichProgress,
     Root,
     Verbose,
     checked_root,
     emit,
+    emit_progress,
     open_root,
     out,
     process_seconds,
     run,
     verbose_ray,
+    with_progress,
 )
 
 
@@ -80,8 +81,8 @@ def train(
         started = process_seconds()  # the interpreter and the imports so far
         cfg = train_config(config, flat, train_seed)
         verbose_ray(verbose)
-        with RichProgress(not as_json) as prog:
-            result = open_root(root, address, prog).train(cfg)
+        result = with_progress(lambda prog: open_root(root, address, prog).train(cfg),
+                               not as_json)
         if started is not None:
             result["wall_seconds"].update(startup_seconds=started,
                                           process_seconds=process_seconds())
@@ -105,9 +106,8 @@ def add(
 
     def body() -> None:
         verbose_ray(verbose)
-        with RichProgress(not as_json) as prog:
-            result = open_root(root, address, prog).add(dataset, data_dir, download)
-        emit(result, as_json)
+        emit_progress(lambda prog: open_root(root, address, prog).add(
+            dataset, data_dir, download), as_json)
 
     run(body)
 
@@ -137,9 +137,7 @@ def delete(
 
         refuse_if_served(checked_root(root))
         verbose_ray(verbose)
-        with RichProgress(not as_json) as prog:
-            result = open_root(root, address, prog).delete(id_list)
-        emit(result, as_json)
+        emit_progress(lambda prog: open_root(root, address, prog).delete(id_list), as_json)
 
     run(body)
 

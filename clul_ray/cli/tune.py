@@ -17,9 +17,8 @@ from .common import (
     DataDir,
     Dataset,
     Model,
-    RichProgress,
     Verbose,
-    emit,
+    emit_progress,
     out,
     parse_model_args,
     run,
@@ -94,9 +93,8 @@ def tune(
             spec = make_stream_sweep(stream, method or "clul", space, num_samples, scheduler,
                                      search, max_concurrent, seeds, seed, data_dir)
             verbose_ray(verbose)
-            with RichProgress(not as_json) as prog:
-                result = run_stream_sweep(spec, out_dir, prog, address)
-            emit(result, as_json, show_sweep)
+            emit_progress(lambda prog: run_stream_sweep(spec, out_dir, prog, address), as_json,
+                          show_sweep)
 
         run(body_stream)
         return
@@ -125,9 +123,7 @@ def tune(
                          space=load_space(space_file, methods) if space_file else {},
                          **settings)
         verbose_ray(verbose)
-        with RichProgress(not as_json) as prog:
-            result = run_sweep(spec, target, prog, address)
-        emit(result, as_json, show_sweep)
+        emit_progress(lambda prog: run_sweep(spec, target, prog, address), as_json, show_sweep)
 
     run(body)
 

@@ -18,9 +18,8 @@ from .common import (
     Dataset,
     Forget,
     Model,
-    RichProgress,
     Verbose,
-    emit,
+    emit_progress,
     open_root,
     out,
     parse_model_args,
@@ -86,9 +85,7 @@ def compare(
             from ..runtime import ensure_ray
 
             ensure_ray(address)
-        with RichProgress(not as_json) as prog:
-            result = run_compare(spec, out_dir, prog)
-        emit(result, as_json, show_compare)
+        emit_progress(lambda prog: run_compare(spec, out_dir, prog), as_json, show_compare)
 
     run(body)
 
@@ -135,8 +132,7 @@ def unlearn(
     def body() -> None:
         params = {**tuned_params(params_from, method), **parse_model_args(param or [])}
         verbose_ray(verbose)
-        with RichProgress(not as_json) as prog:
-            result = open_root(root, address, prog).unlearn(method, forget, params, seed)
-        emit(result, as_json)
+        emit_progress(lambda prog: open_root(root, address, prog).unlearn(
+            method, forget, params, seed), as_json)
 
     run(body)
