@@ -8,14 +8,13 @@ failure to record warns; the run's files stand."""
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 from ..errors import first_line
-from ..lineage.tracking import TAG, flat_params, quiet
+from ..lineage.tracking import TAG, flat_params, quiet, tracking_uri
 
 EXPERIMENT = "clul-ray-continual"
 METRICS = ("avg_acc", "forget_acc", "bwt", "forgetting", "mia", "gap_oracle", "forget_gap",
@@ -24,11 +23,6 @@ METRICS = ("avg_acc", "forget_acc", "bwt", "forgetting", "mia", "gap_oracle", "f
 
 class ContinualRecordWarning(UserWarning):
     """MLflow could not record a continual run; its files are written."""
-
-
-def tracking_uri(out: Path, given: str | None = None) -> str:
-    return given or os.environ.get("MLFLOW_TRACKING_URI") or \
-        f"sqlite:///{out.resolve()}/mlflow.db"
 
 
 def metrics_of(row: dict[str, Any]) -> dict[str, float]:

@@ -1,7 +1,9 @@
 """The MLflow edge: where a storage root's lineage is tracked, and a client bound to it.
 
-* Tracking URI: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<root>/mlflow.db`` for a
-  local root. A remote root (``s3://``...) needs ``MLFLOW_TRACKING_URI``.
+* Tracking URI (:func:`tracking_uri`): ``MLFLOW_TRACKING_URI`` when set, else
+  ``sqlite:///<root>/mlflow.db`` for a local root. A remote root (``s3://``...) needs
+  ``MLFLOW_TRACKING_URI``. Sweeps and continual runs track the same way, in their output
+  folder.
 * One experiment per storage root, named ``clul-ray:<root URI>``; one registered model per
   root, ``clul-ray-<root basename>-<8 hex of the root URI's SHA-256>``; the alias ``current``
   names the registry version of the root's current model version.
@@ -21,6 +23,7 @@ import os
 import posixpath
 import warnings
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from ..errors import ClulError
@@ -53,13 +56,18 @@ def root_uri(store: Store) -> str:
     return store.base if store.is_local else store.root.rstrip("/")
 
 
-def tracking_uri(store: Store) -> str:
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    if store.is_local:
-        return f"sqlite:///{store.path('mlflow.db')}"
-    raise ClulError(f"{store.root} is not a local folder: set MLFLOW_TRACKING_URI to record "
+def tracking_uri(where: Store | Path, given: str | None = None) -> str:
+    """Where MLflow records: ``given`` (a ``--tracking-uri``), else ``MLFLOW_TRACKING_URI``,
+    else ``sqlite:///<folder>/mlflow.db`` in a storage root (local only) or a command's
+    output folder."""
+    uri = given or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    if isinstance(where, Path):
+        return f"sqlite:///{where.resolve()}/mlflow.db"
+    if where.is_local:
+        return f"sqlite:///{where.path('mlflow.db')}"
+    raise ClulError(f"{where.root} is not a local folder: set MLFLOW_TRACKING_URI to record "
                     "its lineage in MLflow")
 
 

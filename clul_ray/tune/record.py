@@ -6,14 +6,13 @@ artifact ``best.yaml``. Tracking goes to ``MLFLOW_TRACKING_URI``, else
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 from ..errors import first_line
-from ..lineage.tracking import TAG, flat_params, quiet
+from ..lineage.tracking import TAG, flat_params, quiet, tracking_uri
 from .outputs import best_rows
 
 EXPERIMENT = "clul-ray-tune"
@@ -21,10 +20,6 @@ EXPERIMENT = "clul-ray-tune"
 
 class TuneRecordWarning(UserWarning):
     """MLflow could not record a sweep; its files are written."""
-
-
-def tracking_uri(out: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{out.resolve()}/mlflow.db"
 
 
 def _metrics(row: dict[str, Any]) -> dict[str, float]:
