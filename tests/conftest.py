@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
@@ -87,3 +88,60 @@ def deletion_case(tmp_path_factory):
     ref = Pipeline(str(ref_root)).train(tiny_config(dataset=data, input_shape=[1, 8, 8],
                                                     num_classes=10))
     return d, ref
+
+
+class DriverCopies:
+    """How many times this process serialized each object of some types for Ray: a
+    ``ray.put``, a task's argument, ``tune.with_parameters``' own put of a value (a ref
+    passed to it is not serialized again). Objects are found inside what is serialized
+    through dataclass fields, dicts, lists and tuples, and kept so that ids stay unique."""
+
+    def __init__(self, types: tuple[type, ...]):
+        self.types, self.counts, self.kept = types, {}, {}
+
+    def _found(self, value, seen: set[int], depth: int = 0):
+        import dataclasses
+
+        if id(value) in seen or depth > 6:
+            return
+        seen.add(id(value))
+        if isinstance(value, self.types):
+            yield value
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            parts = [getattr(value, f.name) for f in dataclasses.fields(value)]
+        elif isinstance(value, dict):
+            parts = list(value.values())
+        elif isinstance(value, list | tuple):
+            parts = list(value)
+        else:
+            return
+        for part in parts:
+            yield from self._found(part, seen, depth + 1)
+
+    def saw(self, value) -> None:
+        for obj in self._found(value, set()):
+            self.kept[id(obj)] = obj
+            self.counts[id(obj)] = self.counts.get(id(obj), 0) + 1
+
+    def of(self, kind: type) -> list[int]:
+        """The serialization count of every object of ``kind`` seen, in first-seen order."""
+        return [n for i, n in self.counts.items() if isinstance(self.kept[i], kind)]
+
+
+@contextmanager
+def driver_copies(*types: type):
+    """Within: a :class:`DriverCopies` of ``types`` (wraps Ray's serialization context)."""
+    from ray._private.serialization import SerializationContext
+
+    copies = DriverCopies(types)
+    real = SerializationContext.serialize
+
+    def serialize(self, value):
+        copies.saw(value)
+        return real(self, value)
+
+    SerializationContext.serialize = serialize
+    try:
+        yield copies
+    finally:
+        SerializationContext.serialize = real

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import yaml
+from conftest import driver_copies
 from typer.testing import CliRunner
 
 from clul_ray.cli import app
@@ -88,10 +89,14 @@ def test_pareto_front():
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """bad_teacher, 8 trials of a wide space, 2 seeds, ASHA; the reference function
-    wrapped to count its calls (in whatever process runs it)."""
+    wrapped to count its calls (in whatever process runs it); what the driver serialized
+    for Ray counted."""
+    from torch import nn
+
     import clul_ray.tune.sweep as sweep_mod
     from clul_ray.tune.sweep import SweepSpec, run_sweep
-    from clul_ray.tune.trial import compute_reference
+    from clul_ray.tune.trial import Reference, compute_reference
+    from clul_ray.unlearn.compare import Data
 
     out = tmp_path_factory.mktemp("sweep")
     calls = out / "reference_calls.txt"
@@ -109,14 +114,15 @@ def sweep(tmp_path_factory):
     sweep_mod.compute_reference = counting
     try:
         ticks = []
-        result = run_sweep(spec, out, lambda d, n, t: ticks.append((d, n, t)))
+        with driver_copies(Data, Reference, nn.Module) as copies:
+            result = run_sweep(spec, out, lambda d, n, t: ticks.append((d, n, t)))
     finally:
         sweep_mod.compute_reference = real
-    return out, result, calls, ticks
+    return out, result, calls, ticks, copies
 
 
 def test_sweep_writes_its_files_and_ranks_trials(sweep):
-    out, result, _, ticks = sweep
+    out, result, _, ticks, _ = sweep
     for name in ("trials.csv", "best.md", "best.yaml", "pareto.png", "sweep.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(out / "trials.csv")))
@@ -135,13 +141,29 @@ def test_sweep_writes_its_files_and_ranks_trials(sweep):
 
 
 def test_reference_is_computed_once_per_seed_not_per_trial(sweep):
-    _, result, calls, _ = sweep
+    _, result, calls, _, _ = sweep
     assert sorted(calls.read_text().split()) == ["0", "1"]
     assert result["meta"]["references_computed"] == 2 and result["meta"]["seeds"] == [0, 1]
 
 
+def test_the_data_and_references_go_into_the_object_store_once_per_sweep(sweep):
+    """Every reference task, default-params task and trial reads them through refs: the
+    driver serializes the data, the model template and each seed's reference (with its
+    original model) once, not once per seed, per task or per Tuner."""
+    from torch import nn
+
+    from clul_ray.tune.trial import Reference
+    from clul_ray.unlearn.compare import Data
+
+    copies = sweep[4]
+    assert copies.of(Data) == [1], f"the data serialized {copies.of(Data)} times"
+    assert copies.of(Reference) == [1, 1], f"references: {copies.of(Reference)}"
+    models = copies.of(nn.Module)  # the template, and each reference's original model
+    assert models == [1, 1, 1], f"models serialized {models} times"
+
+
 def test_asha_stops_poor_trials_early(sweep):
-    _, result, _, _ = sweep
+    _, result, _, _, _ = sweep
     rows = json.loads((sweep[0] / "sweep.json").read_text())["trials"]
     stopped = [r for r in rows if r["status"] == "stopped"]
     assert result["summary"]["bad_teacher"]["stopped_early"] == len(stopped) >= 1
@@ -152,7 +174,7 @@ def test_asha_stops_poor_trials_early(sweep):
 def test_sweep_is_recorded_in_mlflow_as_parent_and_child_runs(sweep):
     from mlflow import MlflowClient
 
-    out, result, _, _ = sweep
+    out, result, _, _, _ = sweep
     m = result["mlflow"]
     assert m is not None and m["child_runs"] == 8
     client = MlflowClient(tracking_uri=m["tracking_uri"])

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import yaml
+from conftest import driver_copies
 from typer.testing import CliRunner
 
 from clul_ray.cli import app
@@ -63,10 +64,17 @@ def test_bad_sweeps_are_refused_in_one_line(config, tmp_path, args, message):
 
 
 def test_stream_sweep_writes_ranked_params_that_continual_reads(config, tmp_path):
+    from clul_ray.continual.tasks import Benchmark
+    from clul_ray.tune.stream import StreamShared
+
     out = tmp_path / "sweep"
-    res = runner.invoke(app, ["tune", "--stream", str(config), "--out", str(out),
-                              "--num-samples", "3", "--json"])
+    with driver_copies(Benchmark, StreamShared) as copies:
+        res = runner.invoke(app, ["tune", "--stream", str(config), "--out", str(out),
+                                  "--num-samples", "3", "--json"])
     assert res.exit_code == 0, res.output
+    # the oracle tasks, the default-params task and every trial read them through refs
+    assert copies.of(Benchmark) == [1], f"the benchmark serialized {copies.of(Benchmark)} times"
+    assert copies.of(StreamShared) == [1], f"the shared rows: {copies.of(StreamShared)}"
     result = json.loads(res.stdout.strip().splitlines()[-1])
     s = result["summary"]["clul"]
     assert s["trials"] == 3 and s["failed"] == 0
@@ -87,12 +95,12 @@ def test_stream_sweep_writes_ranked_params_that_continual_reads(config, tmp_path
               key=lambda t: t["objective"])
     spec = StreamSweepSpec(continual=make_spec(dict(STREAM)))
     bench, steps = check(spec)
-    from clul_ray.tune.stream import StreamShared, oracle_rows
+    from clul_ray.tune.stream import oracle_rows
 
     base = {**STREAM["params"]["all"]}
-    shared = StreamShared(bench, steps, "mlp", {}, base, {
+    shared = StreamShared(steps, "mlp", {}, base, {
         s: oracle_rows("clul", base, steps, bench, s, "mlp", {}) for s in (0, 1)})
-    again = run_trial(top["params"], "clul", shared, lambda _: None)
+    again = run_trial(top["params"], "clul", bench, shared, lambda _: None)
     assert again["objective"] == pytest.approx(top["objective"], abs=1e-12)
 
     # continual --params-from runs clul with the tuned strengths

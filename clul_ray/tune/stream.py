@@ -6,7 +6,7 @@ KD weights, temperature, p_B, buffer size and buffer CE) are sampled from its de
 space (``Strategy.space``) with a user's overrides. The oracle — retraining from scratch on
 the allowed tasks after every step, with the strategy's recipe — does not depend on the
 strengths, so it runs once per seed (Ray tasks) and reaches every trial through the object
-store.
+store, where the benchmark and the oracle's rows are put once per sweep (see :mod:`.tuner`).
 
 A trial runs the whole stream per seed and reports after each seed the mean so far of the
 score after the last step (ASHA may stop it after the first seed); the objective is
@@ -18,10 +18,7 @@ score after the last step (ASHA may stop it after the first seed); the objective
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,12 +34,11 @@ from ..continual.strategies import get_strategy, make_params
 from ..continual.stream import Step
 from ..continual.tasks import Benchmark
 from ..errors import ClulError
-from ..runtime import ensure_ray, verbose
+from ..runtime import ensure_ray
 from ..unlearn.params import Int, Settings
 from .space import check_domain, to_domain
-from .sweep import RESULT_KEYS, TrialProgress, grid_rows, per_seed
+from .tuner import RESULT_KEYS, Progress, fit_trials, per_seed
 
-Progress = Callable[[str, int, int], None]
 OBJECTIVE_TEXT = ("|gap to the oracle on the kept tasks| + |gap on the forgotten tasks| "
                   "after the whole stream (mean over seeds)")
 
@@ -77,10 +73,9 @@ class _Target:
 
 @dataclass
 class StreamShared:
-    """What every trial shares: the benchmark, the resolved stream, the recipe, and the
-    oracle's rows per seed."""
+    """What every trial shares besides the benchmark: the resolved stream, the recipe, and
+    the oracle's rows per seed."""
 
-    bench: Benchmark
     steps: list[Step]
     model: str
     model_args: dict[str, Any]
@@ -148,24 +143,25 @@ def _mean(scores: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(sum(s[k] for s in scores) / len(scores)) for k in scores[0]}
 
 
-def run_trial(config: dict[str, Any], strategy: str, shared: StreamShared,
+def run_trial(config: dict[str, Any], strategy: str, bench: Benchmark, shared: StreamShared,
               report: Callable[[dict[str, Any]], None]) -> dict[str, float]:
     """The stream on every seed with the sampled strengths; the mean so far after each."""
     scores = []
     seeds = sorted(shared.oracle)
     for i, seed in enumerate(seeds):
-        rows = run_stream(strategy, {**shared.base, **config}, shared.steps, shared.bench,
-                          seed, shared.model, shared.model_args, shared.oracle[seed])
+        rows = run_stream(strategy, {**shared.base, **config}, shared.steps, bench, seed,
+                          shared.model, shared.model_args, shared.oracle[seed])
         scores.append(score(rows))
         result = {**_mean(scores), "final": int(i == len(seeds) - 1), "seeds": i + 1}
         report(result)
     return result
 
 
-def tune_trial(config: dict[str, Any], strategy: str, shared: StreamShared) -> None:
+def tune_trial(config: dict[str, Any], strategy: str, bench: Benchmark,
+               shared: StreamShared) -> None:
     from ray import tune
 
-    run_trial(config, strategy, shared, tune.report)
+    run_trial(config, strategy, bench, shared, tune.report)
 
 
 def oracle_rows(strategy: str, base: dict[str, Any], steps: list[Step], bench: Benchmark,
@@ -178,11 +174,9 @@ def run_stream_sweep(spec: StreamSweepSpec, out_dir: str | Path,
                      progress: Progress | None = None, address: str | None = None) -> dict:
     """Sweep ``spec.strategy`` along the stream; write the outputs under ``out_dir``."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from .outputs import write_outputs
     from .record import record_sweep
-    from .sweep import search_algorithm
 
     tick = progress or (lambda *_: None)
     bench, steps = check(spec)
@@ -195,47 +189,32 @@ def run_stream_sweep(spec: StreamSweepSpec, out_dir: str | Path,
     base = strategy_params(cont, name).model_dump()
     seeds = cont.seed_list
     t0 = time.perf_counter()
+    # each put once: every oracle task, the default-params task and every trial get the refs
     bench_ref = ray.put(bench)
     got = per_seed(oracle_rows, seeds, "tune: oracle along the stream", "clul_ray.tune.oracle",
                    tick, lambda s: (name, base, steps, bench_ref, s, cont.model,
                                     cont.model_args))
-    shared = StreamShared(bench, steps, cont.model, cont.model_args, base, got)
+    shared_ref = ray.put(StreamShared(steps, cont.model, cont.model_args, base, got))
     t_ref = time.perf_counter() - t0
     default = ray.remote(run_trial).options(num_cpus=1, name="clul_ray.tune.default").remote(
-        {}, name, shared, lambda _: None)
+        {}, name, bench_ref, shared_ref, lambda _: None)
 
     space = {k: to_domain(v, tune) for k, v in {**get_strategy(name).space,
                                                  **spec.space}.items()}
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    desc = f"tune {name}: trials"
-    tick(desc, 0, spec.num_samples)
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(tune_trial, strategy=name, shared=shared),
-                            {"cpu": 1}),
-        param_space=space,
-        tune_config=tune.TuneConfig(
-            metric="objective", mode="min", num_samples=spec.num_samples,
-            search_alg=search_algorithm(spec.search, cont.seed),
-            scheduler=(ASHAScheduler(grace_period=1, reduction_factor=2, max_t=len(seeds))
-                       if spec.scheduler == "asha" and len(seeds) > 1 else FIFOScheduler()),
-            reuse_actors=True,
-            max_concurrent_trials=min(spec.max_concurrent or cpus, spec.num_samples)),
-        run_config=tune.RunConfig(
-            name=f"stream-{name}", storage_path=str((out / "ray_results").resolve()),
-            verbose=0, failure_config=tune.FailureConfig(max_failures=0),
-            callbacks=[TrialProgress(tick, desc, spec.num_samples)]))
     t1 = time.perf_counter()
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(
-            sys.stderr if verbose() else devnull):
-        grid = tuner.fit()
+    rows = fit_trials(
+        tune_trial, {"strategy": name, "bench": bench_ref, "shared": shared_ref}, name, space,
+        num_samples=spec.num_samples, max_concurrent=spec.max_concurrent, search=spec.search,
+        seed=cont.seed, asha=spec.scheduler == "asha" and len(seeds) > 1, grace_period=1,
+        max_t=len(seeds), out=out, tick=tick, name=f"stream-{name}")
     wall = time.perf_counter() - t1
-    rows = grid_rows(grid, name)
     default_score = ray.get(default)
     meta = {
         "methods": [name], "dataset": cont.benchmark, "model": cont.model,
         "forget": "stream " + "; ".join(s.text() for s in steps), "seeds": seeds,
         "num_samples": spec.num_samples, "scheduler": spec.scheduler, "search": spec.search,
-        "cpus": cpus, "references_computed": len(got), "reference_seconds": t_ref,
+        "cpus": int(ray.cluster_resources().get("CPU", 1)), "references_computed": len(got),
+        "reference_seconds": t_ref,
         "wall_seconds": {name: wall}, "weights": {}, "reference": "oracle",
         "objective_text": OBJECTIVE_TEXT,
         "labels": {"FA": "forget acc", "RA": "avg acc (kept)", "TA": "avg acc over the stream",

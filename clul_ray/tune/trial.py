@@ -1,8 +1,9 @@
 """What every trial shares, computed once, and the trial itself.
 
 Per seed the original model is trained and ``retrain`` (the reference) is run once — Ray
-tasks in parallel — and the :class:`Shared` bundle reaches the trials through Ray's
-object store (``tune.with_parameters``), so no trial retrains anything but its method.
+tasks in parallel — and the data and the :class:`Shared` bundle reach the trials through
+Ray's object store, each put there once (``tune.with_parameters`` given their refs), so no
+trial retrains anything but its method.
 
 A trial runs its method with the sampled params on the first seed and reports the score
 after every epoch (ASHA stops poor trials on these); it then runs the other seeds and
@@ -50,7 +51,8 @@ class Reference:
 
 @dataclass
 class Shared:
-    data: Data
+    """What every trial shares besides the data: the references per seed, the weights."""
+
     references: dict[int, Reference]
     weights: Weights
 
@@ -66,20 +68,21 @@ def compute_reference(template: nn.Module, data: Data, recipe: TrainRecipe,
                      ret.report["seconds"], orig)
 
 
-def score_model(model: nn.Module, shared: Shared, seed: int, seconds: float) -> dict[str, float]:
+def score_model(model: nn.Module, data: Data, shared: Shared, seed: int,
+                seconds: float) -> dict[str, float]:
     ref = shared.references[seed]
-    m = evaluate(outputs_of(model, shared.data), shared.data.labels, ref.outputs,
-                 ref.incompetent_forget, seed=seed)
+    m = evaluate(outputs_of(model, data), data.labels, ref.outputs, ref.incompetent_forget,
+                 seed=seed)
     out = {k: m[k] for k in (*GAP_METRICS, "ZRF", "KL")}
     out.update(score(m, ref.metrics, shared.weights, seconds, ref.seconds))
     out["seconds"] = seconds
     return out
 
 
-def run_trial(config: dict[str, Any], method: str, shared: Shared, report: Report) -> dict:
+def run_trial(config: dict[str, Any], method: str, data: Data, shared: Shared,
+              report: Report) -> dict:
     """Run ``method`` with ``config`` on every seed; report per epoch, then the mean."""
     seeds = sorted(shared.references)
-    data = shared.data
     finals = []
     with torch_threads(1):
         warm_up(shared.references[seeds[0]].original, data.retain.x)  # untimed first calls
@@ -91,27 +94,27 @@ def run_trial(config: dict[str, Any], method: str, shared: Shared, report: Repor
             def per_epoch(epoch: int, model: nn.Module, s=s, t0=t0) -> None:
                 nonlocal paused
                 t = time.perf_counter()
-                report({**score_model(model, shared, s, t - t0 - paused), "epoch": epoch,
-                        "final": 0})
+                report({**score_model(model, data, shared, s, t - t0 - paused),
+                        "epoch": epoch, "final": 0})
                 paused += time.perf_counter() - t
 
             with on_epoch_end(per_epoch if i == 0 else None):
                 model, rep = unlearn_model(ref.original, data.forget, data.retain, method,
                                            config, s)
-            finals.append(score_model(model, shared, s, rep.seconds - paused))
+            finals.append(score_model(model, data, shared, s, rep.seconds - paused))
     mean = {k: float(np.mean([f[k] for f in finals])) for k in finals[0]}
     result = {**mean, "final": 1, "seeds": len(seeds)}
     report(result)
     return result
 
 
-def tune_trial(config: dict[str, Any], method: str, shared: Shared) -> None:
+def tune_trial(config: dict[str, Any], method: str, data: Data, shared: Shared) -> None:
     """The Ray Tune function trainable: :func:`run_trial` reporting through ``tune.report``."""
     from ray import tune
 
-    run_trial(config, method, shared, tune.report)
+    run_trial(config, method, data, shared, tune.report)
 
 
-def default_score(method: str, shared: Shared) -> dict:
+def default_score(method: str, data: Data, shared: Shared) -> dict:
     """The method's default params, scored like a trial (outside Tune)."""
-    return run_trial({}, method, shared, lambda _: None)
+    return run_trial({}, method, data, shared, lambda _: None)
