@@ -59,13 +59,6 @@ class Rows:
         idx = torch.from_numpy(np.flatnonzero(mask))
         return Rows(self.x[idx], self.y[idx], self.ids[mask], self.task[mask])
 
-    @staticmethod
-    def concat(parts: list[Rows]) -> Rows:
-        parts = [p for p in parts if p is not None]
-        return Rows(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]),
-                    np.concatenate([p.ids for p in parts]),
-                    np.concatenate([p.task for p in parts]))
-
 
 @dataclass
 class Benchmark:
@@ -82,11 +75,6 @@ class Benchmark:
     @property
     def num_tasks(self) -> int:
         return len(self.classes)
-
-    def task_rows(self, tasks: list[int] | set[int], test: bool) -> Rows:
-        """The train (or test) rows of the given tasks."""
-        mask = np.isin(self.rows.task, list(tasks)) & (self.test == test)
-        return self.rows.select(mask)
 
     def class_mask(self, tasks: np.ndarray) -> torch.Tensor:
         """(n, C) bool: which classes each row's task holds (every class when class-IL)."""
