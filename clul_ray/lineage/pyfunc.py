@@ -44,18 +44,19 @@ def model_signature(contract: dict):
     tensor enforcement would refuse the other accepted forms (an ``x`` list column beside
     ``id``/``label``, any numeric dtype) and word a wrong width as a dump of the whole input.
     The signature is therefore marked as validated inside the model's ``predict`` (the flag
-    MLflow sets for type-hinted models); it still describes the contract for callers and
-    ``mlflow models serve`` (whose request body is then ``{"inputs": [[...], ...]}``).
+    MLflow sets for type-hinted models, :func:`.mlflow_private.validated_in_predict`); it
+    still describes the contract for callers and ``mlflow models serve`` (whose request body
+    is then ``{"inputs": [[...], ...]}``).
     """
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    sig = ModelSignature(
+    from .mlflow_private import validated_in_predict
+
+    return validated_in_predict(ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(contract["raw_dtype"]), (-1, contract["width"]),
                                   name=None)]),
-        outputs=Schema([TensorSpec(np.dtype("int64"), (-1,))]))
-    sig._is_signature_from_type_hint = True  # validated in predict, not by PyFuncModel
-    return sig
+        outputs=Schema([TensorSpec(np.dtype("int64"), (-1,))])))
 
 
 def to_rows(model_input: Any) -> np.ndarray:

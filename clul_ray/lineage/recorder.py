@@ -27,6 +27,7 @@ from ..sisa.records.version import ModelVersion, list_versions, read_current
 from ..storage.layout import certificate_path, checkpoint_path, note_path
 from ..storage.store import Store
 from . import history
+from .mlflow_private import dataset_entity
 from .tracking import ALIAS, TAG, Tracking, enabled, flat_params, root_uri
 
 MODEL_CODE = os.path.join(os.path.dirname(__file__), "model_code.py")
@@ -241,9 +242,9 @@ def _log_version(t: Tracking, store: Store, v: ModelVersion, req: Request | None
                     timestamp=created)
         ds = _shard_dataset(store, k, data)
         t.client.log_inputs(child.info.run_id, datasets=[DatasetInput(
-            ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training"),
-                                          InputTag(f"{TAG}data_sha256", data),
-                                          InputTag(f"{TAG}n_samples", str(s.n_samples))])])
+            dataset_entity(ds), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training"),
+                                      InputTag(f"{TAG}data_sha256", data),
+                                      InputTag(f"{TAG}n_samples", str(s.n_samples))])])
         t.client.set_terminated(child.info.run_id, "FINISHED")
 
     model_id, artifact_location = _log_model(t, store, rid, n, config)
