@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import first_line
-from ..lineage.tracking import TAG, flat_params, quiet, tracking_uri
+from ..lineage.tracking import TAG, flat_params, folder_run, quiet, recorded, tracking_uri
 
 EXPERIMENT = "clul-ray-continual"
 METRICS = ("avg_acc", "forget_acc", "bwt", "forgetting", "mia", "gap_oracle", "forget_gap",
@@ -33,28 +31,18 @@ def metrics_of(row: dict[str, Any]) -> dict[str, float]:
 
 def record_stream(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path,
                   uri: str | None = None) -> dict[str, Any] | None:
-    try:
-        return _record(rows, meta, out, tracking_uri(out, uri))
-    except Exception as e:
-        warnings.warn(f"continual run not recorded in MLflow ({type(e).__name__}: "
-                      f"{first_line(e)}); its files are in {out}", ContinualRecordWarning,
-                      stacklevel=2)
-        return None
+    return recorded(lambda: _record(rows, meta, out, tracking_uri(out, uri)), "continual run",
+                    f"its files are in {out}", ContinualRecordWarning)
 
 
 def _record(rows, meta, out: Path, uri: str) -> dict[str, Any]:
     quiet()
-    from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT)
+    client, exp_id, pid = folder_run(uri, EXPERIMENT, f"stream-{meta['benchmark']}", "stream",
+                                     out)
     now = int(time.time() * 1000)
-    parent = client.create_run(exp_id, run_name=f"stream-{meta['benchmark']}", tags={
-        f"{TAG}kind": "stream", f"{TAG}out": str(out.resolve())})
-    pid = parent.info.run_id
     params = {"benchmark": meta["benchmark"], "setting": meta["setting"],
               "model": meta["model"], "stream": meta["stream"],
               "strategies": ",".join(meta["strategies"]),

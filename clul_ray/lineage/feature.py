@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import first_line
 from ..storage.store import Store
 from .recorder import LineageWarning
-from .tracking import TAG, Tracking, enabled, root_uri
+from .tracking import TAG, Tracking, enabled, recorded, root_uri
 
 
 def record_feature(store: Store, record: dict[str, Any], transform_json: str,
@@ -24,13 +22,8 @@ def record_feature(store: Store, record: dict[str, Any], transform_json: str,
     """Log one feature-unlearn run; returns {run_id, registry_version, model} or None."""
     if not enabled():
         return None
-    try:
-        return _record(store, record, transform_json, files)
-    except Exception as e:
-        warnings.warn(f"feature transform not recorded in MLflow ({type(e).__name__}: "
-                      f"{first_line(e)}); it is saved under {store.root}", LineageWarning,
-                      stacklevel=2)
-        return None
+    return recorded(lambda: _record(store, record, transform_json, files), "feature transform",
+                    f"it is saved under {store.root}", LineageWarning)
 
 
 def _record(store: Store, rec: dict[str, Any], transform_json: str,

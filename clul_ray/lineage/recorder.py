@@ -19,7 +19,6 @@ import warnings
 import numpy as np
 
 from ..config import PipelineConfig
-from ..errors import first_line
 from ..hashing import sha256_ids
 from ..sisa.records.ledger import Ledger, Request
 from ..sisa.records.rootconfig import read_config
@@ -28,7 +27,7 @@ from ..storage.layout import certificate_path, checkpoint_path, note_path
 from ..storage.store import Store
 from . import history
 from .mlflow_private import dataset_entity
-from .tracking import ALIAS, TAG, Tracking, enabled, flat_params, root_uri
+from .tracking import ALIAS, TAG, Tracking, enabled, flat_params, recorded, root_uri
 
 MODEL_CODE = os.path.join(os.path.dirname(__file__), "model_code.py")
 
@@ -71,13 +70,8 @@ def mirror(store: Store) -> dict | None:
     """:func:`sync`, turning any MLflow failure into a warning (see the failure policy)."""
     if not enabled():
         return None
-    try:
-        return sync(store)
-    except Exception as e:
-        warnings.warn(f"lineage of {store.root} not recorded in MLflow ({type(e).__name__}: "
-                      f"{first_line(e)}); the store is committed, and the next commit or `clul-ray "
-                      f"lineage --sync` records it", LineageWarning, stacklevel=2)
-        return None
+    return recorded(lambda: sync(store), f"lineage of {store.root}", "the store is committed, "
+                    "and the next commit or `clul-ray lineage --sync` records it", LineageWarning)
 
 
 # ---- the MLflow side ------------------------------------------------------------------

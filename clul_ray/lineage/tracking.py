@@ -22,16 +22,19 @@ import logging
 import os
 import posixpath
 import warnings
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ..errors import ClulError
+from ..errors import ClulError, first_line
 from ..storage.store import Store
 
 TAG = "clul_ray."
 ALIAS = "current"
 MAX_RESULTS = 1000
+
+T = TypeVar("T")
 
 
 def quiet() -> None:
@@ -69,6 +72,33 @@ def tracking_uri(where: Store | Path, given: str | None = None) -> str:
         return f"sqlite:///{where.path('mlflow.db')}"
     raise ClulError(f"{where.root} is not a local folder: set MLFLOW_TRACKING_URI to record "
                     "its lineage in MLflow")
+
+
+def recorded(record: Callable[[], T], what: str, then: str,
+             category: type[Warning]) -> T | None:
+    """``record()``; should it fail, None and a ``category`` warning ``<what> not recorded in
+    MLflow (<the error>); <then>`` at the caller's caller: recording never fails the work
+    it records."""
+    try:
+        return record()
+    except Exception as e:
+        warnings.warn(f"{what} not recorded in MLflow ({type(e).__name__}: {first_line(e)}); "
+                      f"{then}", category, stacklevel=3)
+        return None
+
+
+def folder_run(uri: str, experiment: str, run_name: str, kind: str, out: Path):
+    """A parent run, in ``experiment`` at ``uri`` (created when missing), of a command's
+    output folder ``out`` (tags ``kind`` and ``out``): ``(client, experiment id, run id)``."""
+    quiet()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    run = client.create_run(exp_id, run_name=run_name,
+                            tags={f"{TAG}kind": kind, f"{TAG}out": str(out.resolve())})
+    return client, exp_id, run.info.run_id
 
 
 def seed_database(path: str) -> None:

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import first_line
-from ..lineage.tracking import TAG, flat_params, quiet, tracking_uri
+from ..lineage.tracking import TAG, flat_params, folder_run, quiet, recorded, tracking_uri
 from .outputs import best_rows
 
 EXPERIMENT = "clul-ray-tune"
@@ -31,28 +29,19 @@ def _metrics(row: dict[str, Any]) -> dict[str, float]:
 
 def record_sweep(rows: list[dict[str, Any]], meta: dict[str, Any], result: dict[str, Any],
                  out: Path) -> dict[str, Any] | None:
-    try:
-        return _record(rows, meta, result, out)
-    except Exception as e:
-        warnings.warn(f"sweep not recorded in MLflow ({type(e).__name__}: {first_line(e)}); "
-                      f"its files are in {out}", TuneRecordWarning, stacklevel=2)
-        return None
+    return recorded(lambda: _record(rows, meta, result, out), "sweep",
+                    f"its files are in {out}", TuneRecordWarning)
 
 
 def _record(rows, meta, result, out: Path) -> dict[str, Any]:
     quiet()
-    from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     uri = tracking_uri(out)
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT)
+    client, exp_id, pid = folder_run(uri, EXPERIMENT, f"tune-{'-'.join(meta['methods'])}",
+                                     "sweep", out)
     now = int(time.time() * 1000)
-    parent = client.create_run(exp_id, run_name=f"tune-{'-'.join(meta['methods'])}",
-                               tags={f"{TAG}kind": "sweep", f"{TAG}out": str(out.resolve())})
-    pid = parent.info.run_id
     params = {k: meta[k] for k in ("dataset", "model", "forget", "num_samples", "scheduler",
                                    "search")}
     params.update(methods=",".join(meta["methods"]), seeds=",".join(map(str, meta["seeds"])))
