@@ -15,6 +15,30 @@
   and the request's shards vote again.
 - On start it finishes whatever the ledger holds (a service or a CLI command that died),
   so a restart loses no acknowledged request.
+
+Threads, and what each owns:
+
+- **Request threads** (Serve's event loop, and the threads ``asyncio.to_thread`` runs
+  ``predict``, ``submit`` and ``request`` on): ``submit`` records a new request in the
+  ledger and adds it to the exclusion state (``_affected``, ``_excluded_at``); the others
+  only read.
+- **The driver thread** (``clul-ray-retrain``, :meth:`DeletionService._loop`): the only
+  thread that advances ledger requests, changes the root's data, checkpoints and versions,
+  loads models and evaluates. It alone replaces ``models`` and ``version`` (whole, never
+  changed in place), removes committed requests from the exclusion state and appends to
+  ``errors``.
+- **The lineage thread** (``clul-ray-lineage``, :class:`Deferred`): observer calls in commit
+  order; it reads the root through the pipeline's store.
+- The shard workers are Ray actors in other processes, each with a store of its own.
+
+``_mutex`` guards ``_affected``, ``_excluded_at``, ``models``, ``version`` and ``errors``
+(every read and write of them, on any thread), and makes recording a request exclusive
+with the data steps (RemoveRows, DiscardCheckpoints): a request is planned against an
+index no step is rewriting. Retrains and commits run outside it, so a prediction or an
+acknowledgement never waits on training. Shared without ``_mutex``: the pipeline's
+:class:`~clul_ray.storage.cache.CachingStore` (thread-safe: its own lock around its memo;
+request threads write ledger records through it while the driver writes and reads), the
+events, the config (read-only once started) and the Ray metrics.
 """
 
 from __future__ import annotations
@@ -179,9 +203,10 @@ class DeletionService:
         with self._mutex:  # (the shards of request ``admitting`` are about to vote)
             skip = state.excluded(self.cfg.partition.shards, [
                 a for r, a in self._affected.items() if r != admitting])
+            loaded = self.models
         models = {}
         for s in v.trained_shards():
-            have = self.models.get(s.shard)
+            have = loaded.get(s.shard)
             if have and have[0] == s.model_sha256:
                 models[s.shard] = have
             elif s.shard not in skip:
@@ -245,8 +270,9 @@ class DeletionService:
         with self._mutex:
             if phase == "committed" and request_id in self._affected:
                 phase = "certifying"  # committed once its shards vote again
+            excluded_at = self._excluded_at.get(request_id)
         out = {"request_id": req.request_id, "kind": req.kind.value, "state": phase,
-               "timeline": state.timeline(req.history, self._excluded_at.get(request_id)),
+               "timeline": state.timeline(req.history, excluded_at),
                "affected": {str(k): r for k, r in req.plan.affected.items()},
                "version": req.result.get("version")}
         if req.state == Stage.COMMITTED:
@@ -254,15 +280,16 @@ class DeletionService:
         return out
 
     def describe(self) -> dict[str, Any]:
-        voters, out = self.voters()
         with self._mutex:
-            v = self.version
+            voters, out = self.voters()
+            v, models = self.version, self.models
+            pending, errors = sorted(self._affected), self.errors[-5:]
         return {"root": self.pipeline.store.root, "version": v.version,
                 "operation": v.operation, "shards": voters, "excluded": sorted(out),
-                "pending": sorted(self._affected), "aggregation": self.cfg.serve.aggregation,
+                "pending": pending, "aggregation": self.cfg.serve.aggregation,
                 "busy": not self._idle.is_set() or self._wake.is_set(),  # retrain or evaluation
-                "model_sha256": {str(k): m[0] for k, m in sorted(self.models.items())},
-                "errors": self.errors[-5:]}
+                "model_sha256": {str(k): m[0] for k, m in sorted(models.items())},
+                "errors": errors}
 
     # ---- the background driver ---------------------------------------------------------
     def _loop(self) -> None:
@@ -276,7 +303,8 @@ class DeletionService:
                 self._drain()
             except Exception as e:  # logged, retried: the ledger keeps the request
                 msg = f"{type(e).__name__}: {first_line(e)}"
-                self.errors.append(msg)
+                with self._mutex:
+                    self.errors.append(msg)
                 log.error("deletion service: %s (retrying)", msg)
                 self._stop.wait(2.0)
                 self._wake.set()
