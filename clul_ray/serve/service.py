@@ -259,7 +259,8 @@ class DeletionService:
         took = time.time() - t0
         self.metrics.recorded(took)
         self._wake.set()
-        return {"request_id": req.request_id, "state": "excluded", "exclusion_seconds": took,
+        return {"request_id": req.request_id, "state": state.Phase.EXCLUDED.value,
+                "exclusion_seconds": took,
                 "affected": {str(k): r for k, r in req.plan.affected.items()},
                 "excluded": sorted(out), "already_deleted": already,
                 "n_ids": req.n_ids, "n_test_ids": req.n_ids - req.n_train}
@@ -268,10 +269,10 @@ class DeletionService:
         req = self.pipeline.ledger.request(request_id)  # ClulError when unknown
         phase = state.phase(req.state)
         with self._mutex:
-            if phase == "committed" and request_id in self._affected:
-                phase = "certifying"  # committed once its shards vote again
+            if phase == state.Phase.COMMITTED and request_id in self._affected:
+                phase = state.Phase.CERTIFYING  # committed once its shards vote again
             excluded_at = self._excluded_at.get(request_id)
-        out = {"request_id": req.request_id, "kind": req.kind.value, "state": phase,
+        out = {"request_id": req.request_id, "kind": req.kind.value, "state": phase.value,
                "timeline": state.timeline(req.history, excluded_at),
                "affected": {str(k): r for k, r in req.plan.affected.items()},
                "version": req.result.get("version")}
