@@ -356,17 +356,6 @@ class DeletionService:
         if self.lineage is not None:
             self.lineage.version_committed(self.pipeline.store, self.cfg, v)
 
-    def wait_idle(self, timeout: float = 300.0) -> bool:
-        """Block until no request is pending (tests, benchmarks)."""
-        end = time.time() + timeout
-        while time.time() < end:
-            with self._mutex:
-                if not self._affected and not self.pipeline.ledger.pending() \
-                        and self._idle.is_set() and not self._wake.is_set():
-                    return True
-            time.sleep(0.05)
-        return False
-
     def close(self) -> None:
         self._stop.set()
         self._wake.set()

@@ -54,12 +54,6 @@ def excluded(shards: int, pending_affected: Iterable[Iterable[int]]) -> set[int]
     return {k for k in out if 0 <= k < shards}
 
 
-def servable(shards: list[int], pending_affected: Iterable[Iterable[int]]) -> list[int]:
-    """The trained shards that may vote now, in order."""
-    out = excluded(max(shards, default=-1) + 1, pending_affected)
-    return [k for k in shards if k not in out]
-
-
 def combine(probs: np.ndarray, voters: list[int], shards: list[int],
             method: str) -> tuple[np.ndarray, np.ndarray]:
     """(shards, n, classes) probabilities of every loaded shard -> the prediction and the
