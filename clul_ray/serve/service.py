@@ -3,8 +3,11 @@
 - It holds the root's lock for its whole life (``serve URL`` in ``lock.json``), so no
   other writer touches the root while it runs; ``clul-ray delete --service URL`` sends
   requests to it instead.
-- ``predict`` answers from the shard models of the current version that may vote: a shard
-  holding rows of a pending request is excluded (:mod:`.state`).
+- ``predict`` takes the dataset's raw rows, the input of the registered MLflow model, and
+  applies the same preprocessing through the same code
+  (:func:`~clul_ray.lineage.pyfunc.raw_features`); it answers from the shard models of the
+  current version that may vote: a shard holding rows of a pending request is excluded
+  (:mod:`.state`).
 - ``submit`` checks the ids, records the request in the ledger and excludes its shards,
   then returns: the acknowledgement comes after both.
 - One background thread drives the ledger (the same controller steps as ``clul-ray
@@ -46,6 +49,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -54,6 +58,7 @@ import torch
 from ..errors import ClulError, first_line
 from ..faults import NONE as NO_FAULTS
 from ..faults import Faults
+from ..lineage.pyfunc import input_contract, raw_features
 from ..lineage.recorder import LineageRecorder
 from ..runtime import ensure_ray
 from ..sisa.compute.evaluation import evaluate_committed, unevaluated
@@ -220,13 +225,29 @@ class DeletionService:
             out = state.excluded(self.cfg.partition.shards, self._affected.values())
         return [k for k in shards if k not in out], out
 
+    @cached_property
+    def contract(self) -> dict:
+        """What the registered MLflow model of this root takes (its input contract)."""
+        return input_contract(self.cfg.model_dump())
+
+    def features(self, rows: Any) -> np.ndarray:
+        """The dataset's raw rows -> the shard models' (n, d) features, as the registered
+        MLflow model takes and transforms them; a one-line ClulError for input that is not
+        numeric rows of the dataset's raw width."""
+        return raw_features(self.contract, rows)
+
+    def predict(self, rows: Any) -> dict[str, Any]:
+        """The dataset's raw rows -> classes and mean probabilities over the voting shards."""
+        return self.vote(self.features(rows))
+
     @torch.no_grad()
-    def predict(self, x: np.ndarray) -> dict[str, Any]:
-        """Rows (n, features) -> classes and mean probabilities over the voting shards."""
+    def vote(self, x: np.ndarray) -> dict[str, Any]:
+        """Features (n, d), as :meth:`features` gives them -> classes and mean
+        probabilities over the voting shards."""
         d = int(np.prod(self.cfg.data.input_shape))
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != d:
-            raise ValueError(f"rows must each hold {d} features, got shape {list(x.shape)}")
+            raise ValueError(f"features must be (n, {d}), got shape {list(x.shape)}")
         with self._mutex:
             voters, out = self.voters()
             version = self.version.version
