@@ -13,20 +13,23 @@ import time
 import numpy as np
 import pytest
 from conftest import digits_parquet, tiny_config
+from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 from clul_ray import Pipeline
 from clul_ray.cli import app
-from clul_ray.data.sources import features, open_source
+from clul_ray.data.sources import raw_to_features
 from clul_ray.faults import Faults
 from clul_ray.serve.client import call
+from clul_ray.serve.client import predict as client_predict
 from clul_ray.sisa.compute.ensemble import Ensemble
 from clul_ray.sisa.records.rootconfig import read_config
 from clul_ray.sisa.records.version import read_current
 from clul_ray.storage.store import Store
 
 pytestmark = pytest.mark.serve
-X = features(next(open_source("digits").iter_tables()))[:6]
+RAW = load_digits().data[:6]  # what /predict takes: the dataset's raw rows
+X = raw_to_features("digits", RAW, (1, 8, 8))  # what the shard models take
 
 
 def free_port() -> int:
@@ -51,7 +54,7 @@ def poll(url: str, rid: str, until: str = "committed", timeout: float = 180.0) -
 
 
 def predict(url: str) -> dict:
-    code, out = call(f"{url}/predict", "POST", {"rows": X.tolist()})
+    code, out = call(f"{url}/predict", "POST", {"rows": RAW.tolist()})
     assert code == 200, out
     return out
 
@@ -68,6 +71,34 @@ def served(trained_base, tmp_path_factory):
     start(str(root), port=port, faults=Faults(retrain_delay_s=1.0))
     yield root, f"http://127.0.0.1:{port}"
     serve.shutdown()
+
+
+def test_predict_takes_the_registered_models_raw_rows(served, trained_base, monkeypatch):
+    """/predict and the registered MLflow model take the same input, the dataset's raw rows
+    (digits as load_digits gives them), apply the same preprocessing and refuse a wrong
+    width with the same one line."""
+    import mlflow.pyfunc
+
+    from clul_ray.errors import ClulError
+    from clul_ray.lineage.tracking import Tracking
+
+    _, url = served
+    t = Tracking(Store(str(trained_base[0])))  # the served root is a copy of it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", t.uri)
+    model = mlflow.pyfunc.load_model(f"models:/{t.model_name}@current")
+    raw = load_digits().data[:400]
+    out = client_predict(url, raw)
+    assert out["version"] == model.model_config["version"] and out["shards"] == [0, 1, 2]
+    assert out["pred"] == model.predict(raw).tolist()
+
+    for bad in (raw[:3, :63].tolist(), [["a"] * 64]):  # (the same rows to both)
+        code, out = call(f"{url}/predict", "POST", {"rows": bad})
+        with pytest.raises(ClulError) as e:
+            model.predict(bad)
+        assert code == 400 and out["detail"] == str(e.value), (out, str(e.value))
+        assert "\n" not in out["detail"]
+    with pytest.raises(ClulError, match=r"refused the prediction \(400\): expected raw rows"):
+        client_predict(url, raw[:3, :63])
 
 
 def test_predictions_deletions_and_refusals_over_http(served, deletion_case):
@@ -168,7 +199,7 @@ def test_stream_of_deletions_loses_nothing_and_coalesces(served):
     every = [int(ids[(shard == k) & (slc == 2)][-1]) for k in range(3)]
     code, ack = call(f"{url}/delete", "POST", {"ids": every})
     assert code == 202 and ack["excluded"] == [0, 1, 2] and ack["exclusion_seconds"] < 5
-    code, out = call(f"{url}/predict", "POST", {"rows": X.tolist()})
+    code, out = call(f"{url}/predict", "POST", {"rows": RAW.tolist()})
     assert code == 503 and "pending deletion" in out["detail"]
     poll(url, ack["request_id"])
     assert predict(url)["shards"] == [0, 1, 2]

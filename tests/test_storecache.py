@@ -1,7 +1,7 @@
-"""The deletion service's caching store (``clul_ray/storecache.py``): a value derived from
-files is reused only while those files are unchanged, whoever changes them; what it hands
-out cannot be changed by a caller; and a check run through it finds what a plain store
-finds."""
+"""The deletion service's caching store (``clul_ray/storage/cache.py``): a value derived
+from files is reused only while those files are unchanged, whoever changes them; what it
+hands out cannot be changed by a caller; a check run through it finds what a plain store
+finds; and threads that read while another writes neither fail nor keep stale values."""
 
 from __future__ import annotations
 
@@ -65,3 +65,84 @@ def test_rewritten_index_equals_a_fresh_read_and_checks_agree(tmp_path):
         FindingKind.EXTRA_ROWS, "data", layout.slice_dir(1, 0), [13], 1, 0)
     assert "1 rows are not in the index" in f.message
     assert index_findings(plain, 2, 2) == (f,)
+
+
+def test_memo_inserts_while_another_thread_forgets(tmp_path):
+    """The deletion service reads through one caching store from several threads (request
+    threads, the driver, lineage): values kept by some while another writes (and forgets
+    what it changed) raise nothing and lose nothing."""
+    import sys
+    import threading
+
+    cached = CachingStore(str(tmp_path))
+    cached.write_bytes("w/file", b"x")
+    for i in range(3000):  # a long memo: forgetting walks it while the others insert
+        cached.memo((f"kept/{i}",), "n", lambda i=i: i)
+    errors: list[BaseException] = []
+    start, done = threading.Barrier(4), threading.Event()
+
+    def reader(t: int) -> None:
+        start.wait()
+        j = 0
+        while not done.is_set():  # values of the written file, forgotten by each write
+            try:
+                assert cached.memo(("w/file",), f"{t}:{j % 50}", lambda j=j: j % 50) == j % 50
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+                return
+            j += 1
+
+    def writer() -> None:
+        start.wait()
+        try:
+            for _ in range(300):
+                cached.write_bytes("w/file", b"x")
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            done.set()
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        threads = [threading.Thread(target=reader, args=(t,)) for t in range(3)]
+        threads.append(threading.Thread(target=writer))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        sys.setswitchinterval(before)
+    assert not errors, f"{type(errors[0]).__name__}: {errors[0]}"
+    assert all(cached.memo((f"kept/{i}",), "n", lambda: None) == i for i in range(3000))
+
+
+def test_a_write_during_a_computation_is_not_kept(tmp_path):
+    """A value computed from a file another thread rewrote meanwhile is returned to its
+    caller but not kept, even when the rewrite leaves the file's size and mtime as they
+    were (one timestamp tick): the next read computes from the new content."""
+    import os
+    import threading
+
+    cached = CachingStore(str(tmp_path))
+    cached.write_bytes("f", b"one")
+    path = cached.path("f")
+    reading, written = threading.Event(), threading.Event()
+
+    def slow_read() -> bytes:
+        data = cached.read_bytes("f")
+        reading.set()
+        written.wait(timeout=30)
+        return data
+
+    got: list[bytes] = []
+    t = threading.Thread(target=lambda: got.append(cached.memo(("f",), "bytes", slow_read)))
+    t.start()
+    assert reading.wait(timeout=30)
+    st = os.stat(path)
+    cached.write_bytes("f", b"two")  # same size; and the same mtime below
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    written.set()
+    t.join(timeout=30)
+    assert got == [b"one"]
+    assert cached.memo(("f",), "bytes", lambda: cached.read_bytes("f")) == b"two"

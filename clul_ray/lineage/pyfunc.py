@@ -85,6 +85,32 @@ def to_rows(model_input: Any) -> np.ndarray:
     return arr.reshape(len(arr), int(np.prod(arr.shape[1:])))
 
 
+def raw_features(contract: dict | None, model_input: Any) -> np.ndarray:
+    """A model input -> the ensemble's (n, d) float32 features: its rows (:func:`to_rows`),
+    their width checked against ``contract`` (:func:`input_contract`), the dataset's
+    preprocessing applied (:func:`raw_to_features`). The registered model and the deletion
+    service's ``/predict`` both take their input through it. ``contract`` None: a model
+    logged before the input contract, which takes canonical features.
+
+    Input that is not numeric rows, or rows of a width other than the dataset's, is refused
+    with a one-line ClulError (naming the expected width).
+    """
+    from ..errors import ClulError
+
+    try:
+        x = to_rows(model_input)
+    except (TypeError, ValueError) as e:
+        raise ClulError(f"model input is not numeric rows: {str(e).splitlines()[0]}") \
+            from None
+    c = contract
+    if c is not None and len(x) and x.shape[1] != c["width"]:
+        raise ClulError(f"expected raw rows of {c['width']} features ({c['dataset']}, "
+                        f"input shape {c['input_shape']}), got {x.shape[1]}")
+    if c is None or len(x) == 0:
+        return x
+    return raw_to_features(c["kind"], x, c["input_shape"])
+
+
 class SisaEnsembleModel(mlflow.pyfunc.PythonModel):
     """Predicts class labels with the SISA ensemble of one version of one storage root."""
 
@@ -118,21 +144,9 @@ class SisaEnsembleModel(mlflow.pyfunc.PythonModel):
         column, or one column per feature) or an array of rows: see :func:`to_rows`.
 
         A row width other than the dataset's is refused with a one-line ClulError naming the
-        expected width.
+        expected width (:func:`raw_features`).
         """
-        from ..errors import ClulError
-
-        try:
-            x = to_rows(model_input)
-        except (TypeError, ValueError) as e:
-            raise ClulError(f"model input is not numeric rows: {str(e).splitlines()[0]}") \
-                from None
-        c = self.contract
-        if c is not None and len(x) and x.shape[1] != c["width"]:
-            raise ClulError(f"expected raw rows of {c['width']} features ({c['dataset']}, "
-                            f"input shape {c['input_shape']}), got {x.shape[1]}")
+        x = raw_features(self.contract, model_input)
         if len(x) == 0:
             return np.zeros(0, np.int64)
-        if c is not None:
-            x = raw_to_features(c["kind"], x, c["input_shape"])
         return self.ensemble.predict(x).astype(np.int64)

@@ -2,8 +2,11 @@
 
 Routes::
 
-    POST /predict         {"rows": [[f, ...], ...]}  -> classes, probabilities, the version
-                          and the shards that voted (dynamic batching across requests)
+    POST /predict         {"rows": [[v, ...], ...]}: the dataset's raw rows, as the
+                          registered MLflow model takes them (digits 0..16, images as uint8
+                          pixels) -> classes, probabilities, the version and the shards that
+                          voted (dynamic batching across requests); 400 naming the expected
+                          width
     POST /delete          {"ids": [...]}  -> 202 once the request is in the ledger and its
                           shards are excluded; 400 naming bad or unknown ids
     GET  /requests/{id}   recorded -> excluded -> retraining -> certifying -> committed
@@ -36,7 +39,7 @@ api = FastAPI(title="clul-ray deletion service")
 
 
 class PredictBody(BaseModel):
-    rows: list[list[float]]
+    rows: Any = None  # checked by the registered model's own input check (one line)
 
 
 class DeleteBody(BaseModel):
@@ -61,7 +64,7 @@ class DeletionApp:
     async def _predict(self, xs: list[np.ndarray]) -> list[dict | Exception]:
         sizes = [len(x) for x in xs]
         try:
-            out = await asyncio.to_thread(self.svc.predict, np.concatenate(xs))
+            out = await asyncio.to_thread(self.svc.vote, np.concatenate(xs))
         except (ValueError, state.NoServableShard) as e:
             return [e] * len(xs)
         res, i = [], 0
@@ -73,10 +76,12 @@ class DeletionApp:
 
     @api.post("/predict")
     async def predict(self, body: PredictBody):
-        x = np.asarray(body.rows, dtype=np.float32)
-        d = int(np.prod(self.svc.cfg.data.input_shape))
-        if x.ndim != 2 or x.shape[1] != d or len(x) == 0:
-            raise HTTPException(400, f"rows must be a non-empty list of rows of {d} features")
+        try:  # raw rows -> features, as the registered MLflow model takes them
+            x = self.svc.features(body.rows)
+        except ClulError as e:
+            raise HTTPException(400, first_line(e)) from None
+        if len(x) == 0:
+            raise HTTPException(400, "rows must be a non-empty list of rows")
         try:
             out = await self._predict(x)
         except state.NoServableShard as e:

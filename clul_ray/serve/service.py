@@ -3,8 +3,11 @@
 - It holds the root's lock for its whole life (``serve URL`` in ``lock.json``), so no
   other writer touches the root while it runs; ``clul-ray delete --service URL`` sends
   requests to it instead.
-- ``predict`` answers from the shard models of the current version that may vote: a shard
-  holding rows of a pending request is excluded (:mod:`.state`).
+- ``predict`` takes the dataset's raw rows, the input of the registered MLflow model, and
+  applies the same preprocessing through the same code
+  (:func:`~clul_ray.lineage.pyfunc.raw_features`); it answers from the shard models of the
+  current version that may vote: a shard holding rows of a pending request is excluded
+  (:mod:`.state`).
 - ``submit`` checks the ids, records the request in the ledger and excludes its shards,
   then returns: the acknowledgement comes after both.
 - One background thread drives the ledger (the same controller steps as ``clul-ray
@@ -15,6 +18,30 @@
   and the request's shards vote again.
 - On start it finishes whatever the ledger holds (a service or a CLI command that died),
   so a restart loses no acknowledged request.
+
+Threads, and what each owns:
+
+- **Request threads** (Serve's event loop, and the threads ``asyncio.to_thread`` runs
+  ``predict``, ``submit`` and ``request`` on): ``submit`` records a new request in the
+  ledger and adds it to the exclusion state (``_affected``, ``_excluded_at``); the others
+  only read.
+- **The driver thread** (``clul-ray-retrain``, :meth:`DeletionService._loop`): the only
+  thread that advances ledger requests, changes the root's data, checkpoints and versions,
+  loads models and evaluates. It alone replaces ``models`` and ``version`` (whole, never
+  changed in place), removes committed requests from the exclusion state and appends to
+  ``errors``.
+- **The lineage thread** (``clul-ray-lineage``, :class:`Deferred`): observer calls in commit
+  order; it reads the root through the pipeline's store.
+- The shard workers are Ray actors in other processes, each with a store of its own.
+
+``_mutex`` guards ``_affected``, ``_excluded_at``, ``models``, ``version`` and ``errors``
+(every read and write of them, on any thread), and makes recording a request exclusive
+with the data steps (RemoveRows, DiscardCheckpoints): a request is planned against an
+index no step is rewriting. Retrains and commits run outside it, so a prediction or an
+acknowledgement never waits on training. Shared without ``_mutex``: the pipeline's
+:class:`~clul_ray.storage.cache.CachingStore` (thread-safe: its own lock around its memo;
+request threads write ledger records through it while the driver writes and reads), the
+events, the config (read-only once started) and the Ray metrics.
 """
 
 from __future__ import annotations
@@ -22,6 +49,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -30,6 +58,7 @@ import torch
 from ..errors import ClulError, first_line
 from ..faults import NONE as NO_FAULTS
 from ..faults import Faults
+from ..lineage.pyfunc import input_contract, raw_features
 from ..lineage.recorder import LineageRecorder
 from ..runtime import ensure_ray
 from ..sisa.compute.evaluation import evaluate_committed, unevaluated
@@ -179,9 +208,10 @@ class DeletionService:
         with self._mutex:  # (the shards of request ``admitting`` are about to vote)
             skip = state.excluded(self.cfg.partition.shards, [
                 a for r, a in self._affected.items() if r != admitting])
+            loaded = self.models
         models = {}
         for s in v.trained_shards():
-            have = self.models.get(s.shard)
+            have = loaded.get(s.shard)
             if have and have[0] == s.model_sha256:
                 models[s.shard] = have
             elif s.shard not in skip:
@@ -195,13 +225,29 @@ class DeletionService:
             out = state.excluded(self.cfg.partition.shards, self._affected.values())
         return [k for k in shards if k not in out], out
 
+    @cached_property
+    def contract(self) -> dict:
+        """What the registered MLflow model of this root takes (its input contract)."""
+        return input_contract(self.cfg.model_dump())
+
+    def features(self, rows: Any) -> np.ndarray:
+        """The dataset's raw rows -> the shard models' (n, d) features, as the registered
+        MLflow model takes and transforms them; a one-line ClulError for input that is not
+        numeric rows of the dataset's raw width."""
+        return raw_features(self.contract, rows)
+
+    def predict(self, rows: Any) -> dict[str, Any]:
+        """The dataset's raw rows -> classes and mean probabilities over the voting shards."""
+        return self.vote(self.features(rows))
+
     @torch.no_grad()
-    def predict(self, x: np.ndarray) -> dict[str, Any]:
-        """Rows (n, features) -> classes and mean probabilities over the voting shards."""
+    def vote(self, x: np.ndarray) -> dict[str, Any]:
+        """Features (n, d), as :meth:`features` gives them -> classes and mean
+        probabilities over the voting shards."""
         d = int(np.prod(self.cfg.data.input_shape))
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != d:
-            raise ValueError(f"rows must each hold {d} features, got shape {list(x.shape)}")
+            raise ValueError(f"features must be (n, {d}), got shape {list(x.shape)}")
         with self._mutex:
             voters, out = self.voters()
             version = self.version.version
@@ -234,7 +280,8 @@ class DeletionService:
         took = time.time() - t0
         self.metrics.recorded(took)
         self._wake.set()
-        return {"request_id": req.request_id, "state": "excluded", "exclusion_seconds": took,
+        return {"request_id": req.request_id, "state": state.Phase.EXCLUDED.value,
+                "exclusion_seconds": took,
                 "affected": {str(k): r for k, r in req.plan.affected.items()},
                 "excluded": sorted(out), "already_deleted": already,
                 "n_ids": req.n_ids, "n_test_ids": req.n_ids - req.n_train}
@@ -243,10 +290,11 @@ class DeletionService:
         req = self.pipeline.ledger.request(request_id)  # ClulError when unknown
         phase = state.phase(req.state)
         with self._mutex:
-            if phase == "committed" and request_id in self._affected:
-                phase = "certifying"  # committed once its shards vote again
-        out = {"request_id": req.request_id, "kind": req.kind.value, "state": phase,
-               "timeline": state.timeline(req.history, self._excluded_at.get(request_id)),
+            if phase == state.Phase.COMMITTED and request_id in self._affected:
+                phase = state.Phase.CERTIFYING  # committed once its shards vote again
+            excluded_at = self._excluded_at.get(request_id)
+        out = {"request_id": req.request_id, "kind": req.kind.value, "state": phase.value,
+               "timeline": state.timeline(req.history, excluded_at),
                "affected": {str(k): r for k, r in req.plan.affected.items()},
                "version": req.result.get("version")}
         if req.state == Stage.COMMITTED:
@@ -254,15 +302,16 @@ class DeletionService:
         return out
 
     def describe(self) -> dict[str, Any]:
-        voters, out = self.voters()
         with self._mutex:
-            v = self.version
+            voters, out = self.voters()
+            v, models = self.version, self.models
+            pending, errors = sorted(self._affected), self.errors[-5:]
         return {"root": self.pipeline.store.root, "version": v.version,
                 "operation": v.operation, "shards": voters, "excluded": sorted(out),
-                "pending": sorted(self._affected), "aggregation": self.cfg.serve.aggregation,
+                "pending": pending, "aggregation": self.cfg.serve.aggregation,
                 "busy": not self._idle.is_set() or self._wake.is_set(),  # retrain or evaluation
-                "model_sha256": {str(k): m[0] for k, m in sorted(self.models.items())},
-                "errors": self.errors[-5:]}
+                "model_sha256": {str(k): m[0] for k, m in sorted(models.items())},
+                "errors": errors}
 
     # ---- the background driver ---------------------------------------------------------
     def _loop(self) -> None:
@@ -276,7 +325,8 @@ class DeletionService:
                 self._drain()
             except Exception as e:  # logged, retried: the ledger keeps the request
                 msg = f"{type(e).__name__}: {first_line(e)}"
-                self.errors.append(msg)
+                with self._mutex:
+                    self.errors.append(msg)
                 log.error("deletion service: %s (retrying)", msg)
                 self._stop.wait(2.0)
                 self._wake.set()
@@ -326,17 +376,6 @@ class DeletionService:
                            self.pipeline.progress)
         if self.lineage is not None:
             self.lineage.version_committed(self.pipeline.store, self.cfg, v)
-
-    def wait_idle(self, timeout: float = 300.0) -> bool:
-        """Block until no request is pending (tests, benchmarks)."""
-        end = time.time() + timeout
-        while time.time() < end:
-            with self._mutex:
-                if not self._affected and not self.pipeline.ledger.pending() \
-                        and self._idle.is_set() and not self._wake.is_set():
-                    return True
-            time.sleep(0.05)
-        return False
 
     def close(self) -> None:
         self._stop.set()

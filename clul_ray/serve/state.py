@@ -11,6 +11,7 @@ affected shards), so a restarted service excludes exactly what the one before it
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -18,13 +19,26 @@ import numpy as np
 from ..sisa.decisions.aggregate import aggregate
 from ..sisa.decisions.controller import Stage
 
-# the service's view of a ledger stage
-PHASE = {
-    Stage.PLANNED: "excluded",
-    Stage.DATA_REMOVED: "retraining",
-    Stage.CHECKPOINTS_DISCARDED: "retraining",
-    Stage.VERSION_COMMITTED: "certifying",
-    Stage.COMMITTED: "committed",
+
+class Phase(StrEnum):
+    """A request's state as the service reports it, in the order a request passes them."""
+
+    RECORDED = "recorded"
+    EXCLUDED = "excluded"      # in the ledger, its shards excluded
+    RETRAINING = "retraining"  # (an unlearn's models edited, an addition's slice trained)
+    CERTIFYING = "certifying"  # a version committed; its certificate, its shards loaded
+    COMMITTED = "committed"    # certified, and its shards vote again
+
+
+# the service's view of every ledger stage (of every request kind)
+PHASE: dict[Stage, Phase] = {
+    Stage.PLANNED: Phase.EXCLUDED,
+    Stage.UNLEARNED: Phase.RETRAINING,
+    Stage.DATA_ADDED: Phase.RETRAINING,
+    Stage.DATA_REMOVED: Phase.RETRAINING,
+    Stage.CHECKPOINTS_DISCARDED: Phase.RETRAINING,
+    Stage.VERSION_COMMITTED: Phase.CERTIFYING,
+    Stage.COMMITTED: Phase.COMMITTED,
 }
 
 
@@ -40,12 +54,6 @@ def excluded(shards: int, pending_affected: Iterable[Iterable[int]]) -> set[int]
     return {k for k in out if 0 <= k < shards}
 
 
-def servable(shards: list[int], pending_affected: Iterable[Iterable[int]]) -> list[int]:
-    """The trained shards that may vote now, in order."""
-    out = excluded(max(shards, default=-1) + 1, pending_affected)
-    return [k for k in shards if k not in out]
-
-
 def combine(probs: np.ndarray, voters: list[int], shards: list[int],
             method: str) -> tuple[np.ndarray, np.ndarray]:
     """(shards, n, classes) probabilities of every loaded shard -> the prediction and the
@@ -59,23 +67,24 @@ def combine(probs: np.ndarray, voters: list[int], shards: list[int],
 
 
 def timeline(history: list[dict[str, Any]], excluded_at: float | None) -> list[dict]:
-    """A ledger request's history as the service's phases, with timestamps: recorded,
-    excluded, retraining, certifying, committed (each once, in order)."""
+    """A ledger request's history as the service's phases (their string values), with
+    timestamps: recorded, excluded, retraining, certifying, committed (each once, in
+    order)."""
     out: list[dict] = []
-    seen: set[str] = set()
+    seen: set[Phase] = set()
     for h in history:
         stage = Stage(h["state"])
-        phases = ["recorded", "excluded"] if stage == Stage.PLANNED else [PHASE[stage]]
+        phases = [Phase.RECORDED, Phase.EXCLUDED] if stage == Stage.PLANNED else [PHASE[stage]]
         for ph in phases:
             if ph in seen:
                 continue
             seen.add(ph)
-            t = excluded_at if ph == "excluded" and excluded_at is not None else h["time"]
-            out.append({"phase": ph, "time": t})
+            t = excluded_at if ph == Phase.EXCLUDED and excluded_at is not None else h["time"]
+            out.append({"phase": ph.value, "time": t})
     return out
 
 
-def phase(stage: Stage) -> str:
+def phase(stage: Stage | str) -> Phase:
     return PHASE[Stage(stage)]
 
 

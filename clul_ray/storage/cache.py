@@ -11,10 +11,18 @@ within the filesystem's timestamp resolution cannot serve old content.
 Only a process that holds the root's lock (or reads files that are never rewritten in
 place, like content-addressed checkpoints) should use it: it trusts (size, mtime) to mean
 unchanged content. ``clul-ray verify`` reads everything again with a plain store.
+
+Thread-safe: the deletion service reads through one caching store from its request
+threads, its driver thread and its lineage thread while the driver writes. One lock guards
+the memo and its counters; a value is computed outside it (a slow read never blocks the
+others), and a value whose files this store wrote or deleted while it was being computed
+is returned to its caller but not kept (it may have been read from the old content under
+an identity the new content shares).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -38,13 +46,29 @@ def _frozen(value):
     return value
 
 
+def _under(rel: str, rels: tuple[str, ...]) -> bool:
+    """Whether ``rel`` is one of ``rels`` or lies under one of them (a folder)."""
+    return any(rel == r or rel.startswith(r.rstrip("/") + "/") for r in rels)
+
+
+class _Computing:
+    """A value being computed for ``rels``: ``stale`` once this store changes one of them."""
+
+    __slots__ = ("rels", "stale")
+
+    def __init__(self, rels: tuple[str, ...]):
+        self.rels, self.stale = rels, False
+
+
 class CachingStore(Store):
     """A store whose Parquet reads and derived values (:meth:`memo`) are kept while their
     files are unchanged."""
 
     def __init__(self, root: str):
         super().__init__(root)
+        self._lock = threading.Lock()  # the memo, the values in flight and the counters
         self._memo: dict[tuple, tuple] = {}
+        self._computing: set[_Computing] = set()
         self.hits = 0
         self.misses = 0
 
@@ -60,20 +84,32 @@ class CachingStore(Store):
                             if i.type == pafs.FileType.File and ".tmp-" not in i.path))
 
     def _keep(self, rels: tuple[str, ...], tag: str, value):
-        """Remember ``value`` for ``rels`` as they are now."""
-        self._memo[(rels, tag)] = (tuple(self._identity(r) for r in rels), _frozen(value))
+        """Remember ``value`` for ``rels`` as they are now (the caller just wrote them)."""
+        entry = (tuple(self._identity(r) for r in rels), _frozen(value))
+        with self._lock:
+            self._memo[(rels, tag)] = entry
         return value
 
     def memo(self, rels: tuple[str, ...], tag: str, compute: Callable[[], T]) -> T:
-        ident = tuple(self._identity(r) for r in rels)  # taken before computing
         key = (rels, tag)
-        hit = self._memo.get(key)
-        if hit is not None and hit[0] == ident:
-            self.hits += 1
-            return hit[1]
-        self.misses += 1
-        value = _frozen(compute())
-        self._memo[key] = (ident, value)
+        computing = _Computing(rels)
+        with self._lock:  # in flight before the identity is taken: no write is missed
+            hit = self._memo.get(key)
+            self._computing.add(computing)
+        try:
+            ident = tuple(self._identity(r) for r in rels)  # taken before computing
+            if hit is not None and hit[0] == ident:
+                with self._lock:
+                    self.hits += 1
+                return hit[1]
+            value = _frozen(compute())
+        finally:
+            with self._lock:
+                self._computing.discard(computing)
+        with self._lock:
+            self.misses += 1
+            if not computing.stale:
+                self._memo[key] = (ident, value)
         return value
 
     def rewrite_index(self, ids: np.ndarray, shard: np.ndarray, slc: np.ndarray) -> None:
@@ -89,9 +125,12 @@ class CachingStore(Store):
 
     # ---- what this store changes, it forgets ------------------------------------------
     def _forget(self, rel: str) -> None:
-        for k in [k for k in self._memo if any(rel == r or rel.startswith(r.rstrip("/") + "/")
-                                               for r in k[0])]:
-            del self._memo[k]
+        with self._lock:
+            for k in [k for k in self._memo if _under(rel, k[0])]:
+                del self._memo[k]
+            for c in self._computing:
+                if _under(rel, c.rels):
+                    c.stale = True
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         self._forget(rel)
