@@ -214,6 +214,16 @@ def emit(result: dict[str, Any], as_json: bool,
         (printer or show)(result)
 
 
+def print_outputs(out, result: dict[str, Any], runs: str) -> None:
+    """A run's files, then its MLflow record (``runs``: what its child runs are)."""
+    for k, p in result["files"].items():
+        out.print(f"{k}: {p}", highlight=False)
+    if result.get("mlflow"):
+        m = result["mlflow"]
+        out.print(f"MLflow: {m['tracking_uri']} run {m['parent_run']} "
+                  f"({m['child_runs']} {runs} runs)", highlight=False)
+
+
 def show(r: dict) -> None:
     """A pipeline result (train, delete, evaluate, status, unlearn) as text and a table."""
     acc = r.get("ensemble_accuracy")

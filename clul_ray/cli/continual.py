@@ -9,7 +9,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Column, Table
 
-from .common import Address, AsJson, DataDir, Verbose, emit_progress, out, run, verbose_ray
+from .common import (
+    Address,
+    AsJson,
+    DataDir,
+    Verbose,
+    emit_progress,
+    out,
+    print_outputs,
+    run,
+    verbose_ray,
+)
 
 STREAM_HELP = ("the stream, replacing the config's: steps separated by ';', the parts of one "
                "step by '+': 'learn K', 'learn A-B' (one step per task), 'unlearn J[,J]' "
@@ -114,10 +124,5 @@ def show_stream(result: dict[str, Any]) -> None:
         for r in rows:
             t.add_row(r["strategy"], *(_fmt(r, k) for k, _ in SUMMARY))
         out.print(t)
-    for k, p in result["files"].items():
-        out.print(f"{k}: {p}", highlight=False)
-    if result.get("mlflow"):
-        m = result["mlflow"]
-        out.print(f"mlflow: {m['tracking_uri']} (parent run {m['parent_run']}, "
-                  f"{m['child_runs']} step runs)", highlight=False)
+    print_outputs(out, result, "step")
     out.print(f"wall seconds: {meta['wall_seconds']:.1f}", highlight=False)

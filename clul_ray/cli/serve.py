@@ -19,7 +19,8 @@ def serve(
 ) -> None:
     """Serve predictions and take deletion requests over HTTP (Ray Serve) until Ctrl-C.
 
-    POST /predict {"rows": [[...], ...]}; POST /delete {"ids": [...]} (202 once recorded and
+    POST /predict {"rows": [[...], ...]} (the dataset's raw rows, as the registered MLflow
+    model takes them); POST /delete {"ids": [...]} (202 once recorded and
     the affected shards are excluded from predictions); GET /requests/ID, /version,
     /healthz. The service holds the root's lock; `clul-ray delete --service URL` sends
     deletions to it."""

@@ -21,6 +21,7 @@ from .common import (
     emit_progress,
     out,
     parse_model_args,
+    print_outputs,
     run,
     verbose_ray,
 )
@@ -147,9 +148,4 @@ def show_sweep(result: dict[str, Any]) -> None:
         out.print(f"best {m}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float)
                                            else f"{k}={v}" for k, v in sorted(p.items())),
                   highlight=False)
-    for k, p in result["files"].items():
-        out.print(f"{k}: {p}", highlight=False)
-    if result.get("mlflow"):
-        m = result["mlflow"]
-        out.print(f"MLflow: {m['tracking_uri']} run {m['parent_run']} "
-                  f"({m['child_runs']} trial runs)", highlight=False)
+    print_outputs(out, result, "trial")
