@@ -92,3 +92,18 @@ def test_torchvision_sets_need_local_files(tmp_path):
         open_source("cifar10")
     with pytest.raises(ClulError, match="not found under .*--download"):
         open_source("mnist", data_dir=str(tmp_path))
+
+
+@pytest.mark.pure
+def test_a_missing_group_column_is_a_typed_refusal(tmp_path):
+    """Callers decide on the error's type and fields, never on its message."""
+    from clul_ray.errors import MissingGroupColumn
+
+    with pytest.raises(MissingGroupColumn) as e:
+        open_source("digits", group_column="user")
+    assert (e.value.column, e.value.has_columns) == ("user", False)
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "label": [0, 1], "f": [0.5, 1.5]}), path)
+    with pytest.raises(MissingGroupColumn) as e:
+        open_source(f"parquet:{path}", group_column="user")
+    assert (e.value.column, e.value.has_columns) == ("user", True)

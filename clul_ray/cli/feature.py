@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..errors import ClulError
+from ..errors import ClulError, MissingGroupColumn
 from .common import Address, AsJson, DataDir, Verbose, emit, out, root_option, run, verbose_ray
 
 
@@ -73,12 +73,9 @@ def open_with_sensitive(dataset: str, sensitive: str, data_dir: str | None):
 
     try:
         src = open_source(dataset, data_dir=data_dir, group_column=sensitive)
-    except ClulError as e:
-        if f"group column '{sensitive}' not found" in str(e):
-            raise ClulError(f"{dataset}: no sensitive column '{sensitive}'") from None
-        if "has no group column" in str(e):
-            raise ClulError(f"{dataset} has no sensitive column '{sensitive}'") from None
-        raise
+    except MissingGroupColumn as e:
+        raise ClulError(f"{dataset}: no sensitive column '{sensitive}'" if e.has_columns
+                        else f"{dataset} has no sensitive column '{sensitive}'") from None
     head = next(iter(src.iter_tables()), None)
     if head is None or sensitive not in head.column_names:
         raise ClulError(f"{dataset}: no sensitive column '{sensitive}'")

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import ClulError
+from ..errors import ClulError, MissingGroupColumn
 
 SYNTHETIC_BLOCK = 50_000
 TORCHVISION = {
@@ -129,7 +129,8 @@ def canonicalize(table: pa.Table, group_column: str | None, where: str) -> pa.Ta
         raise ClulError(f"{where}: column 'label' must be an integer column, got "
                         f"{table.schema.field('label').type}")
     if group_column is not None and group_column not in names:
-        raise ClulError(f"{where}: group column '{group_column}' not found")
+        raise MissingGroupColumn(f"{where}: group column '{group_column}' not found",
+                                 group_column)
     rest = [c for c in names if c not in ("id", "label", group_column)]
     if not rest:
         raise ClulError(f"{where}: no feature columns besides id and label")
@@ -298,7 +299,7 @@ def open_source(
     kind, rest = source_kind(spec), spec.partition(":")[2]
     if kind == "digits":
         if group_column:
-            raise ClulError("digits has no group column")
+            raise MissingGroupColumn("digits has no group column", group_column, False)
         data, target = digits_raw()
         t = canonical(np.arange(len(target)), target, raw_to_features("digits", data, (1, 8, 8)))
         return DataSource(spec, "digits", 10, (1, 8, 8), _table=t)
