@@ -27,15 +27,15 @@ def source_blocks(source: DataSource) -> list[tuple]:
     """The source's blocks, each a small picklable reference that :func:`read_block` reads:
     ``("rows", start, stop)`` of an in-memory table, ``("synthetic", b)``, or
     ``("parquet", file, row_group)``."""
-    if source._table is not None:
-        n = source._table.num_rows
+    if source.table is not None:
+        n = source.table.num_rows
         return [("rows", s, min(n, s + TABLE_BLOCK)) for s in range(0, max(n, 1), TABLE_BLOCK)]
     if source.kind == "synthetic":
-        return [("synthetic", b) for b in range(source._options["blocks"])]
+        return [("synthetic", b) for b in range(source.options["blocks"])]
     import pyarrow.dataset as pads
 
-    ds = pads.dataset(source._options["path"], format="parquet",
-                      filesystem=source._options["fs"])
+    ds = pads.dataset(source.options["path"], format="parquet",
+                      filesystem=source.options["fs"])
     return [("parquet", frag.path, rg.id) for frag in ds.get_fragments()
             for rg in frag.row_groups]
 
@@ -44,13 +44,13 @@ def read_block(source: DataSource, block: tuple) -> pa.Table:
     """Canonical rows of one block (see :func:`source_blocks`)."""
     kind = block[0]
     if kind == "rows":
-        return source._table.slice(block[1], block[2] - block[1])
+        return source.table.slice(block[1], block[2] - block[1])
     if kind == "synthetic":
-        o = source._options
+        o = source.options
         return synthetic_block(block[1], o["n"], o["seed"], source.num_classes, o["dim"])
     import pyarrow.parquet as pq
 
-    f = pq.ParquetFile(block[1], filesystem=source._options["fs"])
+    f = pq.ParquetFile(block[1], filesystem=source.options["fs"])
     return canonicalize(f.read_row_group(block[2]), source.group_column, source.spec)
 
 
@@ -61,14 +61,14 @@ time than starting Ray writer tasks costs (benchmarks/RESULTS.md, the scale tabl
 
 def source_rows(source: DataSource) -> int:
     """The source's row count (Parquet: from the files' metadata)."""
-    if source._table is not None:
-        return source._table.num_rows
+    if source.table is not None:
+        return source.table.num_rows
     if source.kind == "synthetic":
-        return int(source._options["n"])
+        return int(source.options["n"])
     import pyarrow.dataset as pads
 
-    return pads.dataset(source._options["path"], format="parquet",
-                        filesystem=source._options["fs"]).count_rows()
+    return pads.dataset(source.options["path"], format="parquet",
+                        filesystem=source.options["fs"]).count_rows()
 
 
 def small_data(source: DataSource) -> bool:

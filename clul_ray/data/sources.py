@@ -182,24 +182,24 @@ class DataSource:
     num_classes: int
     input_shape: tuple[int, ...]
     group_column: str | None = None
-    _table: pa.Table | None = None
-    _options: dict[str, Any] = field(default_factory=dict)
+    table: pa.Table | None = None  # in-memory rows (digits, a user table), else None
+    options: dict[str, Any] = field(default_factory=dict)  # synthetic or Parquet: how to read
 
     # ---- rows -------------------------------------------------------------------------
     def iter_tables(self) -> Iterator[pa.Table]:
         """Canonical rows in blocks, without Ray (validation, small data, tests)."""
-        if self._table is not None:
-            yield self._table
+        if self.table is not None:
+            yield self.table
         elif self.kind in ("synthetic", "synthetic-fair"):
-            o = self._options
+            o = self.options
             make, k = o.get("make", synthetic_block), o.get("groups", self.num_classes)
             for b in range(o["blocks"]):
                 yield make(b, o["n"], o["seed"], k, o["dim"])
         elif self.kind == "parquet":
             import pyarrow.dataset as pads
 
-            ds = pads.dataset(self._options["path"], format="parquet",
-                              filesystem=self._options["fs"])
+            ds = pads.dataset(self.options["path"], format="parquet",
+                              filesystem=self.options["fs"])
             for batch in ds.to_batches(batch_size=65_536):
                 yield canonicalize(pa.Table.from_batches([batch]), self.group_column,
                                    self.spec)
@@ -208,10 +208,10 @@ class DataSource:
         """Canonical rows as a Ray Dataset, streamed block by block."""
         import ray.data
 
-        if self._table is not None:
-            return ray.data.from_arrow(self._table)
+        if self.table is not None:
+            return ray.data.from_arrow(self.table)
         if self.kind in ("synthetic", "synthetic-fair"):
-            o, make = self._options, self._options.get("make", synthetic_block)
+            o, make = self.options, self.options.get("make", synthetic_block)
             n, seed, classes, dim = o["n"], o["seed"], o.get("groups", self.num_classes), o["dim"]
 
             def gen(batch: pa.Table) -> pa.Table:
@@ -221,7 +221,7 @@ class DataSource:
             return ray.data.range(o["blocks"], override_num_blocks=o["blocks"]).map_batches(
                 gen, batch_size=1, batch_format="pyarrow")
         group, spec = self.group_column, self.spec
-        ds = ray.data.read_parquet(self._options["path"], filesystem=self._options["fs"])
+        ds = ray.data.read_parquet(self.options["path"], filesystem=self.options["fs"])
         return ds.map_batches(lambda t: canonicalize(t, group, spec), batch_format="pyarrow")
 
     # ---- checks -----------------------------------------------------------------------
@@ -287,14 +287,9 @@ def _options(parts: list[str], spec: str) -> dict[str, str]:
     return out
 
 
-def open_source(
-    spec: str,
-    data_dir: str | None = None,
-    download: bool = False,
-    num_classes: int | None = None,
-    input_shape: list[int] | None = None,
-    group_column: str | None = None,
-) -> DataSource:
+def open_source(spec: str, data_dir: str | None = None, download: bool = False,
+                num_classes: int | None = None, input_shape: list[int] | None = None,
+                group_column: str | None = None) -> DataSource:
     """Resolve a dataset spec to a source. Raises ClulError with a one-line reason."""
     kind, rest = source_kind(spec), spec.partition(":")[2]
     if kind == "digits":
@@ -302,7 +297,7 @@ def open_source(
             raise MissingGroupColumn("digits has no group column", group_column, False)
         data, target = digits_raw()
         t = canonical(np.arange(len(target)), target, raw_to_features("digits", data, (1, 8, 8)))
-        return DataSource(spec, "digits", 10, (1, 8, 8), _table=t)
+        return DataSource(spec, "digits", 10, (1, 8, 8), table=t)
     if kind == "synthetic":
         n_s, *opts = rest.split(":") if rest else [""]
         try:
@@ -318,7 +313,7 @@ def open_source(
         classes, dim = int(o.get("classes", 10)), int(o.get("dim", 32))
         blocks = -(-n // SYNTHETIC_BLOCK)
         return DataSource(spec, "synthetic", classes, (dim,), group_column,
-                          _options={"n": n, "dim": dim, "seed": int(o.get("seed", 0)),
+                          options={"n": n, "dim": dim, "seed": int(o.get("seed", 0)),
                                     "blocks": blocks})
     if kind == "synthetic-fair":  # rows with a planted sensitive column z (feature/synthetic.py)
         from ..feature.synthetic import parse_fair
@@ -327,7 +322,7 @@ def open_source(
             o = parse_fair(spec, rest)
         except ValueError as e:
             raise ClulError(str(e)) from None
-        return DataSource(spec, kind, 2, (o["dim"],), group_column, _options=o)
+        return DataSource(spec, kind, 2, (o["dim"],), group_column, options=o)
     if kind == "parquet":
         return _parquet(spec, rest, num_classes, input_shape, group_column)
     if kind in TORCHVISION:
@@ -370,7 +365,7 @@ def _parquet(spec, path, num_classes, input_shape, group_column) -> DataSource:
                 max_label = max(max_label, int(pc.max(col).as_py()))
         num_classes = max(2, max_label + 1)
     return DataSource(spec, "parquet", num_classes, shape, group_column,
-                      _options={"path": p, "fs": fs})
+                      options={"path": p, "fs": fs})
 
 
 def _torchvision(spec: str, kind: str, data_dir: str | None, download: bool) -> DataSource:
@@ -398,4 +393,4 @@ def _torchvision(spec: str, kind: str, data_dir: str | None, download: bool) -> 
         ids = np.arange(offset, offset + len(data), dtype=np.int64)
         offset += len(data)
         parts.append(canonical(ids, np.asarray(ds.targets), x))
-    return DataSource(spec, kind, classes, shape, _table=pa.concat_tables(parts))
+    return DataSource(spec, kind, classes, shape, table=pa.concat_tables(parts))

@@ -161,7 +161,7 @@ def _with_ray(store: Store, cfg: PipelineConfig, source: DataSource, blocks: lis
     from ...runtime import gather
 
     writers = max(1, min(len(blocks), int(ray.cluster_resources().get("CPU", 1))))
-    src = ray.put(source) if source._table is not None else source
+    src = ray.put(source) if source.table is not None else source
     task = ray.remote(write_blocks).options(num_cpus=1, name="clul_ray.partition",
                                             max_retries=0)
     bounds = np.linspace(0, len(blocks), writers + 1).astype(int)
