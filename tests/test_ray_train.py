@@ -23,10 +23,18 @@ def shas(result):
 
 
 def test_one_worker_equals_the_default_backend(tmp_path):
-    ref = Pipeline(str(tmp_path / "ray")).train(tiny_config(**SMALL))
-    got = Pipeline(str(tmp_path / "rt")).train(tiny_config(**SMALL, backend="ray_train"))
+    """Bit for bit (one shard: shards train apart, and each fit costs a Ray Train
+    start-up); the pipeline's progress counts every Ray Train step once."""
+    one = dict(SMALL, shards=1)
+    calls = []
+    ref = Pipeline(str(tmp_path / "ray")).train(tiny_config(**one))
+    got = Pipeline(str(tmp_path / "rt"), progress=lambda d, done, total: calls.append(
+        (d, done, total))).train(tiny_config(**one, backend="ray_train"))
     assert shas(got) == shas(ref)
     assert not (tmp_path / "rt" / "_ray_train").exists(), "Ray Train run folders cleaned"
+    steps = [c for c in calls if c[0] == "training slices"]
+    assert steps[-1][1] == steps[-1][2] == SMALL.get("slices", 3)
+    assert [c[1] for c in steps] == sorted({c[1] for c in steps})  # each count once
 
 
 @pytest.mark.slow  # three 2-worker fits, run one after another (2 CPUs)
@@ -96,13 +104,3 @@ def test_progress_reports_each_step_once_as_its_checkpoint_lands(tmp_path):
         assert [(r.shard, r.slice) for r in got] == [(1, 0), (0, 2)]
     finally:
         w.stop()
-
-
-def test_pipeline_progress_counts_every_ray_train_step(tmp_path):
-    calls = []
-    p = Pipeline(str(tmp_path / "rt"), progress=lambda d, done, total: calls.append(
-        (d, done, total)))
-    p.train(tiny_config(**dict(SMALL, shards=1), backend="ray_train"))
-    steps = [c for c in calls if c[0] == "training slices"]
-    assert steps[-1][1] == steps[-1][2] == SMALL.get("slices", 3)
-    assert [c[1] for c in steps] == sorted({c[1] for c in steps})  # each count once
