@@ -253,3 +253,14 @@ def test_the_checker_finds_what_is_wrong():
         check("clul-ray verify --root r --sample-id 3")[0]]
     assert slug("CLUL's strengths swept (`clul-ray tune --stream`)") == \
         "cluls-strengths-swept-clul-ray-tune---stream"
+
+
+def test_the_tests_the_docs_name_exist():
+    """ARCHITECTURE's invariants and RELIABILITY's rows each name their test: a renamed or
+    removed test leaves no row pointing at nothing."""
+    names = {m.group(1) for f in (REPO / "tests").rglob("test_*.py")
+             for m in re.finditer(r"^def (test_\w+)", f.read_text(), re.M)}
+    missing = [(rel(page), m.group(1)) for page in PAGES
+               for m in re.finditer(r"::(test_\w+)", page.read_text())
+               if m.group(1) not in names]
+    assert missing == []
