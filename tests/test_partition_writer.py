@@ -200,6 +200,11 @@ def test_fast_path_only_where_nothing_asks_for_ray(monkeypatch):
     never = site.decide(cfg, None, lambda: pytest.fail("rows read where they cannot matter"),
                         needs_ray=True)
     assert never.uses_ray and never.backend(cfg) == "ray"
+    monkeypatch.setattr(site, "ray_started", lambda: False)
+    assert site.decide(cfg, None, lambda: 10, lambda: True).where == site.Where.RAY, \
+        "a pending unlearning needs Ray"
+    assert site.decide(cfg, None, lambda: 10 ** 6, lambda: pytest.fail(
+        "the ledger read where it cannot matter")).where == site.Where.RAY
     assert site.Site(site.Where.PROCESS).backend(cfg) == "local"
 
 

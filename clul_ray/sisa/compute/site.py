@@ -120,18 +120,18 @@ def on_ray(address: str | None = None) -> Site:
 
 
 def decide(cfg: PipelineConfig, address: str | None, rows: Callable[[], int] | None,
-           needs_ray: bool = False) -> Site:
+           needs_ray: bool | Callable[[], bool] = False) -> Site:
     """Where a command runs: ``rows()`` is its work's row count (the source's for a first
-    training, the root's training and test rows after; read only when it matters), None
-    when unknown (then Ray); ``needs_ray``: the command runs Ray tasks whatever its
-    size."""
-    if needs_ray:
+    training, the root's training and test rows after), None when unknown (then Ray);
+    ``needs_ray``: the command runs Ray tasks whatever its size. Each callable is asked
+    only where its answer matters: ``needs_ray`` only when the work would otherwise run in
+    this process."""
+    if needs_ray is True:
         return on_ray(address)
-    if cfg.compute.backend == "local":
-        return Site(Where.PROCESS)
-    limit = in_process_limit(cfg, address)
-    if limit and rows is not None:
+    small = cfg.compute.backend == "local"
+    if not small and (limit := in_process_limit(cfg, address)) and rows is not None:
         n = rows()
-        if n <= IN_PROCESS_MAX_ROWS and n * cfg.train.epochs <= limit:
-            return Site(Where.PROCESS)
+        small = n <= IN_PROCESS_MAX_ROWS and n * cfg.train.epochs <= limit
+    if small and not (needs_ray() if callable(needs_ray) else needs_ray):
+        return Site(Where.PROCESS)
     return on_ray(address)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from ...config import PipelineConfig
 from ...storage.store import CorruptFile, Store
-from ..compute.site import Site, decide, on_ray
+from ..compute.site import Site, on_ray
 from ..decisions.controller import Kind
 from ..records.ledger import Ledger
 
@@ -25,14 +25,14 @@ class CommandSites:
         return self._site or self.fixed or on_ray(self.address)
 
     @contextmanager
-    def command(self, cfg: PipelineConfig, rows: Callable[[], int] | None,
-                needs_ray: bool = False) -> Iterator[Site]:
-        """Decide where this command runs (``rows``: its work's row count, read only when
-        it matters; ``needs_ray``: it runs Ray tasks whatever its size)."""
+    def command(self, where: Callable[[str | None], Site]) -> Iterator[Site]:
+        """Decide where this command runs: ``where(address)`` (:func:`..compute.site.decide`
+        with the command's work), asked only by the outermost command of a site not
+        fixed."""
         if self._site is not None:
             yield self._site
             return
-        self._site = self.fixed or decide(cfg, self.address, rows, needs_ray)
+        self._site = self.fixed or where(self.address)
         try:
             yield self._site
         finally:

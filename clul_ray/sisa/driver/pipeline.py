@@ -31,7 +31,7 @@ from ...storage.store import Store
 from ..compute.evaluation import evaluate
 from ..compute.executor import make_executor
 from ..compute.partitioning import partition
-from ..compute.site import Site
+from ..compute.site import Site, decide
 from ..decisions.controller import Current, Kind, Stage, next_step
 from ..decisions.next_version import build_version
 from ..decisions.plan import chained_keys, plan_deletion, plan_training
@@ -102,8 +102,12 @@ class Pipeline:
         """Where the running command's work runs (:mod:`.commands`)."""
         return self._sites.current
 
-    def _command(self, rows: Callable[[], int] | None, needs_ray: bool = False):
-        return self._sites.command(self.config, rows, needs_ray or pending_unlearn(self.ledger))
+    def _command(self, rows: Callable[[], int] | None, needs_ray: bool = False,
+                 cfg: PipelineConfig | None = None):
+        """Where this command runs (:mod:`.commands`); a pending unlearning needs Ray too."""
+        return self._sites.command(lambda address: decide(
+            cfg or self.config, address, rows,
+            needs_ray or (lambda: pending_unlearn(self.ledger))))
 
     def _start(self, cfg: PipelineConfig, timings: dict | None = None) -> None:
         self._sites.start(cfg, self.store, timings)
@@ -122,8 +126,7 @@ class Pipeline:
         build_model(cfg.train.model, cfg.data.input_shape, cfg.data.num_classes,
                     cfg.train.model_args)  # fails early
         timings: dict = {"setup_seconds": time.perf_counter() - t_in}  # source, model check
-        with self._sites.command(cfg, lambda: source_rows(source),
-                                 pending_unlearn(self.ledger)) as site:
+        with self._command(lambda: source_rows(source), cfg=cfg) as site:
             self._start(cfg, timings)  # before the lock or any writer touch the root
             out = self._train(cfg, source, timings)
             out["in_process"] = site.in_process
@@ -157,7 +160,7 @@ class Pipeline:
             self.store.slice_digest(shard, r) for r in range(cfg.partition.total_slices)])
 
     def train_shards(self, cfg: PipelineConfig, shards: list[int], timings: dict | None = None
-                      ) -> tuple[list[SliceResult], dict[int, int]]:
+                     ) -> tuple[list[SliceResult], dict[int, int]]:
         """Train each shard from its first slice without a matching checkpoint."""
         self.check_data(cfg)
         jobs = plan_training({k: self.shard_keys(cfg, k) for k in shards},
@@ -181,8 +184,8 @@ class Pipeline:
         return executor.run(cfg, self.store, jobs, on_step), {j.shard: j.start for j in jobs}
 
     def commit_version(self, cfg: PipelineConfig, operation: str, request_id: str | None,
-                starts: dict[int, int], results: list[SliceResult], timings: dict,
-                edited: dict[int, dict] | None = None) -> ModelVersion:
+                       starts: dict[int, int], results: list[SliceResult], timings: dict,
+                       edited: dict[int, dict] | None = None) -> ModelVersion:
         """Build, evaluate and commit a new version; tell the observers."""
         keys = {k: self.shard_keys(cfg, k) for k in range(cfg.partition.shards)}
         v = build_version(cfg, read_current(self.store), keys, results, starts,
@@ -227,7 +230,6 @@ class Pipeline:
         if holder is not None and self._lock is None and not is_stale(holder):
             raise ClulError(f"{self.store.root} is being changed by {describe(holder)}; "
                             "evaluate when it has finished")
-        cfg = self.config
         with self._command(lambda: root_rows(self.store)):
             self.resume()
             cfg = self.config
@@ -324,10 +326,9 @@ class Pipeline:
 
         t0 = time.perf_counter()
         get_method(method).make_params(params or {}, seed=seed)  # refuse bad params early
-        cfg = self.config
-        _ = self.state
+        cfg, _ = self.config, self.state  # (refuses a root with no trained model)
         # (the shard edits are Ray tasks)
-        with self._command(None, needs_ray=True), self.writing(f"unlearn {method}"):
+        with self._command(None, needs_ray=True, cfg=cfg), self.writing(f"unlearn {method}"):
             self.resume()
             ids = resolve_forget(self.store, cfg, forget, seed)
             plan = plan_deletion(*self.store.read_index(), self.store.test_ids(), ids)
