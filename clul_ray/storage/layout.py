@@ -42,6 +42,18 @@ def slice_dir(shard: int, slc: int) -> str:
     return f"{TRAIN}/shard={shard}/slice={slc}"
 
 
+def slice_of(path: str) -> tuple[int, int] | None:
+    """(shard, slice) of a file under a :func:`slice_dir`, else None."""
+    parts = path.removeprefix(TRAIN + "/").split("/")
+    if not path.startswith(TRAIN + "/") or len(parts) < 3 \
+            or not parts[0].startswith("shard=") or not parts[1].startswith("slice="):
+        return None
+    try:
+        return int(parts[0][6:]), int(parts[1][6:])
+    except ValueError:
+        return None
+
+
 def shard_dir(shard: int) -> str:
     return f"{TRAIN}/shard={shard}"
 

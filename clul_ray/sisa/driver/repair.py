@@ -36,12 +36,6 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline
 
 
-def _slice_of(path: str) -> tuple[int, int]:
-    """(shard, slice) of a partition file ``data/train/shard=K/slice=R/...``."""
-    parts = path.split("/")
-    return int(parts[2].split("=")[1]), int(parts[3].split("=")[1])
-
-
 def rebuild_index(p: Pipeline) -> int:
     """The index from the partition files (their directories name shard and slice)."""
     parts = []
@@ -51,7 +45,7 @@ def rebuild_index(p: Pipeline) -> int:
         except CorruptFile as e:
             raise ClulError(f"cannot rebuild the index: {e}; its rows are lost unless the "
                             "file is restored (nothing was changed)") from None
-        k, r = _slice_of(f)
+        k, r = layout.slice_of(f)
         parts.append(pa.table({"id": ids, "shard": np.full(len(ids), k, np.int64),
                                "slice": np.full(len(ids), r, np.int64)}))
     t = pa.concat_tables(parts) if parts else pa.table({"id": [], "shard": [], "slice": []})

@@ -111,15 +111,8 @@ Found = Callable[[Finding], None]
 
 
 def _cell(path: str) -> tuple[int | None, int | None]:
-    """(shard, slice) of a path under ``data/train/shard=K/slice=R/``, else (None, None)."""
-    parts = path.split("/")
-    if path.startswith(layout.TRAIN + "/") and len(parts) > 4 and parts[2].startswith(
-            "shard=") and parts[3].startswith("slice="):
-        try:
-            return int(parts[2].split("=")[1]), int(parts[3].split("=")[1])
-        except ValueError:
-            pass
-    return None, None
+    """(shard, slice) of a path under a slice's folder, else (None, None)."""
+    return layout.slice_of(path) or (None, None)
 
 
 def check_deleted(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], found: Found,
