@@ -159,7 +159,6 @@ class DeletionService:
                                  store=CachingStore(root), site=on_ray(address),
                                  evaluate_at_commit=False, faults=faults)
         self.url = url
-        self.faults = faults  # (a test's retrain_delay_s widens the window of a retrain)
         command = f"serve {url}".strip()
         self._take_over(command)
         self._hold = self.pipeline.writing(command)
@@ -333,10 +332,14 @@ class DeletionService:
             finally:
                 self._idle.set()
 
+    def _test_window(self) -> None:
+        """A test's wait (``Faults.retrain_delay_s``): before data steps, then retraining."""
+        if self.pipeline.faults.retrain_delay_s:
+            self._stop.wait(self.pipeline.faults.retrain_delay_s)
+
     def _drain(self) -> None:
         while not self._stop.is_set():
-            if self.faults.retrain_delay_s:
-                self._stop.wait(self.faults.retrain_delay_s)
+            self._test_window()
             pending = self.pipeline.ledger.pending()
             if not pending:
                 self._evaluate()  # (a version a previous service committed, too)
@@ -346,8 +349,7 @@ class DeletionService:
                     while req.kind == Kind.DELETE and req.state in (Stage.PLANNED,
                                                                     Stage.DATA_REMOVED):
                         self.pipeline.step(req)
-            if self.faults.retrain_delay_s:  # (and a window in which it is retraining)
-                self._stop.wait(self.faults.retrain_delay_s)
+            self._test_window()
             for req in pending:
                 while (then := self.pipeline.step(req)) is not None:
                     if then == Stage.VERSION_COMMITTED:  # the new version: load its models now

@@ -99,6 +99,16 @@ def _check_partitions(p: Pipeline, cfg, pending: list[Request], changed: bool) -
     return removable
 
 
+def _remove_deleted_rows(p: Pipeline, cfg, pending: list[Request], changed: bool
+                         ) -> list[str]:
+    """Remove the extra rows of deleted ids :func:`_check_partitions` finds; what was done."""
+    done = []
+    for f in _check_partitions(p, cfg, pending, changed):
+        p.store.remove_rows(f.path, f.ids)
+        done.append(f"removed {len(f.ids)} rows of deleted ids from {f.path}")
+    return done
+
+
 def _damaged(p: Pipeline, v: ModelVersion | None) -> list[str]:
     """Delete the checkpoints of ``v`` that are missing, unreadable or not what ``v``
     records; what was wrong with each."""
@@ -132,9 +142,7 @@ def repair(p: Pipeline) -> dict:
             n = rebuild_index(p)
             actions.append(f"rebuilt the index from the partition files ({n} rows; it was "
                            f"unreadable: {e})")
-        for f in _check_partitions(p, cfg, pending, changed=False):
-            store.remove_rows(f.path, f.ids)
-            actions.append(f"removed {len(f.ids)} rows of deleted ids from {f.path}")
+        actions += _remove_deleted_rows(p, cfg, pending, changed=False)
         v = read_current(store)
         discarded = _damaged(p, v)
         actions += [f"discarded {d}" for d in discarded]
@@ -148,9 +156,7 @@ def repair(p: Pipeline) -> dict:
         p.resume()
         actions += [f"finished request {r.request_id}" for r in pending]
         cfg = p.config  # (an addition adds a slice)
-        for f in _check_partitions(p, cfg, [], changed=bool(actions)):
-            store.remove_rows(f.path, f.ids)
-            actions.append(f"removed {len(f.ids)} rows of deleted ids from {f.path}")
+        actions += _remove_deleted_rows(p, cfg, [], changed=bool(actions))
         v = read_current(store)
         keep = v.checkpoint_paths() if v is not None else set()
         for f in store.checkpoint_files():
@@ -159,8 +165,7 @@ def repair(p: Pipeline) -> dict:
                 actions.append(f"removed the stray checkpoint {f}")
         version = v.version if v is not None else None
         if results and not pending:
-            version = p.commit_version(cfg, "repair", None, starts, results,
-                                {"retrain_compute_seconds": sum(x.seconds for x in results)}
-                                ).version
+            version = p.commit_version(cfg, "repair", None, starts, results, {
+                "retrain_compute_seconds": sum(x.seconds for x in results)}).version
             actions.append(f"committed version {version}")
     return {"root": store.root, "version": version, "actions": actions or ["nothing to do"]}

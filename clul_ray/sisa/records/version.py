@@ -90,7 +90,6 @@ class ModelVersion(BaseModel):
             if s.shard in digests else s for s in self.shards]})
 
 
-
 # ---- reading and writing --------------------------------------------------------------
 def read_current(store: Store) -> ModelVersion | None:
     return store.read_record(layout.STATE, ModelVersion)
