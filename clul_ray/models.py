@@ -5,7 +5,10 @@ small images: 3x3 stem, no max-pool, any channel count). Users add their own wit
 :func:`register_model`, or name a factory as ``"package.module:function"``.
 
 Every model takes flat float inputs ``(n, prod(input_shape))``; :func:`build_model` wraps
-it with a standardiser whose statistics are buffers in the state dict.
+a classifier with a standardiser whose statistics are buffers in the state dict. A
+language model (``gpt-tiny``, :mod:`clul_ray.text.lm`; ``model.task == "lm"``) takes token
+rows ``(n, context)`` and is returned as built; :func:`batch_loss` is the one training loss
+of either kind.
 """
 
 from __future__ import annotations
@@ -126,12 +129,37 @@ def resnet18(input_shape, num_classes):
     return net
 
 
+@register_model("gpt-tiny")
+def gpt_tiny(input_shape, num_classes, **args):
+    from .text.lm import gpt_tiny as make
+
+    return make(input_shape, num_classes, **args)
+
+
+def is_language_model(model: nn.Module) -> bool:
+    """Whether ``model`` is a causal language model (next-token logits per position)."""
+    return getattr(model, "task", None) == "lm"
+
+
+def batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               reduction: str = "mean") -> torch.Tensor:
+    """The training loss of a batch: cross-entropy of a classifier's logits against ``y``,
+    or a language model's next-token cross-entropy over the rows' real tokens."""
+    if is_language_model(model):
+        from .text.lm import lm_loss
+
+        return lm_loss(model, x, reduction)
+    return nn.functional.cross_entropy(model(x), y, reduction=reduction)
+
+
 def build_model(name: str, input_shape: Sequence[int], num_classes: int,
                 args: dict | None = None) -> Wrapped:
     try:
         net = get_factory(name)(tuple(input_shape), num_classes, **(args or {}))
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ClulError(f"model '{name}' does not accept these model_args: {e}") from None
     if not isinstance(net, nn.Module):
         raise ClulError(f"model factory '{name}' did not return a torch.nn.Module")
+    if is_language_model(net):
+        return net
     return Wrapped(net, input_shape)

@@ -1,0 +1,2 @@
+"""Text and language-model unlearning: the tokenizer (:mod:`.tokenizer`), the tiny causal
+LM (:mod:`.lm`), text sources (:mod:`.sources`: ``tofu-synth:N`` and ``text:PATH``)."""
