@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .data.text import is_text
 from .errors import ClulError, first_line
 from .hashing import sha256_json
 
@@ -33,6 +34,10 @@ class DataConfig(_Group):
     download: bool = False
     num_classes: int | None = Field(default=None, ge=2)
     input_shape: list[int] | None = None
+    tokenizer: str = Field(
+        default="bytes", description="text datasets: 'bytes' (learns nothing from the rows) "
+        "or a tokenizer JSON learned from a never-deletable corpus (stored with the root as "
+        "'sha256:DIGEST')")
 
 
 class PartitionConfig(_Group):
@@ -176,6 +181,19 @@ class PipelineConfig(BaseModel):
         return resolve_device(c.gpus_per_shard, c.backend != "local" or cuda_here())
 
     @property
+    def task(self) -> str:
+        """``lm`` for a text dataset (a language model, next-token loss), else ``classify``."""
+        return "lm" if is_text(self.data.dataset) else "classify"
+
+    @property
+    def prediction_width(self) -> int:
+        """Values a shard model predicts per test row: class probabilities, or (language
+        models) the probability of each next token of the row, ``context - 1``."""
+        if self.task == "lm":
+            return int(self.data.input_shape[0]) - 1
+        return int(self.data.num_classes)
+
+    @property
     def ddp_world_size(self) -> int:
         """Workers that average gradients per shard: 1 unless the backend is ray_train."""
         c = self.compute
@@ -198,8 +216,11 @@ class PipelineConfig(BaseModel):
 
     def partition_dict(self) -> dict[str, Any]:
         """What decides where every id lives; fixed for a storage root."""
-        return {"dataset": self.data.dataset,
-                **self.partition.model_dump(exclude={"added_slices"})}
+        out = {"dataset": self.data.dataset,
+               **self.partition.model_dump(exclude={"added_slices"})}
+        if self.task == "lm":  # the rows are token ids: the tokenizer places nothing but
+            out["tokenizer"] = self.data.tokenizer  # makes them (text roots only)
+        return out
 
     def updated(self, **flat: Any) -> PipelineConfig:
         """A copy with flat or grouped settings replaced."""

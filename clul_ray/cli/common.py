@@ -226,15 +226,17 @@ def print_outputs(out, result: dict[str, Any], runs: str) -> None:
 
 def show(r: dict) -> None:
     """A pipeline result (train, delete, evaluate, status, unlearn) as text and a table."""
-    acc = r.get("ensemble_accuracy")
+    lm = "ensemble_perplexity" in r  # a text root: perplexity, not accuracy
+    acc = r.get("ensemble_perplexity" if lm else "ensemble_accuracy")
     out.print(f"[bold]{r['root']}[/bold]  version {r['version']} ({r.get('operation')}), "
               f"{r['shards']} shards x {r['slices']} slices, {r.get('samples')} training rows, "
-              f"ensemble accuracy {acc:.4f}" if acc is not None else
-              f"[bold]{r['root']}[/bold]  version {r['version']}", highlight=False)
+              f"ensemble {'perplexity' if lm else 'accuracy'} {acc:.4f}" if acc is not None
+              else f"[bold]{r['root']}[/bold]  version {r['version']}", highlight=False)
     if r.get("per_shard"):
-        t = Table("shard", "rows", "accuracy", "retrained from", "model sha256", "node")
+        t = Table("shard", "rows", "perplexity" if lm else "accuracy", "retrained from",
+                  "model sha256", "node")
         for s in r["per_shard"]:
-            a = s["accuracy"]
+            a = s["perplexity" if lm else "accuracy"]
             t.add_row(str(s["shard"]), str(s["samples"]), f"{a:.4f}" if a is not None else "-",
                       "-" if s["retrained_from"] is None else f"slice {s['retrained_from']}",
                       s["model_sha256"][:12], str(s["node_id"])[:12])

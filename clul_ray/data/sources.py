@@ -6,8 +6,9 @@ is ``input_shape``), and optionally the group column.
 
 Specs: ``digits`` (scikit-learn's bundled 8x8 digits, no network), ``synthetic:N``
 (seeded, generated in blocks; options ``synthetic:N:classes=C:dim=D:seed=S``),
-``parquet:PATH`` (a user's file or folder), and torchvision's ``cifar10``, ``cifar100``,
-``mnist`` and ``fashion_mnist`` read from a local data dir.
+``parquet:PATH`` (a user's file or folder), torchvision's ``cifar10``, ``cifar100``,
+``mnist`` and ``fashion_mnist`` read from a local data dir, and the text sources
+``tofu-synth:N`` and ``text:PATH`` (:mod:`.text`: token rows for a language model).
 
 Raw rows versus features: every source builds ``x`` from its *raw* rows with
 :func:`raw_to_features` (digits are scaled from 0..16 to 0..1, torchvision images from uint8
@@ -27,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import ClulError, MissingGroupColumn
+from .text import TEXT_KINDS, open_text
 
 SYNTHETIC_BLOCK = 50_000
 TORCHVISION = {
@@ -289,9 +291,16 @@ def _options(parts: list[str], spec: str) -> dict[str, str]:
 
 def open_source(spec: str, data_dir: str | None = None, download: bool = False,
                 num_classes: int | None = None, input_shape: list[int] | None = None,
-                group_column: str | None = None) -> DataSource:
-    """Resolve a dataset spec to a source. Raises ClulError with a one-line reason."""
+                group_column: str | None = None, tokenizer: Any = None) -> DataSource:
+    """Resolve a dataset spec to a source. Raises ClulError with a one-line reason.
+    ``tokenizer`` (text sources only): a tokenizer, or its spec (``bytes``, the default,
+    or a tokenizer JSON path; see :mod:`clul_ray.text.tokenizer`)."""
     kind, rest = source_kind(spec), spec.partition(":")[2]
+    if kind in TEXT_KINDS:
+        from ..text.tokenizer import load
+
+        tok = load(tokenizer) if tokenizer is None or isinstance(tokenizer, str) else tokenizer
+        return open_text(spec, input_shape, group_column, tok)
     if kind == "digits":
         if group_column:
             raise MissingGroupColumn("digits has no group column", group_column, False)
@@ -328,7 +337,8 @@ def open_source(spec: str, data_dir: str | None = None, download: bool = False,
     if kind in TORCHVISION:
         return _torchvision(spec, kind, data_dir, download)
     raise ClulError(f"unknown dataset '{spec}' (expected digits, synthetic:N, synthetic-fair:N, "
-                    f"parquet:PATH, or one of {', '.join(TORCHVISION)})")
+                    f"parquet:PATH, tofu-synth:N, text:PATH, or one of "
+                    f"{', '.join(TORCHVISION)})")
 
 
 def _parquet(spec, path, num_classes, input_shape, group_column) -> DataSource:

@@ -15,6 +15,7 @@
     lineage/vNNNNNN.json                   a version's config and per-shard data digests
     cache/predictions/shard=K/DIGEST.parquet  a shard model's test-split probabilities
     lock.json                              the one writer's lock
+    tokenizer.json                         a text root's learned tokenizer (none for bytes)
     mlflow.db, mlartifacts/                the MLflow lineage (default store, local roots)
     feature/DIGEST16/transform.json        a fitted feature-unlearning transform
     feature/versions/vNNNNNN.json          each feature-unlearn run: transform, data, t, digests
@@ -36,6 +37,7 @@ CERTIFICATES = "certificates"
 NOTES = "lineage"
 STAGING = "staging"
 PREDICTIONS = "cache/predictions"
+TOKENIZER = "tokenizer.json"
 
 
 def slice_dir(shard: int, slc: int) -> str:

@@ -110,6 +110,12 @@ def digest(tok) -> str:
     return hashlib.sha256(tok.to_str().encode()).hexdigest()
 
 
+def tokenizer_spec(tok) -> str:
+    """How a root's config names a tokenizer: ``bytes``, or ``sha256:DIGEST`` of a learned
+    one (stored with the root)."""
+    return BYTES if digest(tok) == digest(byte_tokenizer()) else f"sha256:{digest(tok)}"
+
+
 def vocab_size(tok) -> int:
     return int(tok.get_vocab_size(with_added_tokens=True))
 

@@ -9,6 +9,7 @@ import torch
 from ...config import PipelineConfig
 from ...data.sources import features
 from ...storage.store import Store
+from ...text.lm import token_logprobs
 from ..decisions.aggregate import aggregate
 from ..records.checkpoint import load_shard_model
 from ..records.version import ModelVersion
@@ -28,13 +29,21 @@ class Ensemble:
 
     @torch.no_grad()
     def shard_proba(self, x: np.ndarray, batch: int = 4096) -> np.ndarray:
-        """(shards, n, classes) probabilities."""
+        """(shards, n, classes) probabilities; a language model's are (shards, n,
+        context - 1): each shard's probability of each true next token, NaN where the
+        target is padding (:attr:`PipelineConfig.prediction_width`)."""
         xt = torch.from_numpy(np.require(x, np.float32, ["C", "W"]))
-        out = np.zeros((len(self.models), len(xt), self.cfg.data.num_classes), np.float32)
+        lm = self.cfg.task == "lm"
+        batch = min(batch, 64) if lm else batch
+        out = np.zeros((len(self.models), len(xt), self.cfg.prediction_width), np.float32)
         for i, m in enumerate(self.models):
             for j in range(0, len(xt), batch):
-                logits = m(xt[j:j + batch].to(self.device))
-                out[i, j:j + batch] = torch.softmax(logits, 1).cpu().numpy()
+                xb = xt[j:j + batch].to(self.device)
+                if lm:
+                    lp, mask = token_logprobs(m, xb)
+                    out[i, j:j + batch] = lp.exp().masked_fill(~mask, float("nan")).cpu().numpy()
+                else:
+                    out[i, j:j + batch] = torch.softmax(m(xb), 1).cpu().numpy()
         return out
 
     def predict(self, x: np.ndarray, method: str | None = None) -> np.ndarray:

@@ -113,7 +113,7 @@ def evaluate(cfg: PipelineConfig, store: Store, version: ModelVersion, site: Sit
     digest = {s.shard: s.model_sha256 for s in version.trained_shards()}
     test = store.read_tables(layout.TEST, ["id", "label"])
     test_ids, labels = test.column("id").to_numpy(), test.column("label").to_numpy()
-    classes = cfg.data.num_classes
+    classes = cfg.prediction_width
     cached = {k: p for k in shards if cache and (
         p := read_cached(store, k, digest[k], classes)) is not None}
     todo = plan_predictions(shards, cached, test_ids)
@@ -126,7 +126,7 @@ def evaluate(cfg: PipelineConfig, store: Store, version: ModelVersion, site: Sit
             for k in todo:
                 write_cached(store, k, digest[k], fresh[k])
     return score_probs(labels, merge(shards, cached, fresh, test_ids), shards,
-                       cfg.serve.aggregation)
+                       cfg.serve.aggregation, cfg.task)
 
 
 def unevaluated(version: ModelVersion) -> bool:

@@ -17,7 +17,7 @@ from ...config import PipelineConfig, resolve_device
 from ...data.sources import features
 from ...errors import ClulError
 from ...hashing import derive_seed
-from ...models import build_model
+from ...models import batch_loss, build_model, is_language_model
 from ...optim import make_optimizer
 from ...storage.store import Store
 from ..decisions.plan import epochs_per_slice
@@ -80,8 +80,8 @@ def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
 
     model = init_model(cfg, shard)
     if slc == 0:
-        if cfg.train.normalize:  # statistics from this shard's own first slice only
-            model.norm.fit(x)
+        if cfg.train.normalize and not is_language_model(model):
+            model.norm.fit(x)  # statistics from this shard's own first slice only
         model = model.to(device)
         opt = make_shard_optimizer(cfg, model)
     else:
@@ -91,7 +91,6 @@ def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
         opt = make_shard_optimizer(cfg, model)
         opt.load_state_dict(ck["optimizer"])
 
-    loss_fn = nn.CrossEntropyLoss()
     net: nn.Module = model
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -113,10 +112,10 @@ def train_slice(cfg: PipelineConfig, store: Store, shard: int, slc: int,
             idx = perm[i:i + cfg.train.batch_size]
             opt.zero_grad(set_to_none=True)
             if world_size == 1:
-                loss_fn(model(x[idx]), y[idx]).backward()
+                batch_loss(model, x[idx], y[idx]).backward()
             else:  # this rank's share; DDP's mean over ranks makes it the batch mean
                 mine = idx[rank::world_size]
-                loss = nn.functional.cross_entropy(net(x[mine]), y[mine], reduction="sum")
+                loss = batch_loss(net, x[mine], y[mine], reduction="sum")
                 (loss * (world_size / len(idx))).backward()
             opt.step()
     model.eval()

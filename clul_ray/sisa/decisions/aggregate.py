@@ -6,6 +6,24 @@ from __future__ import annotations
 import numpy as np
 
 
+def ensemble_token_logprobs(probs: np.ndarray) -> np.ndarray:
+    """A language-model ensemble (the mean of the shards' next-token distributions) at the
+    true tokens: ``probs`` (shards, n, t) each shard's probability of each true next token
+    (NaN where the target is padding) -> (n, t) log of their mean (NaN stays)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 3 or probs.shape[0] == 0:
+        raise ValueError("ensemble_token_logprobs needs probabilities shaped (shards, n, t)")
+    with np.errstate(divide="ignore"):
+        return np.log(probs.mean(axis=0))
+
+
+def perplexity(logprobs: np.ndarray) -> float:
+    """exp of the mean negative log-likelihood over the real (non-NaN) tokens."""
+    lp = np.asarray(logprobs, dtype=np.float64)
+    real = lp[~np.isnan(lp)]
+    return float(np.exp(-real.mean())) if real.size else float("nan")
+
+
 def aggregate(probs: np.ndarray, method: str = "vote") -> np.ndarray:
     """probs: (shards, n, classes) -> predicted labels (n,)."""
     probs = np.asarray(probs)

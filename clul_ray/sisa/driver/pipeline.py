@@ -21,11 +21,9 @@ import numpy as np
 from ...config import PipelineConfig
 from ...data.blocks import source_rows
 from ...data.ids import repeated_ids
-from ...data.sources import open_source
 from ...errors import ClulError
 from ...faults import NONE as NO_FAULTS
 from ...faults import Faults
-from ...models import build_model
 from ...storage.lock import describe, is_stale, locked, read_lock
 from ...storage.store import Store
 from ..compute.evaluation import evaluate
@@ -39,10 +37,11 @@ from ..records.certify import check_index, commit_findings
 from ..records.checkpoint import SliceResult, result_from_checkpoint
 from ..records.commit import commit
 from ..records.ledger import Ledger, Request
-from ..records.rootconfig import read_config, require_config, write_config
+from ..records.rootconfig import read_config, require_config, write_config, write_tokenizer
 from ..records.version import ModelVersion, read_current, require_current
 from .commands import CommandSites, pending_unlearn, root_rows
 from .observers import Observer, ObserverWarning, notify  # noqa: F401 (re-exported)
+from .sources import added_source, training_source
 from .steps import Context, run_step
 from .summary import request_summary, summarize
 
@@ -118,21 +117,16 @@ class Pipeline:
     # ---- train -----------------------------------------------------------------------
     def train(self, cfg: PipelineConfig) -> dict:
         """Partition (once per root) and train every shard; reuse matching checkpoints."""
-        t_in, d = time.perf_counter(), cfg.data
-        source = open_source(d.dataset, d.data_dir, d.download, d.num_classes, d.input_shape,
-                             cfg.partition.group_column)
-        cfg = cfg.updated(num_classes=d.num_classes or source.num_classes,
-                          input_shape=list(source.input_shape))
-        build_model(cfg.train.model, cfg.data.input_shape, cfg.data.num_classes,
-                    cfg.train.model_args)  # fails early
+        t_in = time.perf_counter()
+        cfg, source, tok = training_source(cfg)  # the model is checked against the data
         timings: dict = {"setup_seconds": time.perf_counter() - t_in}  # source, model check
         with self._command(lambda: source_rows(source), cfg=cfg) as site:
             self._start(cfg, timings)  # before the lock or any writer touch the root
-            out = self._train(cfg, source, timings)
+            out = self._train(cfg, source, tok, timings)
             out["in_process"] = site.in_process
         return out
 
-    def _train(self, cfg: PipelineConfig, source, timings: dict) -> dict:
+    def _train(self, cfg: PipelineConfig, source, tok, timings: dict) -> dict:
         with self.writing("train"):
             existing = read_config(self.store)  # read under the lock
             if existing is not None:
@@ -145,6 +139,7 @@ class Pipeline:
                 self.resume()
             else:
                 t0 = time.perf_counter()
+                write_tokenizer(self.store, cfg, tok)
                 partition(self.store, cfg, source, self.progress, self.site)
                 timings["partition_seconds"] = time.perf_counter() - t0
             write_config(self.store, cfg)
@@ -249,9 +244,7 @@ class Pipeline:
 
         t0 = time.perf_counter()
         cfg, _ = self.config, self.state  # refuses a root with no trained model
-        source = open_source(dataset, data_dir, download, None, cfg.data.input_shape,
-                             cfg.partition.group_column)
-        rows = read_rows(source, cfg)
+        rows = read_rows(added_source(self.store, cfg, dataset, data_dir, download), cfg)
         with self._command(lambda: root_rows(self.store) + rows.num_rows), \
                 self.writing("add"):
             self.resume()

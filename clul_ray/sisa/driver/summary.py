@@ -9,8 +9,8 @@ from ..records.version import ModelVersion
 
 
 def summarize(root: str, cfg: PipelineConfig, v: ModelVersion) -> dict[str, Any]:
-    acc = v.metrics.shard_accuracy
-    return {
+    acc, ppl = v.metrics.shard_accuracy, v.metrics.shard_perplexity
+    out = {
         "root": root, "version": v.version, "parent": v.parent, "operation": v.operation,
         "shards": cfg.partition.shards, "slices": cfg.partition.total_slices,
         "dataset": cfg.data.dataset, "model": cfg.train.model, "samples": v.samples,
@@ -24,6 +24,11 @@ def summarize(root: str, cfg: PipelineConfig, v: ModelVersion) -> dict[str, Any]
                       for s in v.shards],
         "wall_seconds": dict(v.timings),
     }
+    if cfg.task == "lm":  # a language model: perplexity on the test documents
+        out["ensemble_perplexity"] = v.metrics.ensemble_perplexity
+        for row in out["per_shard"]:
+            row["perplexity"] = ppl.get(str(row["shard"]))
+    return out
 
 
 def request_summary(plan_affected: dict[int, int], request_id: str | None,

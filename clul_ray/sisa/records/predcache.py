@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from ...errors import ClulError
 from ...storage import layout
 from ...storage.store import Store
-from ..decisions.aggregate import aggregate
+from ..decisions.aggregate import aggregate, ensemble_token_logprobs, perplexity
 from .version import Metrics, ModelVersion
 
 MODEL_KEY = b"clul_model_sha256"
@@ -86,11 +86,19 @@ def merge(shards: list[int], cached: dict[int, ShardPredictions],
 
 
 def score_probs(labels: np.ndarray, probs: np.ndarray, shards: list[int],
-                method: str) -> Metrics:
+                method: str, task: str = "classify") -> Metrics:
     """Ensemble and per-shard accuracy; the same numbers as ``evaluation.score`` of
-    ``Ensemble.predict_table`` rows with these probabilities."""
+    ``Ensemble.predict_table`` rows with these probabilities. A language model's
+    (``task`` ``lm``: ``probs`` are each shard's probabilities of the true next tokens)
+    are perplexities: the ensemble's, of the mean of the shards' distributions."""
     if not shards:
         return Metrics(test_samples=len(labels))
+    if task == "lm":
+        return Metrics(
+            test_samples=len(labels),
+            ensemble_perplexity=perplexity(ensemble_token_logprobs(probs)),
+            shard_perplexity={str(k): perplexity(np.log(probs[i].astype(np.float64)))
+                              for i, k in enumerate(shards)})
     pred = aggregate(probs, method).astype(np.int64)
     return Metrics(ensemble_accuracy=float((pred == labels).mean()),
                    test_samples=len(labels),

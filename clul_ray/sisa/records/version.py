@@ -43,6 +43,8 @@ class Metrics(BaseModel):
     ensemble_accuracy: float | None = None
     test_samples: int = 0
     shard_accuracy: dict[str, float] = Field(default_factory=dict)
+    ensemble_perplexity: float | None = None  # language models: on the test documents
+    shard_perplexity: dict[str, float] = Field(default_factory=dict)
 
 
 class ModelVersion(BaseModel):

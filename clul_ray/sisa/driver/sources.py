@@ -1,0 +1,54 @@
+"""The rows a command reads: a training source with its config completed (class count,
+input shape, a text root's tokenizer), and an addition's rows, made as the root's were."""
+
+from __future__ import annotations
+
+from ...config import PipelineConfig
+from ...data.sources import DataSource, open_source
+from ...data.text import is_text
+from ...errors import ClulError
+from ...models import build_model, is_language_model
+from ...storage.store import Store
+from ...text.tokenizer import load, tokenizer_spec
+from ..records.rootconfig import read_tokenizer
+
+
+def training_source(cfg: PipelineConfig) -> tuple[PipelineConfig, DataSource, object]:
+    """``train``'s source, its config completed from it (and the tokenizer of a text
+    dataset, named by digest), after checking that the model fits the data."""
+    d = cfg.data
+    tok = load(d.tokenizer) if cfg.task == "lm" else None
+    source = open_source(d.dataset, d.data_dir, d.download, d.num_classes, d.input_shape,
+                         cfg.partition.group_column, tok)
+    cfg = cfg.updated(num_classes=d.num_classes or source.num_classes,
+                      input_shape=list(source.input_shape),
+                      **({"tokenizer": tokenizer_spec(tok)} if tok is not None else {}))
+    check_model(cfg)
+    return cfg, source, tok
+
+
+def check_model(cfg: PipelineConfig) -> None:
+    """Build the model once (fails early) and refuse a model of the other task."""
+    t = cfg.train
+    lm = is_language_model(build_model(t.model, cfg.data.input_shape, cfg.data.num_classes,
+                                       t.model_args))
+    if lm and cfg.task != "lm":
+        raise ClulError(f"{t.model} is a language model: it trains on a text dataset "
+                        f"(tofu-synth:N, text:PATH), not {cfg.data.dataset}")
+    if not lm and cfg.task == "lm":
+        raise ClulError(f"{cfg.data.dataset} is text: train a language model on it "
+                        f"(--model gpt-tiny), not {t.model}")
+    if lm and cfg.ddp_world_size > 1:
+        raise ClulError("a language model trains with one worker per shard "
+                        "(train_workers_per_shard: 1)")
+
+
+def added_source(store: Store, cfg: PipelineConfig, dataset: str, data_dir: str | None,
+                 download: bool) -> DataSource:
+    """``add``'s rows, read with the root's shape (and a text root's own tokenizer)."""
+    if is_text(dataset) != (cfg.task == "lm"):
+        raise ClulError(f"{dataset} is {'text' if is_text(dataset) else 'not text'} but "
+                        f"{store.root} holds {'text' if cfg.task == 'lm' else 'no text'}")
+    tok = read_tokenizer(store, cfg) if cfg.task == "lm" else None
+    return open_source(dataset, data_dir, download, None, cfg.data.input_shape,
+                       cfg.partition.group_column, tok)
