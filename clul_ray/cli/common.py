@@ -72,10 +72,11 @@ AsJson = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 Verbose = Annotated[bool, typer.Option(
     "--verbose", help="let Ray's own log lines and warnings through to the terminal")]
 Dataset = Annotated[str | None, typer.Option(
-    help="digits | synthetic:N | parquet:PATH | cifar10 | cifar100 | mnist | fashion_mnist")]
+    help="digits | synthetic:N | parquet:PATH | cifar10 | cifar100 | mnist | fashion_mnist | "
+         "tofu-synth:N | text:PATH")]
 DataDir = Annotated[str | None, typer.Option(help="folder of torchvision datasets")]
-Model = Annotated[str | None, typer.Option(help="mlp | cnn | resnet18 | module:fn")]
-Forget = Annotated[str, typer.Option(help="class:C | random:P | ids:FILE")]
+Model = Annotated[str | None, typer.Option(help="mlp | cnn | resnet18 | gpt-tiny | module:fn")]
+Forget = Annotated[str, typer.Option(help="class:C | random:P | ids:FILE | people:P (text)")]
 
 
 # ---- help width ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import typer
 
 from ..config import PipelineConfig, make_config
 from ..data.ids import parse_ids
+from ..errors import ClulError
 from .common import (
     Address,
     AsJson,
@@ -23,6 +24,7 @@ from .common import (
     emit_progress,
     open_root,
     out,
+    parse_model_args,
     process_seconds,
     run,
     verbose_ray,
@@ -51,6 +53,13 @@ def train(
     shards: Annotated[int | None, typer.Option(help="S: number of shards")] = None,
     slices: Annotated[int | None, typer.Option(help="R: slices per shard")] = None,
     model: Model = None,
+    model_arg: Annotated[list[str] | None, typer.Option(
+        help="a model argument KEY=VALUE (repeatable), e.g. d_model=64")] = None,
+    context: Annotated[int | None, typer.Option(
+        help="text datasets: tokens per document (longer ones are cut)")] = None,
+    tokenizer: Annotated[str | None, typer.Option(
+        help="text datasets: bytes (default; learns nothing) or a tokenizer JSON learned "
+             "from a never-deletable corpus (clul-ray tokenizer)")] = None,
     epochs: Annotated[int | None, typer.Option(help="e0: epochs of a plain model")] = None,
     seed: Annotated[int | None, typer.Option(
         help="seed of placement and the test split (and of training, unless --train-seed)")]
@@ -75,10 +84,13 @@ def train(
             "group_column": group_column, "backend": backend,
             "train_workers_per_shard": train_workers_per_shard,
             "shared_storage": shared_storage or None,
-            "cpus_per_shard": cpus_per_shard, "gpus_per_shard": gpus_per_shard}
+            "cpus_per_shard": cpus_per_shard, "gpus_per_shard": gpus_per_shard,
+            "tokenizer": tokenizer, "input_shape": [context] if context else None}
 
     def body() -> None:
         started = process_seconds()  # the interpreter and the imports so far
+        if model_arg:
+            flat["model_args"] = parse_model_args(model_arg)
         cfg = train_config(config, flat, train_seed)
         verbose_ray(verbose)
         result = with_progress(lambda prog: open_root(root, address, prog).train(cfg),
@@ -116,6 +128,8 @@ def delete(
     root: Root = "runs/default",
     ids: Annotated[str | None, typer.Option(help="comma-separated ids, e.g. 1,2,3")] = None,
     ids_file: Annotated[Path | None, typer.Option(help="a file of one id per line")] = None,
+    group: Annotated[str | None, typer.Option(
+        help="comma-separated values of the root's group column (every row of each)")] = None,
     service: Annotated[str | None, typer.Option(
         help="send the request to the deletion service at this URL (clul-ray serve)")] = None,
     wait: Annotated[bool, typer.Option(help="with --service: wait until it commits")] = False,
@@ -126,6 +140,18 @@ def delete(
     """Forget ids exactly: retrain only the affected shards from their earliest slice."""
 
     def body() -> None:
+        if group is not None:
+            if ids is not None or ids_file is not None or service is not None:
+                raise ClulError("--group names the rows itself: not with --ids, --ids-file "
+                                "or --service")
+            groups = [g.strip() for g in group.split(",") if g.strip()]
+            from ..serve.service import refuse_if_served
+
+            refuse_if_served(checked_root(root))
+            verbose_ray(verbose)
+            emit_progress(lambda prog: (p := open_root(root, address, prog)).delete(
+                p.group_ids(groups)), as_json)
+            return
         id_list = parse_ids(ids, ids_file)
         if service is not None:
             from ..serve.client import send_deletion

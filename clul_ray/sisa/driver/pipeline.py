@@ -41,7 +41,7 @@ from ..records.rootconfig import read_config, require_config, write_config, writ
 from ..records.version import ModelVersion, read_current, require_current
 from .commands import CommandSites, pending_unlearn, root_rows
 from .observers import Observer, ObserverWarning, notify  # noqa: F401 (re-exported)
-from .sources import added_source, training_source
+from .sources import added_source, group_ids, training_source
 from .steps import Context, run_step
 from .summary import request_summary, summarize
 
@@ -290,6 +290,10 @@ class Pipeline:
         out["retrained"] = {str(s["shard"]): s["retrained_from"] for s in out["per_shard"]
                             if s["retrained_from"] is not None}
         return out
+
+    def group_ids(self, groups: Sequence[str]) -> list[int]:
+        """The ids of ``groups`` (values of the root's group column): ``delete --group``."""
+        return group_ids(self.store, self.config, groups)
 
     def record_deletion(self, ids: np.ndarray, checked: bool = False
                         ) -> tuple[Request | None, list[int]]:

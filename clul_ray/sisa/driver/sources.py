@@ -3,11 +3,18 @@ input shape, a text root's tokenizer), and an addition's rows, made as the root'
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ...config import PipelineConfig
 from ...data.sources import DataSource, open_source
 from ...data.text import is_text
 from ...errors import ClulError
 from ...models import build_model, is_language_model
+from ...storage import layout
 from ...storage.store import Store
 from ...text.tokenizer import load, tokenizer_spec
 from ..records.rootconfig import read_tokenizer
@@ -52,3 +59,29 @@ def added_source(store: Store, cfg: PipelineConfig, dataset: str, data_dir: str 
     tok = read_tokenizer(store, cfg) if cfg.task == "lm" else None
     return open_source(dataset, data_dir, download, None, cfg.data.input_shape,
                        cfg.partition.group_column, tok)
+
+
+def group_ids(store: Store, cfg: PipelineConfig, groups: Sequence[str]) -> list[int]:
+    """The ids of every row (training and test) of ``groups``, values of the root's group
+    column compared as text; refuses a root not placed by group and a group of no rows."""
+    col = cfg.partition.group_column
+    if col is None:
+        raise ClulError(f"{store.root} was not placed by group (train --group-column COL): "
+                        "name the rows by --ids")
+    if not groups:
+        raise ClulError("the deletion request names no group")
+    tables = [t for rel in (layout.TRAIN, layout.TEST)
+              if (t := store.read_tables(rel, ["id", col])) is not None]
+    if not tables:
+        raise ClulError(f"{store.root} holds no rows")
+    t = pa.concat_tables(tables)
+    values = np.asarray(pc.cast(t.column(col), pa.string()).to_pylist(), dtype=object)
+    ids = t.column("id").to_numpy()
+    out: list[np.ndarray] = []
+    for g in groups:
+        mine = ids[values == str(g)]
+        if not len(mine):
+            raise ClulError(f"group '{g}' names no rows of {store.root} (column {col}; "
+                            "already deleted, or not in the data)")
+        out.append(mine)
+    return sorted(int(i) for i in np.unique(np.concatenate(out)))
