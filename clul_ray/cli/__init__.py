@@ -12,7 +12,7 @@ import os
 
 import typer
 
-from . import continual, feature, lineage, pipeline, quickstart, serve, tune, unlearn
+from . import continual, feature, lineage, pipeline, quickstart, serve, text, tune, unlearn
 from .common import HelpCommand, HelpGroup
 
 app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True,
@@ -36,6 +36,7 @@ for _name, _command in [
     ("continual", continual.continual),
     ("serve", serve.serve),
     ("feature-unlearn", feature.feature_unlearn),
+    ("tokenizer", text.tokenizer),
 ]:
     app.command(_name, cls=HelpCommand)(_command)
 

@@ -25,15 +25,15 @@ def tokenizer(
     def body() -> None:
         from ..data.sources import open_source
         from ..errors import ClulError
-        from ..text.tokenizer import decode, learn_bpe, tokenizer_spec, vocab_size as size
+        from ..text.tokenizer import byte_tokenizer, decode, learn_bpe, tokenizer_spec
+        from ..text.tokenizer import vocab_size as size
 
         if not corpus.startswith("text:"):
             raise ClulError(f"--corpus must be text:PATH, got '{corpus}'")
         if out_path.exists() and out_path.is_dir():
             raise ClulError(f"--out {out_path} is a folder")
         src = open_source(corpus)  # bytes: the documents' text, checked (empty, UTF-8)
-        tok0 = __import__("clul_ray.text.tokenizer", fromlist=["byte_tokenizer"]).byte_tokenizer()
-        texts = [decode(tok0, row) for row in
+        texts = [decode(byte_tokenizer(), row) for row in
                  src.table.column("x").combine_chunks().flatten().to_numpy()
                  .reshape(src.table.num_rows, -1)]
         tok = learn_bpe(texts, vocab_size)

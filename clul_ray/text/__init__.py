@@ -1,2 +1,3 @@
 """Text and language-model unlearning: the tokenizer (:mod:`.tokenizer`), the tiny causal
-LM (:mod:`.lm`), text sources (:mod:`.sources`: ``tofu-synth:N`` and ``text:PATH``)."""
+LM (:mod:`.lm`), the synthetic fictitious-people corpus (:mod:`.corpus`). The text sources
+``tofu-synth:N`` and ``text:PATH`` are :mod:`clul_ray.data.text`."""
