@@ -101,6 +101,14 @@ def ids_of(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.long else x.round().long()
 
 
+def trimmed(x: torch.Tensor) -> torch.Tensor:
+    """A batch without its trailing columns of padding only (a pure function of the batch:
+    a retraining that sees the same batch computes the same thing)."""
+    ids = ids_of(x)
+    real = (ids != PAD).any(0).nonzero()
+    return x[:, :max(2, int(real[-1]) + 1 if len(real) else 2)]
+
+
 def targets(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token targets ``(n, t-1)`` and their mask (False where the target is padding)."""
     y = ids_of(x)[:, 1:]
@@ -108,11 +116,17 @@ def targets(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def token_logprobs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``log p(x[t+1] | x[:t+1])`` per position ``(n, t-1)`` (0 at padding) and the mask."""
-    logits = model(x)[:, :-1]
-    y, mask = targets(x)
-    lp = torch.log_softmax(logits.float(), -1).gather(2, y.unsqueeze(2)).squeeze(2)
-    return lp * mask, mask
+    """``log p(x[t+1] | x[:t+1])`` per position ``(n, t-1)`` (0 at padding) and the mask;
+    the model runs on the batch without its trailing padding (:func:`trimmed`)."""
+    xt = trimmed(x)
+    logits = model(xt)[:, :-1]
+    y, mask = targets(xt)
+    lp = torch.log_softmax(logits.float(), -1).gather(2, y.unsqueeze(2)).squeeze(2) * mask
+    pad = x.shape[1] - xt.shape[1]
+    if pad:
+        lp = torch.nn.functional.pad(lp, (0, pad))
+        mask = torch.nn.functional.pad(mask, (0, pad))
+    return lp, mask
 
 
 def sequence_nll(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -123,6 +137,7 @@ def sequence_nll(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def lm_loss(model: nn.Module, x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Next-token cross-entropy over the real target tokens of a batch (mean or sum)."""
+    x = trimmed(x)
     logits = model(x)[:, :-1]
     y, mask = targets(x)
     y = y.masked_fill(~mask, -100)
