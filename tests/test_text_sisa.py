@@ -182,3 +182,47 @@ def test_trimmed_batches_score_as_full_ones():
     assert lp.shape == (2, 39) and int(mask.sum()) == 5 + 1 + 17 + 1
     assert torch.allclose(lp, full, atol=1e-5)
     assert torch.allclose(ens, lp, atol=1e-5)
+
+
+def test_the_service_scores_and_generates_with_the_shards_that_may_vote(text_root, tmp_path):
+    """A text root served (in process, no HTTP): /score and /generate use the mean of the
+    voting shards' distributions; while a person's deletion is pending their shard does not
+    vote; after the commit the scores are those of the new version's models; /predict is
+    refused on a text root."""
+    import shutil
+    import time
+
+    from clul_ray.faults import Faults
+    from clul_ray.serve.service import DeletionService
+    from clul_ray.sisa.records.checkpoint import load_shard_model
+    from clul_ray.text.ensemble import score_texts
+    from clul_ray.text.tokenizer import byte_tokenizer
+
+    src, _ = text_root
+    shutil.copytree(src, tmp_path / "root")
+    svc = DeletionService(str(tmp_path / "root"), lineage=False,
+                          faults=Faults(retrain_delay_s=1.0))
+    try:
+        texts = ["Question: Where was the author born?\nAnswer:", "A short line."]
+        first = svc.text("score", texts)
+        trained = [s.shard for s in svc.pipeline.state.trained_shards()]
+        assert first["shards"] == trained and len(first["scores"]) == 2
+        gen = svc.text("generate", "Question: What", 8)
+        assert gen == svc.text("generate", "Question: What", 8) and gen["tokens"] <= 8
+        with pytest.raises(ClulError, match="serves a language model"):
+            svc.features([[1.0] * 64])
+        ack = svc.submit(svc.pipeline.group_ids(["4"]))
+        pending = svc.text("score", texts)
+        assert pending["excluded"] == [int(k) for k in ack["affected"]]
+        assert not set(pending["shards"]) & set(pending["excluded"])
+        deadline = time.time() + 120
+        while svc.describe()["pending"] and time.time() < deadline:
+            time.sleep(0.2)
+        after = svc.text("score", texts)
+        assert after["version"] == first["version"] + 1 and after["excluded"] == []
+        cfg, store = svc.pipeline.config, svc.pipeline.store
+        models = [load_shard_model(cfg, store, s).eval()
+                  for s in svc.pipeline.state.trained_shards()]
+        assert after["scores"] == score_texts(models, byte_tokenizer(), 64, texts)
+    finally:
+        svc.close()
