@@ -226,3 +226,33 @@ def test_the_service_scores_and_generates_with_the_shards_that_may_vote(text_roo
         assert after["scores"] == score_texts(models, byte_tokenizer(), 64, texts)
     finally:
         svc.close()
+
+
+def test_the_registered_model_of_a_text_root_scores_texts(text_root, monkeypatch):
+    """The MLflow model registered for a text root's version takes texts and answers each
+    one's NLL per token under the ensemble (its signature says so); lineage shows the
+    perplexity."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from clul_ray.lineage.history import tree
+    from clul_ray.lineage.tracking import Tracking
+    from clul_ray.sisa.records.checkpoint import load_shard_model
+    from clul_ray.storage.store import Store
+    from clul_ray.text.ensemble import score_texts
+    from clul_ray.text.tokenizer import byte_tokenizer
+
+    root, _ = text_root
+    t = Tracking(Store(str(root)))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", t.uri)
+    model = mlflow.pyfunc.load_model(f"models:/{t.model_name}@current")
+    sig = model.metadata.signature
+    (inp,), (out,) = sig.inputs.inputs, sig.outputs.inputs
+    assert inp.name == "text" and out.type.name == "double"
+    texts = ["Question: What did the author write?\nAnswer:", "Another line."]
+    got = model.predict(pd.DataFrame({"text": texts}))
+    p = Pipeline(str(root))
+    models = [load_shard_model(p.config, p.store, s).eval() for s in p.state.trained_shards()]
+    want = [r["nll"] for r in score_texts(models, byte_tokenizer(), 64, texts)]
+    assert np.allclose(got, want, rtol=1e-6)
+    assert all(v["ensemble_perplexity"] > 1 for v in tree(p.store))

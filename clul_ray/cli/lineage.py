@@ -36,8 +36,9 @@ def _acc(a: float | None) -> str:
 
 
 def show_tree(r: dict) -> None:
-    t = Table("version", "parent", "operation", "request", "accuracy", "tainted", "mlflow run",
-              "registry", title=f"lineage of {r['root']}")
+    text = any(v.get("ensemble_perplexity") is not None for v in r["versions"])
+    t = Table("version", "parent", "operation", "request", "perplexity" if text else "accuracy",
+              "tainted", "mlflow run", "registry", title=f"lineage of {r['root']}")
     for v in r["versions"]:
         reg = "-" if v["registry_version"] is None else str(v["registry_version"])
         if v.get("registry_current"):
@@ -47,7 +48,8 @@ def show_tree(r: dict) -> None:
             taint += " (purged)"
         t.add_row(str(v["version"]) + (" *" if v["current"] else ""),
                   "-" if v["parent"] is None else str(v["parent"]), v["operation"],
-                  v["request_id"] or "-", _acc(v["ensemble_accuracy"]), taint,
+                  v["request_id"] or "-",
+                  _acc(v["ensemble_perplexity" if text else "ensemble_accuracy"]), taint,
                   (v["run_id"] or "-")[:12], reg)
     out.print(t)
     if r["tracking_uri"]:

@@ -73,6 +73,7 @@ def tree(store: Store) -> list[dict]:
                           if s.retrained_from is not None},
             "ensemble_accuracy": m.ensemble_accuracy,
             "shard_accuracy": m.shard_accuracy,
+            "ensemble_perplexity": m.ensemble_perplexity,
             "test_samples": m.test_samples,
             "tainted": v.version in tainted, "tainted_by": tainted.get(v.version),
             "certificate": (certificate_path(req.request_id) if req and

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.sources import RAW_DTYPE, raw_to_features, source_kind
+from ..data.text import TEXT_KINDS
 
 PIP_REQUIREMENTS = ["clul-ray", "torch", "pyarrow", "pandas"]
 
@@ -33,6 +34,9 @@ def input_contract(config: dict) -> dict | None:
         return None
     kind = source_kind(data["dataset"])
     shape = [int(s) for s in data["input_shape"]]
+    if kind in TEXT_KINDS:  # a language model takes texts (see SisaEnsembleModel.predict)
+        return {"dataset": data["dataset"], "kind": kind, "task": "lm", "context": shape[0],
+                "tokenizer": data.get("tokenizer", "bytes")}
     return {"dataset": data["dataset"], "kind": kind, "input_shape": shape,
             "width": int(np.prod(shape)), "raw_dtype": RAW_DTYPE.get(kind, "float32")}
 
@@ -49,9 +53,13 @@ def model_signature(contract: dict):
     is then ``{"inputs": [[...], ...]}``).
     """
     from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.types import ColSpec, Schema, TensorSpec
 
     from .mlflow_private import validated_in_predict
+
+    if contract.get("task") == "lm":  # texts -> the ensemble's NLL per token of each
+        return ModelSignature(inputs=Schema([ColSpec("string", "text")]),
+                              outputs=Schema([ColSpec("double")]))
 
     return validated_in_predict(ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(contract["raw_dtype"]), (-1, contract["width"]),
@@ -118,6 +126,7 @@ class SisaEnsembleModel(mlflow.pyfunc.PythonModel):
         from ..config import PipelineConfig
         from ..errors import ClulError
         from ..sisa.compute.ensemble import Ensemble
+        from ..sisa.records.rootconfig import read_tokenizer
         from ..sisa.records.version import read_version
         from ..storage.store import Store
 
@@ -136,6 +145,7 @@ class SisaEnsembleModel(mlflow.pyfunc.PythonModel):
                             f"{len(missing)} shard models are gone (e.g. {missing[0]}); "
                             "a deletion superseded it")
         self.ensemble = Ensemble(cfg, store, v)
+        self.tokenizer = read_tokenizer(store, cfg) if cfg.task == "lm" else None
         # Models logged before the input contract took canonical features: keep that.
         self.contract = conf.get("input")
 
@@ -146,7 +156,26 @@ class SisaEnsembleModel(mlflow.pyfunc.PythonModel):
         A row width other than the dataset's is refused with a one-line ClulError naming the
         expected width (:func:`raw_features`).
         """
+        if self.tokenizer is not None:
+            return self.score_texts(model_input)
         x = raw_features(self.contract, model_input)
         if len(x) == 0:
             return np.zeros(0, np.int64)
         return self.ensemble.predict(x).astype(np.int64)
+
+    def score_texts(self, model_input: Any) -> np.ndarray:
+        """A text root's model: texts (a ``text`` column, or a list of strings) -> each
+        one's negative log-likelihood per token under the mean of the shards' next-token
+        distributions."""
+        from ..text.ensemble import score_texts
+
+        if isinstance(model_input, pd.DataFrame):
+            if "text" not in model_input.columns:
+                from ..errors import ClulError
+
+                raise ClulError("a text root's model takes a 'text' column")
+            model_input = model_input["text"].tolist()
+        texts = [model_input] if isinstance(model_input, str) else list(model_input)
+        rows = score_texts(self.ensemble.models, self.tokenizer, self.contract["context"],
+                           texts)
+        return np.array([r["nll"] for r in rows], dtype=np.float64)

@@ -162,6 +162,9 @@ def _metrics(v: ModelVersion) -> dict:
     out = {"ensemble_accuracy": m.ensemble_accuracy, "test_samples": m.test_samples,
            "samples": v.samples}
     out.update({f"shard_accuracy/{k}": a for k, a in m.shard_accuracy.items()})
+    if m.ensemble_perplexity is not None:  # a text root
+        out["ensemble_perplexity"] = m.ensemble_perplexity
+        out.update({f"shard_perplexity/{k}": p for k, p in m.shard_perplexity.items()})
     out.update({f"seconds/{k.removesuffix('_seconds')}": s for k, s in v.timings.items()})
     out.update({f"shard_seconds/{s.shard}": s.seconds for s in v.shards
                 if s.retrained_from is not None})
