@@ -91,7 +91,7 @@ def test_original_and_retrain_bracket_the_goal(digits):
     assert acc(retrained, data["test_other"]) > 0.9
 
 
-WEIGHT_METHODS = [m for m in method_names() if m not in ("retrain", "neural_mask")]
+WEIGHT_METHODS = [m for m in method_names(task="classify") if m not in ("retrain", "neural_mask")]
 
 
 @pytest.mark.parametrize("method", WEIGHT_METHODS)

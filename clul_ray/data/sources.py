@@ -335,7 +335,9 @@ def open_source(spec: str, data_dir: str | None = None, download: bool = False,
     if kind == "parquet":
         return _parquet(spec, rest, num_classes, input_shape, group_column)
     if kind in TORCHVISION:
-        return _torchvision(spec, kind, data_dir, download)
+        from .vision import open_torchvision
+
+        return open_torchvision(spec, kind, data_dir, download)
     raise ClulError(f"unknown dataset '{spec}' (expected digits, synthetic:N, synthetic-fair:N, "
                     f"parquet:PATH, tofu-synth:N, text:PATH, or one of "
                     f"{', '.join(TORCHVISION)})")
@@ -376,31 +378,3 @@ def _parquet(spec, path, num_classes, input_shape, group_column) -> DataSource:
         num_classes = max(2, max_label + 1)
     return DataSource(spec, "parquet", num_classes, shape, group_column,
                       options={"path": p, "fs": fs})
-
-
-def _torchvision(spec: str, kind: str, data_dir: str | None, download: bool) -> DataSource:
-    from torchvision import datasets
-
-    cls_name, classes = TORCHVISION[kind]
-    if not data_dir:
-        raise ClulError(f"{kind} is read from a local folder: pass --data-dir DIR "
-                        "(and --download to fetch it there)")
-    cls = getattr(datasets, cls_name)
-    parts = []
-    offset = 0
-    for train in (True, False):
-        try:
-            ds = cls(root=data_dir, train=train, download=download)
-        except RuntimeError:
-            raise ClulError(f"{kind} files not found under {data_dir}; "
-                            "pass --download to fetch them") from None
-        except OSError as e:
-            raise ClulError(f"could not download {kind} into {data_dir}: {e}") from None
-        data = np.asarray(ds.data)  # (n, H, W) or (n, H, W, C), uint8
-        shape = (1, *data.shape[1:]) if data.ndim == 3 else (data.shape[3], *data.shape[1:3])
-        shape = tuple(int(s) for s in shape)
-        x = raw_to_features(kind, data, shape)
-        ids = np.arange(offset, offset + len(data), dtype=np.int64)
-        offset += len(data)
-        parts.append(canonical(ids, np.asarray(ds.targets), x))
-    return DataSource(spec, kind, classes, shape, table=pa.concat_tables(parts))

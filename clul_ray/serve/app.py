@@ -7,6 +7,11 @@ Routes::
                           pixels) -> classes, probabilities, the version and the shards that
                           voted (dynamic batching across requests); 400 naming the expected
                           width
+    POST /score           text roots: {"texts": [...]} -> each text's tokens, NLL per token
+                          and perplexity under the mean of the voting shards' next-token
+                          distributions; 400 on a classifier root (and /predict on a text one)
+    POST /generate        text roots: {"prompt": "...", "max_tokens": 64} -> the greedy
+                          continuation by that mean
     POST /delete          {"ids": [...]}  -> 202 once the request is in the ledger and its
                           shards are excluded; 400 naming bad or unknown ids
     GET  /requests/{id}   recorded -> excluded -> retraining -> certifying -> committed
@@ -44,6 +49,15 @@ class PredictBody(BaseModel):
 
 class DeleteBody(BaseModel):
     ids: Any = None
+
+
+class ScoreBody(BaseModel):
+    texts: Any = None
+
+
+class GenerateBody(BaseModel):
+    prompt: Any = None
+    max_tokens: int = 64
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0},
@@ -93,6 +107,22 @@ class DeletionApp:
         if isinstance(out, Exception):
             raise HTTPException(400, first_line(out))
         return out
+
+    @api.post("/score")
+    async def score(self, body: ScoreBody):
+        return await self._text("score", body.texts)
+
+    @api.post("/generate")
+    async def generate(self, body: GenerateBody):
+        return await self._text("generate", body.prompt, body.max_tokens)
+
+    async def _text(self, work: str, *args):
+        try:
+            return await asyncio.to_thread(self.svc.text, work, *args)
+        except state.NoServableShard as e:
+            raise HTTPException(503, str(e)) from None
+        except ClulError as e:
+            raise HTTPException(400, first_line(e)) from None
 
     @api.post("/delete")
     async def delete(self, body: DeleteBody):

@@ -66,49 +66,15 @@ from ..sisa.compute.site import on_ray
 from ..sisa.decisions.controller import Kind, Stage
 from ..sisa.driver.pipeline import Pipeline
 from ..sisa.records.checkpoint import load_shard_model
+from ..sisa.records.rootconfig import read_tokenizer
 from ..sisa.records.version import ModelVersion
 from ..storage.cache import CachingStore
+from ..text.ensemble import generate, score_texts
 from . import state
+from .metrics import Metrics
 from .workers import WarmExecutor
 
 log = logging.getLogger("clul_ray.serve")
-
-
-class Metrics:
-    """Ray metrics of the service (exported with Ray's metrics; no-ops when they fail)."""
-
-    def __init__(self):
-        try:
-            from ray.util.metrics import Counter, Histogram
-
-            self.predictions = Counter("clul_ray_predict_rows", "rows predicted")
-            self.requests = Counter("clul_ray_delete_requests", "deletion requests recorded")
-            self.exclusion = Histogram(
-                "clul_ray_exclusion_seconds", "receipt of /delete to exclusion",
-                boundaries=[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5])
-            self.commit = Histogram(
-                "clul_ray_commit_seconds", "request recorded to committed",
-                boundaries=[0.5, 1, 2, 5, 10, 30, 60, 300])
-        except Exception:  # metrics are an aid, never a failure
-            self.predictions = self.requests = self.exclusion = self.commit = None
-
-    @staticmethod
-    def _do(metric, method: str, value: float) -> None:
-        if metric is not None:
-            try:
-                getattr(metric, method)(value)
-            except Exception:
-                pass
-
-    def predicted(self, n: int) -> None:
-        self._do(self.predictions, "inc", n)
-
-    def recorded(self, seconds: float) -> None:
-        self._do(self.requests, "inc", 1)
-        self._do(self.exclusion, "observe", seconds)
-
-    def committed(self, seconds: float) -> None:
-        self._do(self.commit, "observe", seconds)
 
 
 class Deferred:
@@ -233,11 +199,26 @@ class DeletionService:
         """The dataset's raw rows -> the shard models' (n, d) features, as the registered
         MLflow model takes and transforms them; a one-line ClulError for input that is not
         numeric rows of the dataset's raw width."""
+        if self.cfg.task == "lm":
+            raise ClulError("this root serves a language model: POST /score or /generate")
         return raw_features(self.contract, rows)
 
     def predict(self, rows: Any) -> dict[str, Any]:
         """The dataset's raw rows -> classes and mean probabilities over the voting shards."""
         return self.vote(self.features(rows))
+
+    def voting(self) -> tuple[int, list[int], set[int], list]:
+        """(version, voting shards, excluded shards, the voters' models), read at once;
+        NoServableShard when every trained shard is excluded."""
+        with self._mutex:
+            voters, out = self.voters()
+            version = self.version.version
+            models = [self.models[k][1] for k in voters]
+        if not voters:
+            raise state.NoServableShard(
+                f"shards {sorted(out)} all hold rows of pending deletion requests; "
+                "predictions resume when the first of them commits")
+        return version, voters, out, models
 
     @torch.no_grad()
     def vote(self, x: np.ndarray) -> dict[str, Any]:
@@ -247,20 +228,33 @@ class DeletionService:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != d:
             raise ValueError(f"features must be (n, {d}), got shape {list(x.shape)}")
-        with self._mutex:
-            voters, out = self.voters()
-            version = self.version.version
-            models = [self.models[k][1] for k in voters]
-        if not voters:
-            raise state.NoServableShard(
-                f"shards {sorted(out)} all hold rows of pending deletion requests; "
-                "predictions resume when the first of them commits")
+        version, voters, out, models = self.voting()
         xt = torch.from_numpy(x)
         probs = np.stack([torch.softmax(m(xt), 1).numpy() for m in models])
         pred, mean = state.combine(probs, voters, voters, self.cfg.serve.aggregation)
         self.metrics.predicted(len(x))
         return {"version": version, "shards": voters, "excluded": sorted(out),
                 "pred": pred.tolist(), "probabilities": mean.tolist()}
+
+    @cached_property
+    def tokenizer(self):
+        return read_tokenizer(self.pipeline.store, self.cfg)
+
+    def text(self, work: str, *args) -> dict[str, Any]:
+        """A text root's ``score`` (texts -> per-token NLL and perplexity) or ``generate``
+        (a prompt -> its greedy continuation), by the mean of the voting shards'
+        next-token distributions (:mod:`clul_ray.text.ensemble`)."""
+        if self.cfg.task != "lm":
+            raise ClulError("this root serves a classifier: POST /predict")
+        version, voters, out, models = self.voting()
+        context = int(self.cfg.data.input_shape[0])
+        if work == "score":
+            res: dict[str, Any] = {"scores": score_texts(models, self.tokenizer, context,
+                                                         *args)}
+        else:
+            res = generate(models, self.tokenizer, context, *args)
+        self.metrics.predicted(len(res.get("scores", [0])))
+        return {"version": version, "shards": voters, "excluded": sorted(out), **res}
 
     # ---- requests ----------------------------------------------------------------------
     def submit(self, ids: list[int], received: float | None = None) -> dict[str, Any]:

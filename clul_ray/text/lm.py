@@ -150,5 +150,6 @@ def gpt_tiny(input_shape, num_classes, d_model: int = 128, n_layer: int = 4, n_h
     """The model registry's ``gpt-tiny``: ``input_shape = (context,)``, ``num_classes`` the
     vocabulary size (both set by the text source)."""
     if len(input_shape) != 1:
-        raise ValueError(f"gpt-tiny takes token rows (context,), got shape {list(input_shape)}")
+        raise ValueError(f"gpt-tiny is a language model: it takes the token rows (context,) of "
+                         f"a text dataset, got input shape {list(input_shape)}")
     return CausalLM(int(num_classes), int(input_shape[0]), d_model, n_layer, n_head, dropout)

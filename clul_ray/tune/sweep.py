@@ -59,8 +59,11 @@ def resolve_methods(names: list[str]) -> list[str]:
     out: list[str] = []
     for item in names:
         for part in (p.strip() for p in item.split(",") if p.strip()):
-            for m in ([n for n in method_names() if sweepable(n)] if part == "all" else [part]):
-                get_method(m)
+            for m in ([n for n in method_names(task="classify") if sweepable(n)]
+                      if part == "all" else [part]):
+                if get_method(m).task != "classify":
+                    raise ClulError(f"{m} unlearns language models; tune sweeps the "
+                                    f"classifier methods")
                 if not sweepable(m):
                     raise ClulError(f"{m} has no strengths to sweep")
                 if m not in out:

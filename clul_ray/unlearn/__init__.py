@@ -2,12 +2,14 @@
 
 ``method(model, forget, retain, config) -> (model, report)``; see :mod:`.base` for the data
 holders, :mod:`.params` for the params models and :func:`unlearn_model` for the usual entry
-point. Importing this package registers every method.
+point. Importing this package registers every method, the language-model ones of :mod:`.lm`
+included.
 """
 
 from . import (  # noqa: F401  (registration side effects)
     bad_teacher,
     finetune,
+    lm,
     mi_reg,
     neggrad,
     neural_mask,

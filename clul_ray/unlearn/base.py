@@ -4,6 +4,8 @@ A method is called as ``method(model, forget, retain, config) -> (model, report)
 
 - ``model``: a trained ``nn.Module`` mapping flat float32 inputs ``(n, d)`` to logits
   (``models.build_model`` gives one). It is never modified: the method works on a copy.
+  A method's ``task`` says which models it takes: ``classify`` (a classifier) or ``lm``
+  (a causal language model, :mod:`clul_ray.text.lm`; the methods of :mod:`.lm`).
 - ``forget`` / ``retain``: :class:`Split` holders of in-memory tensors ``x`` (n, d) float32
   and ``y`` (n,) int64, plus the rows' ``ids`` when known. Methods batch them themselves
   with seeded permutations, so a run is a pure function of (model, data, config).
@@ -31,6 +33,7 @@ from torch import nn
 
 from ..errors import ClulError
 from ..hashing import derive_seed
+from ..models import is_language_model
 from .params import MethodParams
 
 
@@ -84,7 +87,8 @@ Space = Callable[[Any], dict[str, Any]]
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method: its params class, whether it edits weights, and its body."""
+    """A registered method: its params class, whether it edits weights, its body, and the
+    task of the models it takes (``classify`` or ``lm``)."""
 
     name: str
     params_cls: type[MethodParams]
@@ -93,6 +97,7 @@ class Method:
     body: Body
     preset: tuple[tuple[str, Any], ...] = ()
     space: Space | None = None
+    task: str = "classify"
 
     def search_space(self) -> dict[str, Any]:
         """The strengths Ray Tune sweeps by default ({} for a method without any)."""
@@ -120,6 +125,11 @@ class Method:
                  config: MethodParams | Mapping[str, Any] | None = None
                  ) -> tuple[nn.Module, UnlearnReport]:
         params = self.make_params(config)
+        if is_language_model(model) != (self.task == "lm"):
+            kind = "a language model" if self.task == "lm" else "a classifier"
+            raise ClulError(f"{self.name} unlearns {kind}, got a "
+                            f"{'language model' if is_language_model(model) else 'classifier'}"
+                            f" ({type(model).__name__})")
         if len(forget) == 0:
             raise ClulError(f"{self.name}: the forget set is empty")
         work = copy.deepcopy(model)
@@ -138,13 +148,23 @@ class Method:
 _REGISTRY: dict[str, Method] = {}
 # Display order of the built-in methods: the reference first, then by family.
 _ORDER = ("retrain", "finetune", "neggrad", "neggrad+", "random_label", "bad_teacher",
-          "scrub", "salun", "mi_reg", "neural_mask")
+          "scrub", "salun", "mi_reg", "neural_mask",
+          "ga", "grad_diff", "npo", "simnpo", "rmu", "kl_retain")
+TASKS = ("classify", "lm")
+
+
+def _check_task(task: str) -> str:
+    if task not in TASKS:
+        raise ClulError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
+    return task
 
 
 def register_method(name: str, params_cls: type[MethodParams], changes_weights: bool,
-                    summary: str, space: Space | None = None) -> Callable[[Body], Method]:
+                    summary: str, space: Space | None = None,
+                    task: str = "classify") -> Callable[[Body], Method]:
     def deco(body: Body) -> Method:
-        method = Method(name, params_cls, changes_weights, summary, body, space=space)
+        method = Method(name, params_cls, changes_weights, summary, body, space=space,
+                        task=_check_task(task))
         _REGISTRY[name] = method
         return method
 
@@ -155,15 +175,20 @@ def register_variant(name: str, base: str, preset: Mapping[str, Any], summary: s
     """A named preset of a registered method, e.g. ``neggrad+`` = neggrad with plus=true."""
     b = get_method(base)
     method = Method(name, b.params_cls, b.changes_weights, summary, b.body,
-                    tuple(sorted(preset.items())), b.space)
+                    tuple(sorted(preset.items())), b.space, b.task)
     _REGISTRY[name] = method
     return method
 
 
-def method_names() -> list[str]:
-    """Registered methods: the built-ins in display order, then any added later."""
+def method_names(task: str | None = None) -> list[str]:
+    """Registered methods: the built-ins in display order, then any added later; with
+    ``task`` (``classify`` or ``lm``), only the methods for that kind of model."""
     rank = {n: i for i, n in enumerate(_ORDER)}
-    return sorted(_REGISTRY, key=lambda n: (rank.get(n, len(rank)), n))
+    names = sorted(_REGISTRY, key=lambda n: (rank.get(n, len(rank)), n))
+    if task is None:
+        return names
+    _check_task(task)
+    return [n for n in names if _REGISTRY[n].task == task]
 
 
 def get_method(name: str) -> Method:

@@ -109,8 +109,10 @@ def resolve_methods(methods: Sequence[str]) -> list[str]:
         for part in (p.strip() for p in m.split(",")):
             if not part:
                 continue
-            for name in (method_names() if part == "all" else [part]):
-                get_method(name)
+            for name in (method_names(task="classify") if part == "all" else [part]):
+                if get_method(name).task != "classify":
+                    raise ClulError(f"{name} unlearns language models; compare runs the "
+                                    f"classifier methods")
                 if name not in names:
                     names.append(name)
     if not names:
