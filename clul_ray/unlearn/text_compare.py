@@ -168,7 +168,8 @@ def execute(spec: CompareSpec, todo: list[tuple[str, str, dict]], data: TextData
                                                    hook)
         retrain, seconds["retrain"] = train_task(template, data.retain, spec.recipe,
                                                  spec.seed, hook)
-        tick(TRAIN, 2 * epochs, 2 * epochs)
+        if not spec.recipe.epochs:
+            tick(TRAIN, 2 * epochs, 2 * epochs)
         models = {"original": original, "retrain": retrain}
         for k, (label, m, params) in enumerate(todo):
             models[label], reports[label] = method_task(original, data, m, params, spec.seed)
