@@ -76,7 +76,8 @@ Dataset = Annotated[str | None, typer.Option(
          "tofu-synth:N | text:PATH")]
 DataDir = Annotated[str | None, typer.Option(help="folder of torchvision datasets")]
 Model = Annotated[str | None, typer.Option(help="mlp | cnn | resnet18 | gpt-tiny | module:fn")]
-Forget = Annotated[str, typer.Option(help="class:C | random:P | ids:FILE | people:P (text)")]
+Forget = Annotated[str, typer.Option(
+    help="class:C | random:P | ids:FILE | people:P or bias (text)")]
 
 
 # ---- help width ---------------------------------------------------------------------------

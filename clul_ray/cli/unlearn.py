@@ -4,6 +4,7 @@ scenario) and ``clul-ray unlearn`` (approximate forgetting on a trained storage 
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,7 +44,8 @@ def tuned_params(path: Path | None, method: str) -> dict[str, Any]:
 
 def compare(
     forget: Forget,
-    out_dir: Annotated[Path, typer.Option("--out", help="folder for compare.csv/.md/.png")],
+    out_dir: Annotated[Path, typer.Option(
+        "--out", help="folder for compare.csv/.md/.png (text: summary.json/.md, compare.png)")],
     dataset: Dataset = "digits",
     model: Model = "mlp",
     methods: Annotated[str, typer.Option(help="all, or a comma-separated list")] = "all",
@@ -66,7 +68,11 @@ def compare(
     as_json: AsJson = False,
     verbose: Verbose = False,
 ) -> None:
-    """Compare approximate unlearning methods with retraining on one forget scenario."""
+    """Compare approximate unlearning methods with retraining on one forget scenario.
+
+    On a text dataset (tofu-synth:N) the language-model methods are compared with the
+    TOFU/MUSE metrics; --forget people:P (e.g. people:10%) or bias."""
+    from ..data.text import is_text
     from ..tune.outputs import load_best
     from ..unlearn.compare import CompareSpec, check_spec, parse_param_overrides, run_compare
     from ..unlearn.training import TrainRecipe
@@ -79,13 +85,20 @@ def compare(
             recipe=TrainRecipe(epochs=epochs, lr=lr, batch_size=batch_size),
             params=parse_param_overrides(param or []), backend=backend, data_dir=data_dir,
             tuned=load_best(tuned) if tuned is not None else {})
-        check_spec(spec)
+        if is_text(dataset or ""):
+            from ..unlearn.text_compare import check_text_spec, run_text_compare
+
+            work = partial(run_text_compare, spec, out_dir, checked=check_text_spec(spec))
+            printer = show_text_compare
+        else:
+            check_spec(spec)
+            work, printer = partial(run_compare, spec, out_dir), show_compare
         verbose_ray(verbose)
         if backend == "ray":
             from ..runtime import ensure_ray
 
             ensure_ray(address)
-        emit_progress(lambda prog: run_compare(spec, out_dir, prog), as_json, show_compare)
+        emit_progress(work, as_json, printer)
 
     run(body)
 
@@ -107,6 +120,25 @@ def show_compare(result: dict[str, Any]) -> None:
     wall = meta.get("wall_seconds")
     if wall is not None and not math.isnan(wall):
         out.print(f"wall seconds (all tasks): {wall:.1f}", highlight=False)
+
+
+def show_text_compare(result: dict[str, Any]) -> None:
+    from ..unlearn.summary import cell, label
+    from ..unlearn.text_summary import columns
+
+    meta = result["meta"]
+    cols = columns(meta)
+    p = meta["people"]
+    t = Table("method", *(h for _, h, _ in cols),
+              title=f"{meta['dataset']} / {meta['model']} / forget {meta['forget']} "
+                    f"({p['forget']} forget, {p['retain']} retain, {p['holdout']} holdout "
+                    "people)")
+    for r in result["rows"]:
+        t.add_row(label(r).replace("**", ""), *(cell(r, k, d) for k, _, d in cols))
+    out.print(t)
+    for k, path in result["files"].items():
+        out.print(f"{k}: {path}", highlight=False)
+    out.print(f"wall seconds (all tasks): {meta['wall_seconds']:.1f}", highlight=False)
 
 
 def unlearn(

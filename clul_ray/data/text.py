@@ -89,28 +89,40 @@ def _utf8(b: bytes) -> bool:
         return False
 
 
+def tofu_synth_options(spec: str) -> tuple[int, int, float]:
+    """``tofu-synth:N[:seed=S][:bias=B]`` -> ``(N, S, B)`` (seed 0 and bias 0 by default)."""
+    from .sources import _options
+
+    n_s, *opts = spec.partition(":")[2].split(":")
+    try:
+        n = int(n_s.replace("_", ""))
+    except ValueError:
+        raise ClulError(f"tofu-synth needs a person count: 'tofu-synth:N', got '{spec}'"
+                        ) from None
+    o = _options(opts, spec)
+    unknown = set(o) - {"seed", "bias"}
+    if unknown:
+        raise ClulError(f"unknown tofu-synth option(s) {sorted(unknown)} in '{spec}'")
+    if n <= 0:
+        raise ClulError(f"tofu-synth person count must be positive, got {n}")
+    try:
+        return n, int(o.get("seed", 0)), float(o.get("bias", 0.0))
+    except ValueError:
+        raise ClulError(f"tofu-synth seed must be an integer and bias a number: '{spec}'"
+                        ) from None
+
+
 def open_text(spec: str, input_shape: list[int] | None, group_column: str | None, tok):
     """A text dataset spec -> a ``DataSource`` of canonical rows (in memory)."""
-    from .sources import DataSource, _options, source_kind
+    from .sources import DataSource, source_kind
 
     kind, rest = source_kind(spec), spec.partition(":")[2]
     context = context_of(input_shape)
     if kind == "tofu-synth":
         from ..text.corpus import tofu_synth
 
-        n_s, *opts = rest.split(":") if rest else [""]
-        try:
-            n = int(n_s.replace("_", ""))
-        except ValueError:
-            raise ClulError(f"tofu-synth needs a person count: 'tofu-synth:N', got '{spec}'"
-                            ) from None
-        o = _options(opts, spec)
-        unknown = set(o) - {"seed", "bias"}
-        if unknown:
-            raise ClulError(f"unknown tofu-synth option(s) {sorted(unknown)} in '{spec}'")
-        if n <= 0:
-            raise ClulError(f"tofu-synth person count must be positive, got {n}")
-        docs = tofu_synth(n, int(o.get("seed", 0)), float(o.get("bias", 0.0))).documents
+        n, seed, bias = tofu_synth_options(spec)
+        docs = tofu_synth(n, seed, bias).documents
         if group_column not in (None, TOFU_GROUP):
             raise MissingGroupColumn(f"{spec}: group column '{group_column}' not found "
                                      f"(tofu-synth has '{TOFU_GROUP}')", group_column)

@@ -65,10 +65,15 @@ class CausalLM(nn.Module):
         self.blocks = nn.ModuleList(Block(d_model, n_head, dropout) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """GPT-2's initialisation, drawn from the global torch RNG (the constructor's draws;
+        a module's own ``reset_parameters`` would give the embeddings unit variance)."""
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2's scaled residual projections
             if name.endswith(("proj.weight", "out.weight")):
-                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * n_layer))
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * len(self.blocks)))
 
     @staticmethod
     def _init(m: nn.Module) -> None:
