@@ -172,7 +172,7 @@ def test_help_is_not_cut_when_piped(monkeypatch):
         assert any(opt.opts[0] in line for line in lines), opt.opts[0]
     for whole in ("--train-workers-per-shard <int> DDP workers per shard (ray_train)",
                   "--cpus-per-shard <float> CPUs per shard worker",
-                  "--model <str> mlp | cnn | resnet18 | gpt-tiny | module:fn"):
+                  "--model <str> mlp, cnn, resnet18, gpt-tiny, module:fn"):
         assert any(whole in line for line in lines), (whole, res.output)
     assert rich_utils.MAX_WIDTH is None  # set only while help is drawn
 
