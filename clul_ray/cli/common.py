@@ -75,8 +75,7 @@ Dataset = Annotated[str | None, typer.Option(
     help="digits | synthetic:N | parquet:PATH | cifar10 | cifar100 | mnist | fashion_mnist | "
          "tofu-synth:N | text:PATH")]
 DataDir = Annotated[str | None, typer.Option(help="folder of torchvision datasets")]
-Model = Annotated[str | None, typer.Option(
-    help="mlp | cnn | resnet18 | gpt-tiny | gpt-tiny-lora | module:fn")]
+Model = Annotated[str | None, typer.Option(help="mlp | cnn | resnet18 | gpt-tiny | module:fn")]
 Forget = Annotated[str, typer.Option(help="class:C | random:P | ids:FILE | people:P (text)")]
 
 
