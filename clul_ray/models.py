@@ -6,8 +6,9 @@ small images: 3x3 stem, no max-pool, any channel count). Users add their own wit
 
 Every model takes flat float inputs ``(n, prod(input_shape))``; :func:`build_model` wraps
 a classifier with a standardiser whose statistics are buffers in the state dict. A
-language model (``gpt-tiny``, :mod:`clul_ray.text.lm`; ``model.task == "lm"``) takes token
-rows ``(n, context)`` and is returned as built; :func:`batch_loss` is the one training loss
+language model (``gpt-tiny``, :mod:`clul_ray.text.lm`; ``gpt-tiny-lora``, adapters over a
+frozen base, :mod:`clul_ray.text.lora`; ``model.task == "lm"``) takes token rows
+``(n, context)`` and is returned as built; :func:`batch_loss` is the one training loss
 of either kind.
 """
 
@@ -136,6 +137,13 @@ def gpt_tiny(input_shape, num_classes, **args):
     return make(input_shape, num_classes, **args)
 
 
+@register_model("gpt-tiny-lora")
+def gpt_tiny_lora(input_shape, num_classes, **args):
+    from .text.lora import gpt_tiny_lora as make
+
+    return make(input_shape, num_classes, **args)
+
+
 def is_language_model(model: nn.Module) -> bool:
     """Whether ``model`` is a causal language model (next-token logits per position)."""
     return getattr(model, "task", None) == "lm"
@@ -156,6 +164,8 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int,
                 args: dict | None = None) -> Wrapped:
     try:
         net = get_factory(name)(tuple(input_shape), num_classes, **(args or {}))
+    except ClulError:
+        raise
     except (TypeError, ValueError) as e:
         raise ClulError(f"model '{name}' does not accept these model_args: {e}") from None
     if not isinstance(net, nn.Module):

@@ -37,6 +37,7 @@ for _name, _command in [
     ("serve", serve.serve),
     ("feature-unlearn", feature.feature_unlearn),
     ("tokenizer", text.tokenizer),
+    ("lm-base", text.lm_base),
 ]:
     app.command(_name, cls=HelpCommand)(_command)
 

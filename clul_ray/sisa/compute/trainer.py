@@ -25,8 +25,11 @@ from ..records.checkpoint import SliceResult, model_sha256, read_checkpoint, wri
 
 
 def make_shard_optimizer(cfg: PipelineConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer of a shard's trainable parameters (all of them, but a LoRA model's
+    adapters only: its frozen base never changes)."""
     t = cfg.train
-    return make_optimizer(model.parameters(), t.optimizer, t.lr, t.momentum, t.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return make_optimizer(params, t.optimizer, t.lr, t.momentum, t.weight_decay)
 
 
 def init_model(cfg: PipelineConfig, shard: int) -> nn.Module:

@@ -41,7 +41,7 @@ from ..records.rootconfig import read_config, require_config, write_config, writ
 from ..records.version import ModelVersion, read_current, require_current
 from .commands import CommandSites, pending_unlearn, root_rows
 from .observers import Observer, ObserverWarning, notify  # noqa: F401 (re-exported)
-from .sources import added_source, group_ids, training_source
+from .sources import added_source, check_base, group_ids, training_source
 from .steps import Context, run_step
 from .summary import request_summary, summarize
 
@@ -370,7 +370,9 @@ class Pipeline:
         return then
 
     def resume(self) -> list[str]:
-        """Finish every request that a crash left unfinished, in order."""
+        """Finish every request that a crash left unfinished, in order (refused first if
+        the root's base model file changed)."""
+        check_base(self.config)
         if not self.ledger.pending():  # nothing to do: no need for the lock
             return []
         done = []

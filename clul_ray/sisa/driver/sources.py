@@ -3,6 +3,7 @@ input shape, a text root's tokenizer), and an addition's rows, made as the root'
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,8 +31,45 @@ def training_source(cfg: PipelineConfig) -> tuple[PipelineConfig, DataSource, ob
     cfg = cfg.updated(num_classes=d.num_classes or source.num_classes,
                       input_shape=list(source.input_shape),
                       **({"tokenizer": tokenizer_spec(tok)} if tok is not None else {}))
+    cfg = resolved_base(cfg)
     check_model(cfg)
     return cfg, source, tok
+
+
+def resolved_base(cfg: PipelineConfig) -> PipelineConfig:
+    """A ``base`` model arg (``gpt-tiny-lora``) made an absolute path, with the file's
+    sha256 recorded as ``base_sha256`` (so it keys every checkpoint); refuses a base
+    trained with another tokenizer than the root's."""
+    args = cfg.train.model_args
+    if "base" not in args:
+        return cfg
+    from ...text.base import file_sha256, read_base
+
+    path = os.path.abspath(str(args["base"]))
+    sha = file_sha256(path)
+    _, meta = read_base(path)
+    if cfg.task != "lm":
+        raise ClulError(f"a base model ({path}) serves text roots only, not {cfg.data.dataset}")
+    if meta["tokenizer"] != cfg.data.tokenizer:
+        raise ClulError(f"the base model {path} was trained with tokenizer "
+                        f"{meta['tokenizer'][:19]}, the root uses {cfg.data.tokenizer[:19]} "
+                        "(train the base with the root's --tokenizer)")
+    return cfg.updated(model_args={**args, "base": path, "base_sha256": sha})
+
+
+def check_base(cfg: PipelineConfig) -> None:
+    """Refuse to change a root whose base model file (``gpt-tiny-lora``) is missing or
+    differs from the one its checkpoints were trained over."""
+    args = cfg.train.model_args
+    if "base_sha256" not in args:
+        return
+    from ...text.base import file_sha256
+
+    sha = file_sha256(args["base"])
+    if sha != args["base_sha256"]:
+        raise ClulError(f"{args['base']}: the base model file changed since this root was "
+                        f"trained (sha256 {sha:.12}, recorded {args['base_sha256']:.12}); "
+                        "restore it, or train a new --root over the new base")
 
 
 def check_model(cfg: PipelineConfig) -> None:
