@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,7 +65,8 @@ def tune(
     model_arg: Annotated[list[str] | None, typer.Option(
         "--model-arg", help="key=value for the model factory, repeatable")] = None,
     weight: Annotated[list[str] | None, typer.Option(
-        "--weight", help="objective weight, repeatable: FA=1 RA=1 TA=1 MIA=1 cost=0")] = None,
+        "--weight", help="objective weight, repeatable: FA=1 RA=1 TA=1 MIA=1 cost=0 (text: "
+                         "forget=1 utility=1 cost=0)")] = None,
     epochs: Annotated[int | None, typer.Option(help="original (and retrain) epochs")] = None,
     data_dir: DataDir = None,
     config: Annotated[Path | None, typer.Option(
@@ -77,9 +79,19 @@ def tune(
     as_json: AsJson = False,
     verbose: Verbose = False,
 ) -> None:
-    """Sweep unlearning strengths with Ray Tune; write the ranked best and the Pareto front."""
+    """Sweep unlearning strengths with Ray Tune; write the ranked best and the Pareto front.
+
+    On a text dataset (tofu-synth:N, --model gpt-tiny) the language-model methods are swept,
+    scored by forget quality and model utility against the retrained model."""
+    from ..data.text import is_text
     from ..tune.space import load_space
     from ..tune.sweep import SweepSpec, resolve_methods, run_sweep
+    from ..tune.text_sweep import (
+        TextSweepSpec,
+        check_text_sweep,
+        resolve_text_methods,
+        run_text_sweep,
+    )
 
     if stream is not None:
         def body_stream() -> None:
@@ -118,13 +130,19 @@ def tune(
             raise ClulError("--num-samples must be at least 1")
         recipe = {k: settings.pop(k) for k in ("epochs", "lr", "batch_size") if k in settings}
         target = Path(settings.pop("out"))
-        methods = resolve_methods([str(settings.pop("method"))])
+        text = is_text(str(settings.get("dataset") or ""))
+        methods = (resolve_text_methods if text else resolve_methods)(
+            [str(settings.pop("method"))])
         space_file = space or settings.pop("space", None)
-        spec = SweepSpec(methods=methods, recipe=recipe,
-                         space=load_space(space_file, methods) if space_file else {},
-                         **settings)
+        spec = (TextSweepSpec if text else SweepSpec)(
+            methods=methods, recipe=recipe,
+            space=load_space(space_file, methods) if space_file else {}, **settings)
         verbose_ray(verbose)
-        emit_progress(lambda prog: run_sweep(spec, target, prog, address), as_json, show_sweep)
+        if text:  # refused before any progress is shown or anything written
+            sweep = partial(run_text_sweep, checked=check_text_sweep(spec))
+        else:
+            sweep = run_sweep
+        emit_progress(lambda prog: sweep(spec, target, prog, address), as_json, show_sweep)
 
     run(body)
 

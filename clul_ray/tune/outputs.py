@@ -61,13 +61,14 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+def write_csv(rows: list[dict[str, Any]], path: Path,
+              columns: tuple[str, ...] = COLUMNS) -> Path:
     keys = sorted({k for r in rows for k in r["params"]})
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow([*COLUMNS, *(f"param.{k}" for k in keys)])
+        w.writerow([*columns, *(f"param.{k}" for k in keys)])
         for r in rows:
-            w.writerow([_fmt(r.get(c)) if r.get(c) is not None else "" for c in COLUMNS]
+            w.writerow([_fmt(r.get(c)) if r.get(c) is not None else "" for c in columns]
                        + [r["params"].get(k, "") for k in keys])
     return path
 
@@ -85,21 +86,21 @@ def write_markdown(rows: list[dict[str, Any]], meta: dict[str, Any],
         lines.append(f"| {m} | {_fmt(s['default_gap'])} | {_fmt(s['tuned_gap'])} | "
                      f"{s['trials']} | {s['stopped_early']} | {s['failed']} | "
                      f"{_fmt(s['wall_seconds'])} | {_fmt(s['parallel_efficiency'])} |")
+    shown = tuple(meta.get("shown", ("FA", "RA", "TA", "MIA")))
+    names = [meta.get("labels", {}).get(k, k) for k in shown]
     for m in meta["methods"]:
         ranked = sorted((r for r in rows if r["method"] == m and r["status"] == "completed"),
                         key=lambda r: r["objective"])[:top]
         d = meta["defaults"][m]
-        names = [meta.get("labels", {}).get(k, k) for k in ("FA", "RA", "TA", "MIA")]
         lines += ["", f"## {m}", "", "| rank | objective | gap | " + " | ".join(names)
-                  + " | params |",
-                  "|---|---|---|---|---|---|---|---|",
-                  f"| default | {_fmt(d['objective'])} | {_fmt(d['gap'])} | {_fmt(d['FA'])} | "
-                  f"{_fmt(d['RA'])} | {_fmt(d['TA'])} | {_fmt(d['MIA'])} | "
-                  f"{_params_text(meta['default_params'][m])} |"]
+                  + " | params |", "|---" * (len(shown) + 4) + "|",
+                  f"| default | {_fmt(d['objective'])} | {_fmt(d['gap'])} | "
+                  + "".join(f"{_fmt(d[k])} | " for k in shown)
+                  + f"{_params_text(meta['default_params'][m])} |"]
         for i, r in enumerate(ranked, 1):
             lines.append(f"| {i} | {_fmt(r['objective'])} | {_fmt(r['gap'])} | "
-                         f"{_fmt(r['FA'])} | {_fmt(r['RA'])} | {_fmt(r['TA'])} | "
-                         f"{_fmt(r['MIA'])} | {_params_text(r['params'])} |")
+                         + "".join(f"{_fmt(r[k])} | " for k in shown)
+                         + f"{_params_text(r['params'])} |")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -139,9 +140,12 @@ def write_pareto(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -
         ax.scatter([d["forget_gap"]], [d["utility_drop"]], marker="*", s=160, color="k",
                    label="default", zorder=5)
         ax.set_title(m)
-        ref = meta.get("reference", "retrain")
-        ax.set_xlabel(f"forgetting gap to {ref}")
-        ax.set_ylabel(f"utility drop below {ref}")
+        ref = meta.get("reference")
+        ref = ref if isinstance(ref, str) else "retrain"
+        xlabel, ylabel = meta.get("axes", (f"forgetting gap to {ref}",
+                                          f"utility drop below {ref}"))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(methods):]:
@@ -156,7 +160,7 @@ def write_pareto(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -
 def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path,
                   settings_of: Callable[[str, dict], dict] = settings) -> dict:
     stats = summary(rows, meta)
-    files = {"trials_csv": write_csv(rows, out / "trials.csv"),
+    files = {"trials_csv": write_csv(rows, out / "trials.csv", tuple(meta.get("columns", COLUMNS))),
              "best_md": write_markdown(rows, meta, stats, out / "best.md"),
              "best_yaml": write_best_yaml(rows, out / "best.yaml", settings_of),
              "pareto_png": write_pareto(rows, meta, out / "pareto.png")}

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..lineage.tracking import TAG, flat_params, folder_run, quiet, recorded, tracking_uri
 from .outputs import best_rows
+from .text_objective import TEXT_METRICS
 
 EXPERIMENT = "clul-ray-tune"
 
@@ -22,7 +23,7 @@ class TuneRecordWarning(UserWarning):
 
 def _metrics(row: dict[str, Any]) -> dict[str, float]:
     keys = ("objective", "gap", "forget_gap", "utility_drop", "cost", "FA", "RA", "TA", "MIA",
-            "ZRF", "KL", "seconds", "iterations", "trial_seconds")
+            "ZRF", "KL", "seconds", "iterations", "trial_seconds", *TEXT_METRICS)
     return {k: float(row[k]) for k in keys
             if row.get(k) is not None and not math.isnan(float(row[k]))}
 

@@ -62,8 +62,8 @@ def resolve_methods(names: list[str]) -> list[str]:
             for m in ([n for n in method_names(task="classify") if sweepable(n)]
                       if part == "all" else [part]):
                 if get_method(m).task != "classify":
-                    raise ClulError(f"{m} unlearns language models; tune sweeps the "
-                                    f"classifier methods")
+                    raise ClulError(f"{m} unlearns language models; sweep it on a text "
+                                    f"dataset (--dataset tofu-synth:N --model gpt-tiny)")
                 if not sweepable(m):
                     raise ClulError(f"{m} has no strengths to sweep")
                 if m not in out:

@@ -89,13 +89,15 @@ def search_algorithm(kind: str, seed: int):
 def fit_trials(trial: Callable, shared: dict[str, Any], label: str, space: dict[str, Any], *,
                num_samples: int, max_concurrent: int | None, search: str, seed: int,
                asha: bool, grace_period: int, max_t: int, out: Path, tick: Progress,
-               name: str | None = None) -> list[dict[str, Any]]:
+               name: str | None = None,
+               keys: tuple[str, ...] = RESULT_KEYS) -> list[dict[str, Any]]:
     """One Tuner: ``num_samples`` trials of the function ``trial(config, **shared)`` over
     ``space`` (one CPU each, as many at once as the cluster's CPUs or ``max_concurrent``),
     minimising ``objective``, with random or Optuna ``search``; ASHA stops poor trials when
     ``asha``. ``shared``'s bulky values are ObjectRefs (see the module docstring). A trial
     that raises is recorded as failed. Tune's files go under ``out/ray_results/<name>``
-    (default ``label``), the bar is ``tune <label>: trials``; one row per trial."""
+    (default ``label``), the bar is ``tune <label>: trials``; one row per trial with the
+    result ``keys``."""
     import ray
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -120,12 +122,12 @@ def fit_trials(trial: Callable, shared: dict[str, Any], label: str, space: dict[
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(
             sys.stderr if verbose() else devnull):
         grid = tuner.fit()
-    return grid_rows(grid, label)
+    return grid_rows(grid, label, keys)
 
 
-def grid_rows(grid, method: str) -> list[dict[str, Any]]:
-    """A Tuner's results -> one row per trial: status, error, params, the result keys and
-    the objective after each iteration."""
+def grid_rows(grid, method: str, keys: tuple[str, ...] = RESULT_KEYS) -> list[dict[str, Any]]:
+    """A Tuner's results -> one row per trial: status, error, params, the result ``keys``
+    and the objective after each iteration."""
     rows = []
     for i, r in enumerate(grid):
         m = r.metrics or {}
@@ -137,7 +139,7 @@ def grid_rows(grid, method: str) -> list[dict[str, Any]]:
             "iterations": m.get("training_iteration", 0),
             "trial_seconds": m.get("time_total_s", math.nan),
             "params": dict(r.config or {})}
-        row.update({k: m.get(k, math.nan) for k in RESULT_KEYS})
+        row.update({k: m.get(k, math.nan) for k in keys})
         history = r.metrics_dataframe
         row["history"] = ([] if history is None or "objective" not in history else
                           [float(v) for v in history["objective"]])
