@@ -10,8 +10,8 @@ One run, on fresh roots, the same corpus, model and seeds:
 3. a fresh training without the person (placed by person): its shard models must equal
    the deletion's, bit for bit, and its Min-K% PrivLeak (forget documents against the
    test documents) is compared with the deletion's;
-4. the peak resident memory of the process that trained (``--backend local``: this one)
-   or of the Ray workers (``ps`` while training).
+4. the peak resident memory of this process (with ``--backend local`` it is the process
+   that trained every shard, the memory a shard worker needs plus the driver's).
 
     RAY_USAGE_STATS_ENABLED=0 .venv/bin/python benchmarks/text_sisa.py           # 200 people
     .venv/bin/python benchmarks/text_sisa.py --quick                             # 24 people
@@ -75,28 +75,6 @@ def privleak_of(root: str, people: int, forget_ids: np.ndarray) -> float:
     return auc(scores(fx.astype(np.float32)), scores(features(test)))
 
 
-def worker_peak_rss_mb() -> float | None:
-    """The largest peak resident memory (``ru_maxrss``) of the Ray worker processes, read
-    by one task per CPU (Ray reuses the processes that ran the slice steps); None without
-    Ray."""
-    import sys
-
-    if "ray" not in sys.modules:
-        return None
-    import ray
-
-    if not ray.is_initialized():
-        return None
-
-    @ray.remote(num_cpus=1)
-    def peak() -> tuple[int, float]:
-        time.sleep(0.5)  # (so that the tasks spread over the idle workers)
-        return os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    got = dict(ray.get([peak.remote() for _ in range(int(ray.cluster_resources()["CPU"]))]))
-    return max(got.values()) if got else None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--people", type=int, default=200)
@@ -131,8 +109,7 @@ def main() -> None:
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             out = Pipeline(root).delete(forget.tolist())
-            res[tag] = {"worker_peak_rss_mb": worker_peak_rss_mb(),
-                        "train_seconds": train_s, "delete_seconds": time.perf_counter() - t0,
+            res[tag] = {"train_seconds": train_s, "delete_seconds": time.perf_counter() - t0,
                         "retrained": out["retrained"], "samples": trained["samples"],
                         "shas": [s["model_sha256"] for s in out["per_shard"]],
                         "perplexity": out["ensemble_perplexity"], "root": root}
@@ -165,7 +142,6 @@ def main() -> None:
         "auc_deleted": leak_del, "auc_fresh": leak_ref,
         "privleak_deleted_vs_fresh": (leak_del - leak_ref) / leak_ref * 100,
         "driver_peak_rss_mb": peak_mb,
-        "worker_peak_rss_mb": max((r["worker_peak_rss_mb"] or 0) for r in res.values()) or None,
     }
     t = Table("placement", "train s", "delete s", "speed-up", "shards retrained", "from slices")
     for k, r in res.items():
@@ -176,8 +152,7 @@ def main() -> None:
     console.print(f"deletion == fresh training without the person: "
                   f"{summary['deletion_equals_fresh_training']}; PrivLeak of the deletion "
                   f"against the fresh training: {summary['privleak_deleted_vs_fresh']:+.2f}; "
-                  f"peak RSS: driver {peak_mb:.0f} MB, Ray workers "
-                  f"{summary['worker_peak_rss_mb'] or 0:.0f} MB")
+                  f"peak RSS of this process {peak_mb:.0f} MB")
     OUT_DIR.mkdir(exist_ok=True)
     path = OUT_DIR / f"text_sisa-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(summary, indent=2))
