@@ -155,7 +155,8 @@ def test_whole_ray_killed_after_202s_recovers_from_the_ledger(tmp_path):
         second.kill()
     (tmp_path / "answers.json").write_text(json.dumps([a[:3] for a in answers]))
     codes = {c for _, _, c, _ in answers}
-    assert 200 in codes and codes <= {200, 503, 0}, codes
+    # 0: no answer (Ray down); 404: Serve's proxy up before the application's routes
+    assert 200 in codes and codes <= {200, 503, 404, 0}, codes
     assert violations(answers, acked, saw_deleted_rows(str(root), acked)) == []
     # the same ids through the CLI, on a copy taken before the service started
     out = subprocess.run([str(BIN / "python"), "-m", "clul_ray.cli", "delete", "--root",

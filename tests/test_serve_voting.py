@@ -75,3 +75,13 @@ def test_board_keeps_the_latest_state_and_moves_only_on_change():
     fresh = Board()
     tok, state = fresh.get(t4)
     assert state is None and not voting.same_epoch(t4, tok)
+
+
+def test_serve_refuses_zero_replicas_before_touching_anything(tmp_path):
+    from typer.testing import CliRunner
+
+    from clul_ray.cli import app
+
+    res = CliRunner().invoke(app, ["serve", "--root", str(tmp_path / "r"), "--replicas", "0"])
+    assert res.exit_code == 2 and "--replicas must be at least 1, got 0" in res.output
+    assert not (tmp_path / "r").exists()
