@@ -40,6 +40,8 @@ class Predictions:
             except ClulError:
                 code, out = 0, {}  # no answer at all (the proxy down)
             self.seen.append((t0, time.time(), code, out))
+            if code == 0:
+                time.sleep(0.05)
 
     def stop(self) -> list[tuple[float, float, int, dict]]:
         self._stop.set()
