@@ -10,8 +10,9 @@ auth), and for each replica count N in ``--replicas``:
    answers/s, rows/s, p50/p99 latency, non-200 answers;
 2. the same while a thread sends one single-id deletion every ``--delete-every`` s (ids of
    shards 0 and 1, so shard 2 always votes and a 503 would be a gap);
-3. for each request that committed during part 2, from the commit (its ledger history) to
-   the first answer of *every* replica voting with the new model of its shard.
+3. predictions go on until every request of part 2 has committed; for each request whose
+   shards no later request kept excluded, from its commit (its ledger history) to the first
+   answer of *every* replica voting with the new model of its shards.
 
 With the board, every replica excludes a request's shards before ``/delete`` answers 202,
 by construction (the writer publishes, then answers), so (3) is what is left to measure.
@@ -124,6 +125,13 @@ def deletions(url: str, ids: list[int], every: float, seconds: float) -> list[di
     return acked
 
 
+def all_committed(url: str, acked: list[dict]) -> bool:
+    from clul_ray.serve.client import call
+
+    return all(call(f"{url}/requests/{a['request_id']}")[1].get("state") == "committed"
+               for a in acked)
+
+
 def deleting(box: dict, *args) -> None:
     box["acked"] = deletions(*args)
 
@@ -208,8 +216,13 @@ def main(argv: list[str] | None = None) -> None:
             busy = load(url, a.seconds, a.threads, rows)
             t.join()
             acked = box["acked"]
+            tail = []  # predictions go on until every request committed (for the lags)
+            end = time.time() + 120
+            while time.time() < end and not all_committed(url, acked):
+                tail += load(url, 3, a.threads, rows)
+            tail += load(url, 3, a.threads, rows)
             reps = {b["replica"] for *_, c, b in busy if c == 200 and "replica" in b}
-            lag = lags(url, str(root), acked, busy, reps) if n > 1 else []
+            lag = lags(url, str(root), acked, busy + tail, reps) if n > 1 else []
             run = {"replicas": n, "quiet": summary(quiet, a.seconds, a.rows),
                    "deleting": summary(busy, a.seconds, a.rows),
                    "deletions_acked": len(acked), "replicas_answering": len(reps),
