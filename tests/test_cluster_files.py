@@ -47,13 +47,17 @@ def test_runtime_env_is_a_valid_ray_runtime_env():
 
 
 def _cluster_spec(doc: dict) -> dict:
-    return doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+    return {"RayJob": lambda: doc["spec"]["rayClusterSpec"],
+            "RayService": lambda: doc["spec"]["rayClusterConfig"]}.get(
+        doc["kind"], lambda: doc["spec"])()
 
 
-@pytest.mark.parametrize("name", ["kuberay-raycluster.yaml", "kuberay-rayjob.yaml"])
+@pytest.mark.parametrize("name", ["kuberay-raycluster.yaml", "kuberay-rayjob.yaml",
+                                  "kuberay-rayservice.yaml"])
 def test_kuberay_manifests(name):
     doc = load(name)
-    assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] in ("RayCluster", "RayJob")
+    assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] in ("RayCluster", "RayJob",
+                                                                 "RayService")
     spec = _cluster_spec(doc)
     assert spec["rayVersion"] == ray.__version__
     assert spec["authOptions"] == {"mode": "token"}
@@ -75,6 +79,27 @@ def test_rayjob_entrypoint_runs_a_pipeline_from_pipelines():
     PipelineConfig.from_yaml(REPO / config)  # exists and validates
     root = argv[argv.index("--root") + 1]
     assert "://" in root  # object storage: every pod sees it
+
+
+def test_rayservice_serves_the_deletion_service_from_object_storage():
+    """The RayService's serveConfigV2 is a valid Serve config whose import path builds the
+    service: a writer and the configured number of prediction replicas over an
+    object-storage root; a config without a root is refused in one line."""
+    from ray.serve.schema import ServeDeploySchema
+
+    from clul_ray.errors import ClulError
+    from clul_ray.serve.app import APP_NAME, build
+
+    config = ServeDeploySchema(**yaml.safe_load(load("kuberay-rayservice.yaml")["spec"][
+        "serveConfigV2"]))
+    (app,) = config.applications
+    assert app.import_path == "clul_ray.serve.app:build" and app.name == APP_NAME
+    assert "://" in app.args["root"] and app.args["replicas"] >= 2
+    built = build(app.args)
+    assert built._bound_deployment.name == "Reader"
+    assert built._bound_deployment.num_replicas == app.args["replicas"]
+    with pytest.raises(ClulError, match="must name the root"):
+        build({"replicas": 2})
 
 
 def test_dockerfile_matches_ray_version():

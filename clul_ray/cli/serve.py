@@ -15,6 +15,8 @@ def serve(
     host: Annotated[str, typer.Option(help="address the HTTP proxy listens on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
     address: Address = None,
+    replicas: Annotated[int, typer.Option(
+        help="prediction replicas; with 2 or more, one more replica owns the root")] = 1,
     verbose: Verbose = False,
 ) -> None:
     """Serve predictions and take deletion requests over HTTP (Ray Serve) until Ctrl-C.
@@ -32,6 +34,10 @@ def serve(
         from ..storage.lock import describe, is_stale, read_lock
         from ..storage.store import Store
 
+        if replicas < 1:
+            from ..errors import ClulError
+
+            raise ClulError(f"--replicas must be at least 1, got {replicas}")
         path = checked_root(root)
         store = Store(path)
         require_config(store)
@@ -46,7 +52,7 @@ def serve(
         ensure_ray(address)
         from ..serve.app import start, stop
 
-        start(path, host, port)
+        start(path, host, port, replicas=replicas)
         out.print(f"serving {path} at http://{host}:{port} (Ctrl-C stops)", highlight=False)
         try:
             while True:

@@ -18,9 +18,11 @@ Routes::
     GET  /version         the served version, voting and excluded shards, pending requests
     GET  /healthz
 
-One replica owns the root (it holds the root's lock): ``num_replicas=1``. It reserves no
-CPU; the shard workers it starts do the training. A replica that dies is restarted by Serve
-and finishes every acknowledged request from the ledger.
+With ``replicas=1`` (the default) one replica owns the root (it holds the root's lock) and
+answers predictions itself. It reserves no CPU; the shard workers it starts do the
+training. A replica that dies is restarted by Serve and finishes every acknowledged request
+from the ledger. With ``replicas=N >= 2``, N prediction replicas and one writer
+(:mod:`.replicas`), kept exact by the board (:mod:`.board`).
 """
 
 
@@ -152,15 +154,42 @@ class DeletionApp:
                 "errors": d["errors"]}
 
 
+def application(root: str, url: str = "", replicas: int = 1, faults: Faults = NO_FAULTS):
+    """The bound application: one replica that owns and serves, or a writer and
+    ``replicas`` prediction replicas."""
+    if int(replicas) < 1:
+        raise ClulError(f"replicas must be at least 1, got {replicas}")
+    if int(replicas) == 1:
+        return DeletionApp.bind(root, url, faults)
+    from .replicas import Reader, Writer
+
+    writer = Writer.bind(root, url, faults, APP_NAME)
+    return Reader.options(num_replicas=int(replicas)).bind(root, writer, APP_NAME)
+
+
+def build(args: dict[str, Any]):
+    """The application for a Serve config (``import_path: clul_ray.serve.app:build``, as a
+    KubeRay RayService's ``serveConfigV2`` names it): ``args`` holds ``root``, and
+    optionally ``replicas`` (default 1) and ``url`` (the address clients use, recorded in
+    the root's lock)."""
+    if not isinstance(args, dict) or not args.get("root"):
+        raise ClulError("the serve config's args must name the root: {root: ...}")
+    return application(str(args["root"]), str(args.get("url", "")),
+                       int(args.get("replicas", 1)))
+
+
 def start(root: str, host: str = "127.0.0.1", port: int = 8000,
-          faults: Faults = NO_FAULTS, blocking: bool = False):
+          faults: Faults = NO_FAULTS, blocking: bool = False, replicas: int = 1):
     """Start Serve's HTTP proxy on ``host:port`` and the application over ``root`` (Ray
     must be initialised); returns the deployment handle."""
     url = f"http://{host}:{port}"
+    app = application(root, url, replicas, faults)
     serve.start(http_options={"host": host, "port": port})
-    app = DeletionApp.bind(root, url, faults)
     return serve.run(app, name=APP_NAME, route_prefix="/", blocking=blocking)
 
 
 def stop() -> None:
+    from .board import drop_board
+
     serve.delete(APP_NAME)
+    drop_board(APP_NAME)

@@ -16,6 +16,8 @@
   all in that shard's next retrain; the later ones then commit without training, each with
   its own version and certificate. After each commit the changed shard models are loaded
   and the request's shards vote again.
+- With prediction replicas (:mod:`.replicas`), ``publish`` sends the serving state to the
+  board (:mod:`.board`): at start, in ``submit`` before it returns, after every commit.
 - On start it finishes whatever the ledger holds (a service or a CLI command that died),
   so a restart loses no acknowledged request.
 
@@ -49,6 +51,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -71,49 +74,20 @@ from ..sisa.records.version import ModelVersion
 from ..storage.cache import CachingStore
 from ..text.ensemble import generate, score_texts
 from . import state
+from .deferred import Deferred
 from .metrics import Metrics
 from .workers import WarmExecutor
 
 log = logging.getLogger("clul_ray.serve")
 
 
-class Deferred:
-    """An observer run on its own thread, in commit order: what it does (MLflow lineage)
-    never delays a commit. The lineage recorder's sync logs whatever MLflow lacks, so a
-    call that fails or is lost when the process dies is made good by the next one."""
-
-    def __init__(self, inner):
-        import queue
-
-        self.inner = inner
-        self.queue: queue.Queue = queue.Queue()
-        self.thread = threading.Thread(target=self._run, name="clul-ray-lineage",
-                                       daemon=True)
-        self.thread.start()
-
-    def version_committed(self, *args) -> None:
-        self.queue.put(("version_committed", args))
-
-    def request_committed(self, *args) -> None:
-        self.queue.put(("request_committed", args))
-
-    def _run(self) -> None:
-        while (item := self.queue.get()) is not None:
-            name, args = item
-            try:
-                getattr(self.inner, name)(*args)
-            except Exception as e:  # lineage never fails a commit
-                log.warning("lineage: %s failed: %s", name, first_line(e))
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join(timeout=120)
-
-
 class DeletionService:
     def __init__(self, root: str, url: str = "", address: str | None = None,
-                 lineage: bool = True, faults: Faults = NO_FAULTS):
+                 lineage: bool = True, faults: Faults = NO_FAULTS,
+                 publish: Callable[[int, dict[str, Any]], None] | None = None):
         ensure_ray(address)
+        self.publish = publish  # the serving state to the board (prediction replicas)
+        self._published = 0
         self.executor = WarmExecutor(root)
         # lineage off the commit path (its sync is idempotent), and Parquet reads of files
         # no step changed served from memory: the checks of every commit read every slice
@@ -151,6 +125,7 @@ class DeletionService:
         self.executor.warm_up(self.cfg, list(range(self.cfg.partition.shards)))
         self._thread = threading.Thread(target=self._loop, name="clul-ray-retrain",
                                         daemon=True)
+        self._publish()  # before the driver starts: readers see every pending exclusion
         self._thread.start()
         self._wake.set()  # finish what the ledger holds
 
@@ -270,6 +245,7 @@ class DeletionService:
         if req is None:
             return {"request_id": None, "state": "already deleted",
                     "already_deleted": already}
+        self._publish()  # every prediction replica sees the exclusion before the 202
         took = time.time() - t0
         self.metrics.recorded(took)
         self._wake.set()
@@ -306,12 +282,39 @@ class DeletionService:
                 "model_sha256": {str(k): m[0] for k, m in sorted(models.items())},
                 "errors": errors}
 
+    # ---- the board (prediction replicas) -----------------------------------------------
+    def serving_state(self) -> tuple[int, dict[str, Any]]:
+        """(sequence number, state) read at once: the version, each trained shard's
+        current model digest, the excluded shards. A later number always holds every
+        change an earlier one held."""
+        with self._mutex:
+            self._published += 1
+            _, out = self.voters()
+            v = self.version
+            return self._published, {
+                "root": self.pipeline.store.root, "version": v.version,
+                "models": {str(s.shard): s.model_sha256 for s in v.trained_shards()},
+                "excluded": sorted(out)}
+
+    def _publish(self) -> None:
+        if self.publish is not None:
+            self.publish(*self.serving_state())
+
+    def _heartbeat(self) -> None:
+        """Publish again (a board restarted empty gets the state back; an unchanged state
+        does not move the board's epoch)."""
+        try:
+            self._publish()
+        except Exception as e:  # readers fail closed meanwhile
+            log.warning("board: %s", first_line(e))
+
     # ---- the background driver ---------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(timeout=1.0)
             if self._stop.is_set():
                 return
+            self._heartbeat()
             self._wake.clear()
             self._idle.clear()
             try:
@@ -348,6 +351,7 @@ class DeletionService:
                 while (then := self.pipeline.step(req)) is not None:
                     if then == Stage.VERSION_COMMITTED:  # the new version: load its models now
                         self._load(self.pipeline.state)
+                        self._heartbeat()  # (a stale board only excludes more: safe)
                     if self._stop.is_set():
                         return
                 self._committed(req.request_id)
@@ -359,6 +363,7 @@ class DeletionService:
         with self._mutex:
             self._affected.pop(request_id, None)
             t = self._excluded_at.pop(request_id, None)
+        self._heartbeat()
         if t is not None:
             self.metrics.committed(time.time() - t)
 
