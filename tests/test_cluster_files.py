@@ -50,7 +50,8 @@ def _cluster_spec(doc: dict) -> dict:
     return doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
 
 
-@pytest.mark.parametrize("name", ["kuberay-raycluster.yaml", "kuberay-rayjob.yaml"])
+@pytest.mark.parametrize("name", ["kuberay-raycluster.yaml", "kuberay-rayjob.yaml",
+                                  "kuberay-rayjob-sweep.yaml"])
 def test_kuberay_manifests(name):
     doc = load(name)
     assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] in ("RayCluster", "RayJob")
@@ -75,6 +76,30 @@ def test_rayjob_entrypoint_runs_a_pipeline_from_pipelines():
     PipelineConfig.from_yaml(REPO / config)  # exists and validates
     root = argv[argv.index("--root") + 1]
     assert "://" in root  # object storage: every pod sees it
+
+
+def test_sweep_rayjob_entrypoint_is_a_tune_command_to_object_storage():
+    import typer
+
+    from clul_ray.cli.tune import tune
+
+    doc = load("kuberay-rayjob-sweep.yaml")
+    argv = shlex.split(doc["spec"]["entrypoint"])
+    assert argv[:2] == ["clul-ray", "tune"]
+    app = typer.Typer()
+    app.command()(tune)
+    cmd = typer.main.get_command(app)
+    known = {o for p in cmd.params for o in getattr(p, "opts", [])}
+    flags = [a for a in argv[2:] if a.startswith("--")]
+    assert flags and set(flags) <= known, set(flags) - known
+    params = cmd.make_context("tune", argv[2:]).params  # the values parse (types)
+    assert params["num_samples"] == 32
+    # object storage: every pod reaches it (Tune's storage_path), no --shared-storage needed
+    assert params["out_dir"].startswith("s3://") and not params["shared_storage"]
+    spec = _cluster_spec(doc)
+    # the trials run on the workers: the head holds the driver only
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert sum(g["replicas"] for g in spec["workerGroupSpecs"]) >= 2
 
 
 def test_dockerfile_matches_ray_version():
