@@ -73,12 +73,30 @@ def prepare_out(out: str | Path, alive_nodes: int, shared_storage: bool) -> Swee
     target = str(out)
     if is_uri(target):
         base = target.rstrip("/")
+        check_bucket(base)
         return SweepOut(target, Path(tempfile.mkdtemp(prefix="clul_tune_")),
                         f"{base}/ray_results")
     check_storage_root(target, True, alive_nodes, shared_storage)
     local = Path(target)
     local.mkdir(parents=True, exist_ok=True)
     return SweepOut(target, local, str((local / "ray_results").resolve()))
+
+
+def check_bucket(uri: str) -> None:
+    """Refuse, in one line, an object-store URI whose bucket cannot be reached (missing,
+    credentials refused, endpoint down) before any trial runs."""
+    from pyarrow import fs
+
+    if uri.startswith("file://"):
+        return
+    try:
+        store, path = fs.FileSystem.from_uri(uri)
+        bucket = path.split("/")[0]
+        found = store.get_file_info(bucket).type != fs.FileType.NotFound
+    except (OSError, ValueError) as e:
+        raise ClulError(f"--out {uri}: {str(e).splitlines()[0]}") from None
+    if not found:
+        raise ClulError(f"--out {uri}: bucket {bucket} does not exist")
 
 
 def connect_out(out: str | Path, address: str | None, shared_storage: bool) -> SweepOut:
