@@ -15,7 +15,8 @@
 #   6. node loss: a longer `train` job, and the second node's processes are SIGKILLed once
 #      a few slice steps are done; the job must finish on the head with the models of the
 #      same run on one node (CLUL_NODE_LOSS=0 skips this)
-#   7. the cluster and the server are stopped on exit
+#   7. the cluster and the server are stopped on exit (only this cluster's processes:
+#      cluster/lib.sh)
 #
 # Usage: cluster/local_two_node.sh [OUT]   (default: a fresh temp folder)
 #   OUT/root         the cluster run's storage root      OUT/ref   the one-node reference
@@ -29,16 +30,18 @@
 # delete the unpacked working_dir under the other's job driver.
 #
 # Needs ray[default] (the dashboard hosts the Jobs API; a dependency of this project).
-# `ray stop` at the end stops every Ray instance of this user on the machine, so the script
-# refuses to start when another one is running (exit 2).
+# The cluster is started and stopped by cluster/lib.sh: its own temp dirs and free ports,
+# stopped by killing only its own processes, so other Ray instances on the machine are left
+# alone (run it under `flock /tmp/clul-cluster.lock` where other clusters may start).
 #
 # Auth: Ray 2.60 turns token auth on by itself only for a head it starts locally, so every
-# process here runs with RAY_AUTH_MODE=token; `ray start --head` writes the token to
-# ~/.ray/auth_token (generated if missing), which the second node and `ray job submit` read.
+# process here runs with RAY_AUTH_MODE=token (cluster/lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${CLUL_BIN:-$PWD/.venv/bin}
-export PATH="$BIN:$PATH" RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=token
+export PATH="$BIN:$PATH"
+# shellcheck source=cluster/lib.sh
+. cluster/lib.sh
 export MLFLOW_DISABLE_TELEMETRY=true
 CONFIG=${CLUL_CONFIG:-pipelines/digits.yaml}
 EPOCHS=${CLUL_EPOCHS:-4}
@@ -57,22 +60,13 @@ fi
 python -c "import aiohttp_cors" 2>/dev/null || {
   echo "needs ray[default] for the dashboard / Jobs API: pip install 'ray[default]'" >&2
   exit 2; }
-if pgrep -u "$(id -u)" -x raylet >/dev/null; then
-  echo "another Ray instance of this user is running; stop it first (ray stop)" >&2
-  exit 2
-fi
-free_port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PORT=${CLUL_RAY_PORT:-$(free_port)}
-DASH=${CLUL_DASH_PORT:-$(free_port)}
 MLP=${CLUL_MLFLOW_PORT:-$(free_port)}
 MLFLOW_URI=http://127.0.0.1:$MLP
 
 MLFLOW_PID=
-cleanup() {
-  ray stop >/dev/null 2>&1 || true
-  [ -n "$MLFLOW_PID" ] && kill "$MLFLOW_PID" 2>/dev/null || true
-}
-trap cleanup EXIT
+stop_mlflow() { [ -z "$MLFLOW_PID" ] || kill "$MLFLOW_PID" 2>/dev/null || true; }
+CLUSTER_EXIT_HOOKS+=(stop_mlflow)
+trap cluster_cleanup EXIT
 
 # first id of slice 1 in shards 0 and 2: both retrain from slice 1, shards 1 and 3 are kept
 pick_ids() {
@@ -109,45 +103,15 @@ for _ in $(seq 120); do
   sleep 0.5
 done
 
-echo "== 2. head node (1 CPU) on port $PORT, dashboard $DASH; second node (1 CPU)"
-ray start --head --port "$PORT" --num-cpus 1 --include-dashboard true \
-  --dashboard-port "$DASH" --temp-dir "$(mktemp -d /tmp/ray_head.XXXXXX)" \
-  --disable-usage-stats >/dev/null
-# a second raylet on the same host needs its own temp dir and agent / metrics ports
-NODE2_TMP=$(mktemp -d /tmp/ray_node2.XXXXXX)
-ray start --address "127.0.0.1:$PORT" --num-cpus 1 \
-  --resources '{"clul_worker_node": 1}' --temp-dir "$NODE2_TMP" \
-  --dashboard-agent-listen-port "$(free_port)" --dashboard-agent-grpc-port "$(free_port)" \
-  --runtime-env-agent-port "$(free_port)" --metrics-export-port "$(free_port)" \
-  --disable-usage-stats >/dev/null
-python - "$PORT" <<'PY'
-import sys
-import ray
-ray.init(address=f"127.0.0.1:{sys.argv[1]}", logging_level="ERROR")
-alive = [n for n in ray.nodes() if n["Alive"]]
-print("   nodes:", [(n["NodeID"][:12], n["Resources"].get("CPU")) for n in alive])
-assert len(alive) == 2, alive
-PY
-
-export RAY_ADDRESS="http://127.0.0.1:$DASH"
+echo "== 2. head node (1 CPU) and a second node (1 CPU), each with its own temp dir"
+cluster_start 2
+echo "   head on port $PORT, dashboard $DASH"
 # the venv is shared by both nodes here, so working_dir alone makes `clul_ray` importable
 # from the uploaded tree; on real nodes use --runtime-env cluster/runtime_env.yaml
 RUNTIME_ENV="{\"env_vars\": {\"MLFLOW_TRACKING_URI\": \"$MLFLOW_URI\"}}"
 submit() {  # submit NAME -- ARGS...: one Ray job, waited for; fails unless it SUCCEEDED
   local name=$1; shift 2
-  local id="clul-$name-$(date +%s)-$$"
-  local t0=$SECONDS
-  ray job submit --submission-id "$id" --working-dir . --runtime-env-json "$RUNTIME_ENV" \
-    --entrypoint-num-cpus 0 -- "$@" > "$OUT/$name.log" 2>&1 || true
-  grep '^{' "$OUT/$name.log" | tail -1 > "$OUT/$name.json" || true
-  local status
-  status=$(ray job status "$id" 2>&1 || true)
-  if [[ $status != *"Job '$id' succeeded"* ]]; then
-    echo "job $id ($name) did not succeed: ${status##*$'\n'}; its log:" >&2
-    tail -30 "$OUT/$name.log" >&2
-    exit 1
-  fi
-  echo "   job $id succeeded in $(( SECONDS - t0 )) s"
+  job_submit "$name" "$OUT" "$RUNTIME_ENV" -- "$@" || exit 1
 }
 
 echo "== 3a. job: train on a local root without --shared-storage: must be refused"

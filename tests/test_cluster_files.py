@@ -53,7 +53,7 @@ def _cluster_spec(doc: dict) -> dict:
 
 
 @pytest.mark.parametrize("name", ["kuberay-raycluster.yaml", "kuberay-rayjob.yaml",
-                                  "kuberay-rayservice.yaml"])
+                                  "kuberay-rayservice.yaml", "kuberay-rayjob-sweep.yaml"])
 def test_kuberay_manifests(name):
     doc = load(name)
     assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] in ("RayCluster", "RayJob",
@@ -100,6 +100,30 @@ def test_rayservice_serves_the_deletion_service_from_object_storage():
     assert built._bound_deployment.num_replicas == app.args["replicas"]
     with pytest.raises(ClulError, match="must name the root"):
         build({"replicas": 2})
+
+
+def test_sweep_rayjob_entrypoint_is_a_tune_command_to_object_storage():
+    import typer
+
+    from clul_ray.cli.tune import tune
+
+    doc = load("kuberay-rayjob-sweep.yaml")
+    argv = shlex.split(doc["spec"]["entrypoint"])
+    assert argv[:2] == ["clul-ray", "tune"]
+    app = typer.Typer()
+    app.command()(tune)
+    cmd = typer.main.get_command(app)
+    known = {o for p in cmd.params for o in getattr(p, "opts", [])}
+    flags = [a for a in argv[2:] if a.startswith("--")]
+    assert flags and set(flags) <= known, set(flags) - known
+    params = cmd.make_context("tune", argv[2:]).params  # the values parse (types)
+    assert params["num_samples"] == 32
+    # object storage: every pod reaches it (Tune's storage_path), no --shared-storage needed
+    assert params["out_dir"].startswith("s3://") and not params["shared_storage"]
+    spec = _cluster_spec(doc)
+    # the trials run on the workers: the head holds the driver only
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert sum(g["replicas"] for g in spec["workerGroupSpecs"]) >= 2
 
 
 def test_dockerfile_matches_ray_version():

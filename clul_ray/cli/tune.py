@@ -49,8 +49,9 @@ def tune(
     method: Annotated[str | None, typer.Option(
         help="a method, a comma-separated list, or all (every method with strengths)")] = None,
     forget: Annotated[str | None, typer.Option(help="class:C | random:P | ids:FILE")] = None,
-    out_dir: Annotated[Path | None, typer.Option(
-        "--out", help="folder for trials.csv, best.md, best.yaml, pareto.png")] = None,
+    out_dir: Annotated[str | None, typer.Option(
+        "--out", help="folder (or s3:// URI) for trials.csv, best.md, best.yaml, pareto.png "
+                      "and Tune's ray_results")] = None,
     dataset: Dataset = None,
     model: Model = None,
     space: Annotated[Path | None, typer.Option(
@@ -75,6 +76,9 @@ def tune(
         help="sweep a continual strategy (--method, default clul) along the stream of this "
              "`clul-ray continual` config; objective: the gap to the oracle after the whole "
              "stream")] = None,
+    shared_storage: Annotated[bool, typer.Option(
+        help="the local --out is a mount shared by every node (needed on a multi-node "
+             "cluster)")] = False,
     address: Address = None,
     as_json: AsJson = False,
     verbose: Verbose = False,
@@ -106,8 +110,8 @@ def tune(
             spec = make_stream_sweep(stream, method or "clul", space, num_samples, scheduler,
                                      search, max_concurrent, seeds, seed, data_dir)
             verbose_ray(verbose)
-            emit_progress(lambda prog: run_stream_sweep(spec, out_dir, prog, address), as_json,
-                          show_sweep)
+            emit_progress(lambda prog: run_stream_sweep(spec, out_dir, prog, address,
+                                                       shared_storage), as_json, show_sweep)
 
         run(body_stream)
         return
@@ -129,7 +133,7 @@ def tune(
         if settings.get("num_samples") == 0:
             raise ClulError("--num-samples must be at least 1")
         recipe = {k: settings.pop(k) for k in ("epochs", "lr", "batch_size") if k in settings}
-        target = Path(settings.pop("out"))
+        target = str(settings.pop("out"))
         text = is_text(str(settings.get("dataset") or ""))
         methods = (resolve_text_methods if text else resolve_methods)(
             [str(settings.pop("method"))])
@@ -139,9 +143,10 @@ def tune(
             space=load_space(space_file, methods) if space_file else {}, **settings)
         verbose_ray(verbose)
         if text:  # refused before any progress is shown or anything written
-            sweep = partial(run_text_sweep, checked=check_text_sweep(spec))
+            sweep = partial(run_text_sweep, checked=check_text_sweep(spec),
+                            shared_storage=shared_storage)
         else:
-            sweep = run_sweep
+            sweep = partial(run_sweep, shared_storage=shared_storage)
         emit_progress(lambda prog: sweep(spec, target, prog, address), as_json, show_sweep)
 
     run(body)

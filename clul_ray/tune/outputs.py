@@ -22,7 +22,7 @@ from .objective import pareto_front
 
 COLUMNS = ("method", "trial", "status", "objective", "gap", "forget_gap", "utility_drop",
            "cost", "FA", "RA", "TA", "MIA", "ZRF", "KL", "seconds", "iterations",
-           "trial_seconds", "error")
+           "trial_seconds", "node_id", "error")
 
 
 def best_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -51,6 +51,7 @@ def summary(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, dict[
                   "stopped_early": sum(r["status"] == "stopped" for r in mine),
                   "failed": sum(r["status"] == "failed" for r in mine),
                   "wall_seconds": wall,
+                  "nodes": len({r["node_id"] for r in mine if r.get("node_id")}),
                   "parallel_efficiency": busy / (wall * meta["cpus"]) if wall > 0 else math.nan}
     return out
 

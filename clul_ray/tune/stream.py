@@ -34,10 +34,10 @@ from ..continual.strategies import get_strategy, make_params
 from ..continual.stream import Step
 from ..continual.tasks import Benchmark
 from ..errors import ClulError
-from ..runtime import ensure_ray
 from ..unlearn.params import Int, Settings
+from .nodes import Puts, connect_out, placement
 from .space import check_domain, to_domain
-from .tuner import RESULT_KEYS, Progress, fit_trials, per_seed
+from .tuner import RESULT_KEYS, Progress, fit_trials, make_trainable, per_seed
 
 OBJECTIVE_TEXT = ("|gap to the oracle on the kept tasks| + |gap on the forgotten tasks| "
                   "after the whole stream (mean over seeds)")
@@ -161,7 +161,9 @@ def tune_trial(config: dict[str, Any], strategy: str, bench: Benchmark,
                shared: StreamShared) -> None:
     from ray import tune
 
-    run_trial(config, strategy, bench, shared, tune.report)
+    from .nodes import with_node
+
+    run_trial(config, strategy, bench, shared, with_node(tune.report))
 
 
 def oracle_rows(strategy: str, base: dict[str, Any], steps: list[Step], bench: Benchmark,
@@ -171,8 +173,10 @@ def oracle_rows(strategy: str, base: dict[str, Any], steps: list[Step], bench: B
 
 
 def run_stream_sweep(spec: StreamSweepSpec, out_dir: str | Path,
-                     progress: Progress | None = None, address: str | None = None) -> dict:
-    """Sweep ``spec.strategy`` along the stream; write the outputs under ``out_dir``."""
+                     progress: Progress | None = None, address: str | None = None,
+                     shared_storage: bool = False) -> dict:
+    """Sweep ``spec.strategy`` along the stream; write the outputs under ``out_dir`` (a
+    folder, shared by every node on a multi-node cluster, or a URI: :mod:`.nodes`)."""
     from ray import tune
 
     from .outputs import write_outputs
@@ -181,20 +185,20 @@ def run_stream_sweep(spec: StreamSweepSpec, out_dir: str | Path,
     tick = progress or (lambda *_: None)
     bench, steps = check(spec)
     cont, name = spec.continual, spec.strategy
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ensure_ray(address)
+    where = connect_out(out_dir, address, shared_storage)
+    out = where.local
     import ray
 
     base = strategy_params(cont, name).model_dump()
     seeds = cont.seed_list
     t0 = time.perf_counter()
     # each put once: every oracle task, the default-params task and every trial get the refs
-    bench_ref = ray.put(bench)
+    puts = Puts()
+    bench_ref = puts.put("benchmark", bench)
     got = per_seed(oracle_rows, seeds, "tune: oracle along the stream", "clul_ray.tune.oracle",
                    tick, lambda s: (name, base, steps, bench_ref, s, cont.model,
                                     cont.model_args))
-    shared_ref = ray.put(StreamShared(steps, cont.model, cont.model_args, base, got))
+    shared_ref = puts.put("oracle", StreamShared(steps, cont.model, cont.model_args, base, got))
     t_ref = time.perf_counter() - t0
     default = ray.remote(run_trial).options(num_cpus=1, name="clul_ray.tune.default").remote(
         {}, name, bench_ref, shared_ref, lambda _: None)
@@ -206,7 +210,7 @@ def run_stream_sweep(spec: StreamSweepSpec, out_dir: str | Path,
         tune_trial, {"strategy": name, "bench": bench_ref, "shared": shared_ref}, name, space,
         num_samples=spec.num_samples, max_concurrent=spec.max_concurrent, search=spec.search,
         seed=cont.seed, asha=spec.scheduler == "asha" and len(seeds) > 1, grace_period=1,
-        max_t=len(seeds), out=out, tick=tick, name=f"stream-{name}")
+        max_t=len(seeds), storage_path=where.storage_path, tick=tick, name=f"stream-{name}")
     wall = time.perf_counter() - t1
     default_score = ray.get(default)
     meta = {
@@ -223,8 +227,10 @@ def run_stream_sweep(spec: StreamSweepSpec, out_dir: str | Path,
         "default_params": {name: {k: base[k] for k in space}},
         "continual": {"benchmark": cont.benchmark, "setting": cont.setting,
                       "stream": "; ".join(s.text() for s in steps)},
+        **placement(rows, puts, make_trainable(
+            tune_trial, {"strategy": name, "bench": bench_ref, "shared": shared_ref})),
     }
     result = write_outputs(rows, meta, out,  # best.yaml: the recipe beside the strengths
                            lambda n, p: make_params(n, {**base, **p}).model_dump())
     result["mlflow"] = record_sweep(rows, meta, result, out)
-    return result
+    return where.finish(result)

@@ -18,16 +18,17 @@ from pydantic import Field
 
 from ..errors import ClulError
 from ..models import build_model
-from ..runtime import ensure_ray, gather
+from ..runtime import gather
 from ..unlearn import get_method, method_names
 from ..unlearn.compare import CompareSpec, load_data, settings
 from ..unlearn.params import Int, Settings
 from ..unlearn.scenarios import parse_scenario
 from ..unlearn.training import TrainRecipe
+from .nodes import Puts, connect_out, placement
 from .objective import Weights
 from .space import check_domain, space_for, sweepable
 from .trial import Shared, compute_reference, default_score, tune_trial
-from .tuner import RESULT_KEYS, Progress, fit_trials, per_seed
+from .tuner import RESULT_KEYS, Progress, fit_trials, make_trainable, per_seed
 
 
 class SweepSpec(Settings):
@@ -86,16 +87,16 @@ def check_spec(spec: SweepSpec) -> list[str]:
 
 
 def run_sweep(spec: SweepSpec, out_dir: str | Path, progress: Progress | None = None,
-              address: str | None = None) -> dict[str, Any]:
-    """Sweep every method of ``spec``; write the outputs under ``out_dir``."""
+              address: str | None = None, shared_storage: bool = False) -> dict[str, Any]:
+    """Sweep every method of ``spec``; write the outputs under ``out_dir`` (a folder, shared
+    by every node on a multi-node cluster, or a URI: :mod:`.nodes`)."""
     from .outputs import write_outputs
     from .record import record_sweep
 
     tick = progress or (lambda *_: None)
     methods = check_spec(spec)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ensure_ray(address)
+    where = connect_out(out_dir, address, shared_storage)
+    out = where.local
     import ray
 
     tick("tune: loading data", 0, 1)
@@ -109,11 +110,12 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, progress: Progress | None = 
     t0 = time.perf_counter()
     seeds = [spec.seed + k for k in range(spec.seeds)]
     # each put once: every reference task, default-params task and trial gets the refs
-    data_ref, template_ref = ray.put(data), ray.put(template)
+    puts = Puts()
+    data_ref, template_ref = puts.put("data", data), puts.put("template", template)
     done = per_seed(compute_reference, seeds, "tune: original and retrained models",
                     "clul_ray.tune.reference", tick,
                     lambda s: (template_ref, data_ref, spec.recipe, s))
-    shared_ref = ray.put(Shared(done, spec.weights))
+    shared_ref = puts.put("references", Shared(done, spec.weights))
     t_ref = time.perf_counter() - t0
 
     default_task = ray.remote(default_score).options(num_cpus=1, name="clul_ray.tune.default")
@@ -127,7 +129,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, progress: Progress | None = 
             space_for(m, spec.space.get(m)), num_samples=spec.num_samples,
             max_concurrent=spec.max_concurrent, search=spec.search, seed=spec.seed,
             asha=spec.scheduler == "asha", grace_period=spec.grace_period, max_t=1000,
-            out=out, tick=tick)
+            storage_path=where.storage_path, tick=tick)
         walls[m] = time.perf_counter() - t1
     default_rows = {defaults[r]: v for r, v in gather(
         {r: f"{m} default params" for r, m in defaults.items()}).items()}
@@ -142,7 +144,9 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, progress: Progress | None = 
         "original": {s: done[s].original_metrics for s in seeds},
         "defaults": {m: {k: default_rows[m].get(k) for k in RESULT_KEYS} for m in methods},
         "default_params": {m: settings(m, {}) for m in methods},
+        **placement(rows, puts, make_trainable(
+            tune_trial, {"method": methods[0], "data": data_ref, "shared": shared_ref})),
     }
     result = write_outputs(rows, meta, out)
     result["mlflow"] = record_sweep(rows, meta, result, out)
-    return result
+    return where.finish(result)

@@ -21,21 +21,22 @@ from pydantic import Field
 
 from ..errors import ClulError
 from ..models import build_model, is_language_model
-from ..runtime import ensure_ray, gather
+from ..runtime import gather
 from ..unlearn import get_method, method_names
 from ..unlearn.compare import CompareSpec, settings
 from ..unlearn.text_data import TextData, load_text_data, parse_text_scenario
+from .nodes import Puts, connect_out, placement
 from .space import check_domain, space_for, sweepable
 from .sweep import SweepSpec
 from .text_objective import TEXT_RESULT_KEYS, TextWeights
 from .text_trial import TextShared, default_text_score, references, sweep_evalset, text_trial
-from .tuner import Progress, fit_trials
+from .tuner import Progress, fit_trials, make_trainable
 
 OBJECTIVE_TEXT = ("w_forget·(1 − forget quality) + w_utility·max(0, MU_retrain − MU) / "
                   "MU_retrain (+ cost)")
 COLUMNS = ("method", "trial", "status", "objective", "gap", "forget_gap", "utility_drop",
            "cost", "forget_quality", "model_utility", "priv_leak", "verbmem", "knowmem_forget",
-           "ppl_forget", "ppl_retain", "seconds", "iterations", "trial_seconds", "error")
+           "ppl_forget", "ppl_retain", "seconds", "iterations", "trial_seconds", "node_id", "error")
 SHOWN = ("forget_quality", "model_utility", "priv_leak", "verbmem")
 LABELS = {"forget_quality": "FQ", "model_utility": "MU", "priv_leak": "PrivLeak",
           "verbmem": "VerbMem"}
@@ -93,25 +94,28 @@ def check_text_sweep(spec: TextSweepSpec) -> tuple[list[str], TextData, Any]:
 
 def run_text_sweep(spec: TextSweepSpec, out_dir: str | Path, progress: Progress | None = None,
                    address: str | None = None,
-                   checked: tuple[list[str], TextData, Any] | None = None) -> dict[str, Any]:
-    """Sweep every method of ``spec``; write the outputs under ``out_dir``. ``checked``:
-    what :func:`check_text_sweep` returned for ``spec``, if it was called already."""
+                   checked: tuple[list[str], TextData, Any] | None = None,
+                   shared_storage: bool = False) -> dict[str, Any]:
+    """Sweep every method of ``spec``; write the outputs under ``out_dir`` (a folder, shared
+    by every node on a multi-node cluster, or a URI: :mod:`.nodes`). ``checked``: what
+    :func:`check_text_sweep` returned for ``spec``, if it was called already."""
     from .outputs import write_outputs
     from .record import record_sweep
 
     tick = progress or (lambda *_: None)
     methods, data, template = checked or check_text_sweep(spec)
     data = dataclasses.replace(data, evalset=sweep_evalset(data.evalset, spec.seed))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ensure_ray(address)
+    where = connect_out(out_dir, address, shared_storage)
+    out = where.local
     import ray
 
     t0 = time.perf_counter()
     seeds = [spec.seed + k for k in range(spec.seeds)]
-    data_ref, template_ref = ray.put(data), ray.put(template)
-    done = references(template_ref, data_ref, ray.put(data.evalset), spec.recipe, seeds, tick)
-    shared_ref = ray.put(TextShared(done, spec.weights))
+    puts = Puts()
+    data_ref, template_ref = puts.put("data", data), puts.put("template", template)
+    done = references(template_ref, data_ref, puts.put("evalset", data.evalset), spec.recipe,
+                      seeds, tick)
+    shared_ref = puts.put("references", TextShared(done, spec.weights))
     t_ref = time.perf_counter() - t0
 
     default_task = ray.remote(default_text_score).options(num_cpus=1,
@@ -125,7 +129,8 @@ def run_text_sweep(spec: TextSweepSpec, out_dir: str | Path, progress: Progress 
             text_trial, {"method": m, "data": data_ref, "shared": shared_ref}, m,
             space_for(m, spec.space.get(m)), num_samples=spec.num_samples,
             max_concurrent=spec.max_concurrent, search=spec.search, seed=spec.seed,
-            asha=False, grace_period=spec.grace_period, max_t=1, out=out, tick=tick,
+            asha=False, grace_period=spec.grace_period, max_t=1,
+            storage_path=where.storage_path, tick=tick,
             keys=TEXT_RESULT_KEYS)
         walls[m] = time.perf_counter() - t1
     default_rows = {defaults[r]: v for r, v in gather(
@@ -149,7 +154,9 @@ def run_text_sweep(spec: TextSweepSpec, out_dir: str | Path, progress: Progress 
         "defaults": {m: {k: default_rows[m].get(k) for k in TEXT_RESULT_KEYS}
                      for m in methods},
         "default_params": {m: settings(m, {}) for m in methods},
+        **placement(rows, puts, make_trainable(
+            text_trial, {"method": methods[0], "data": data_ref, "shared": shared_ref})),
     }
     result = write_outputs(rows, meta, out)
     result["mlflow"] = record_sweep(rows, meta, result, out)
-    return result
+    return where.finish(result)

@@ -162,7 +162,9 @@ def text_trial(config: dict[str, Any], method: str, data: TextData,
     """The Ray Tune function trainable: :func:`run_text_trial` through ``tune.report``."""
     from ray import tune
 
-    run_text_trial(config, method, data, shared, tune.report)
+    from .nodes import with_node
+
+    run_text_trial(config, method, data, shared, with_node(tune.report))
 
 
 def default_text_score(method: str, data: TextData, shared: TextShared) -> dict:

@@ -112,7 +112,9 @@ def tune_trial(config: dict[str, Any], method: str, data: Data, shared: Shared) 
     """The Ray Tune function trainable: :func:`run_trial` reporting through ``tune.report``."""
     from ray import tune
 
-    run_trial(config, method, data, shared, tune.report)
+    from .nodes import with_node
+
+    run_trial(config, method, data, shared, with_node(tune.report))
 
 
 def default_score(method: str, data: Data, shared: Shared) -> dict:

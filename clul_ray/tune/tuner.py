@@ -15,7 +15,6 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -86,18 +85,24 @@ def search_algorithm(kind: str, seed: int):
     return BasicVariantGenerator(random_state=seed)
 
 
+def make_trainable(trial: Callable, shared: dict[str, Any]):
+    """What Tune ships to each trial: ``trial`` with ``shared`` (refs pass through as they
+    are), one CPU."""
+    return tune.with_resources(tune.with_parameters(trial, **shared), {"cpu": 1})
+
+
 def fit_trials(trial: Callable, shared: dict[str, Any], label: str, space: dict[str, Any], *,
                num_samples: int, max_concurrent: int | None, search: str, seed: int,
-               asha: bool, grace_period: int, max_t: int, out: Path, tick: Progress,
+               asha: bool, grace_period: int, max_t: int, storage_path: str, tick: Progress,
                name: str | None = None,
                keys: tuple[str, ...] = RESULT_KEYS) -> list[dict[str, Any]]:
     """One Tuner: ``num_samples`` trials of the function ``trial(config, **shared)`` over
     ``space`` (one CPU each, as many at once as the cluster's CPUs or ``max_concurrent``),
     minimising ``objective``, with random or Optuna ``search``; ASHA stops poor trials when
     ``asha``. ``shared``'s bulky values are ObjectRefs (see the module docstring). A trial
-    that raises is recorded as failed. Tune's files go under ``out/ray_results/<name>``
-    (default ``label``), the bar is ``tune <label>: trials``; one row per trial with the
-    result ``keys``."""
+    that raises is recorded as failed. Tune's files go under ``storage_path/<name>``
+    (default ``label``; a folder or a URI), the bar is ``tune <label>: trials``; one row per
+    trial with the result ``keys`` and the node it ran on."""
     import ray
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -105,7 +110,7 @@ def fit_trials(trial: Callable, shared: dict[str, Any], label: str, space: dict[
     desc = f"tune {label}: trials"
     tick(desc, 0, num_samples)
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trial, **shared), {"cpu": 1}),
+        make_trainable(trial, shared),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric="objective", mode="min", num_samples=num_samples,
@@ -114,7 +119,7 @@ def fit_trials(trial: Callable, shared: dict[str, Any], label: str, space: dict[
                        if asha else FIFOScheduler()),
             reuse_actors=True, max_concurrent_trials=min(max_concurrent or cpus, num_samples)),
         run_config=tune.RunConfig(
-            name=name or label, storage_path=str((out / "ray_results").resolve()), verbose=0,
+            name=name or label, storage_path=storage_path, verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
             callbacks=[TrialProgress(tick, desc, num_samples)]))
     # Tune prints its experiment header and results path to stdout whatever its verbosity:
@@ -138,6 +143,7 @@ def grid_rows(grid, method: str, keys: tuple[str, ...] = RESULT_KEYS) -> list[di
             "error": None if r.error is None else last_line(r.error),
             "iterations": m.get("training_iteration", 0),
             "trial_seconds": m.get("time_total_s", math.nan),
+            "node_id": m.get("node_id"),
             "params": dict(r.config or {})}
         row.update({k: m.get(k, math.nan) for k in keys})
         history = r.metrics_dataframe
