@@ -63,7 +63,8 @@ class S3Server:
 
         body = b"0" if on else b"inf"
         urllib.request.urlopen(urllib.request.Request(
-            f"{self.url}/moto-api/reset-auth", data=body, method="POST"), timeout=10).read()
+            f"{self.url}/moto-api/reset-auth", data=body, method="POST",
+            headers={"Content-Type": "application/octet-stream"}), timeout=10).read()
 
     def stop(self) -> None:
         self._server.shutdown()
