@@ -26,10 +26,10 @@ def s3_server():
     its endpoint and credentials are in ``os.environ`` (so in Ray's workers: ``ray_session``
     starts Ray after it). None where it cannot start (tests of s3:// roots then skip, or
     fail under ``CI=true``)."""
-    from s3server import S3Server, env_set, make_bucket
+    from s3server import S3Process, env_set, make_bucket
 
     try:
-        server = S3Server()
+        server = S3Process()
     except Exception as e:  # noqa: BLE001 - moto missing, no free port: reported by s3_root
         yield f"the local S3 server did not start: {type(e).__name__}: {e}"
         return
