@@ -49,7 +49,10 @@ GARBAGE_STALE_SECONDS = 10.0
 def read_lock(store: Store) -> dict | None:
     """The lock's holder (None when unlocked); on S3 with the ETag it was read at under
     ``"_version"``."""
-    got = store.read_versioned(LOCK)
+    try:
+        got = store.read_versioned(LOCK)
+    except OSError:  # removed or unreadable while read: decided below
+        got = (b"", None)
     if got is None:
         return None
     try:
