@@ -21,8 +21,42 @@ TINY = dict(shards=3, slices=3, epochs=4, batch_size=32, model_args={"hidden": 3
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One embedded Ray for the session, started by the first test that needs it."""
+def s3_server():
+    """A local S3 endpoint (moto, ``tests/s3server.py``) for the session, with its bucket;
+    its endpoint and credentials are in ``os.environ`` (so in Ray's workers: ``ray_session``
+    starts Ray after it). None where it cannot start (tests of s3:// roots then skip, or
+    fail under ``CI=true``)."""
+    from s3server import S3Process, env_set, make_bucket
+
+    try:
+        server = S3Process()
+    except Exception as e:  # noqa: BLE001 - moto missing, no free port: reported by s3_root
+        yield f"the local S3 server did not start: {type(e).__name__}: {e}"
+        return
+    with env_set(server.env()):
+        make_bucket()
+        yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_url(s3_server):
+    """``s3://BUCKET/<unique prefix>``: a fresh root on the session's S3 server."""
+    import uuid
+
+    from s3server import BUCKET
+
+    if isinstance(s3_server, str):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: {s3_server}", pytrace=False)
+        pytest.skip(s3_server)
+    return f"s3://{BUCKET}/{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_server):
+    """One embedded Ray for the session, started by the first test that needs it (after
+    the S3 server, so that its workers inherit the endpoint's variables)."""
     import ray
 
     from clul_ray.runtime import ensure_ray

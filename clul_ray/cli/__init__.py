@@ -9,6 +9,7 @@ module, so there is no import cycle and no registration order to respect.
 from __future__ import annotations
 
 import os
+import warnings
 
 import typer
 
@@ -42,8 +43,20 @@ for _name, _command in [
     app.command(_name, cls=HelpCommand)(_command)
 
 
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    """A warning of clul_ray as ``warning: <message>`` (its own words, one line); others as
+    Python formats them."""
+    if category.__module__.startswith("clul_ray."):
+        return f"warning: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
+_python_format = warnings.formatwarning
+
+
 def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    warnings.formatwarning = _one_line
     try:
         app()
     except SystemExit as e:

@@ -58,9 +58,20 @@ def root_option(value: str | None) -> str | None:
     if value is None:
         return value
     try:
-        return checked_root(value)
+        return probed_root(value)
     except ClulError as e:
         fail(str(e))
+
+
+def probed_root(root: str, option: str = "--root") -> str:
+    """:func:`checked_root`, and an ``s3://`` root's bucket probed: missing, refused
+    credentials or an endpoint that is down is one line before Ray starts."""
+    root = checked_root(root, option)
+    from ..storage import s3
+
+    if s3.is_s3(root):
+        s3.probe(root)
+    return root
 
 
 # ---- options used by more than one command ------------------------------------------------
@@ -167,7 +178,7 @@ def open_root(root: str, address: str | None = None, progress=None):
     (:func:`checked_root`) for the commands whose ``--root`` is not :data:`Root`."""
     from ..api import open_pipeline
 
-    return open_pipeline(checked_root(root), address=address, progress=progress)
+    return open_pipeline(probed_root(root), address=address, progress=progress)
 
 
 class RichProgress:

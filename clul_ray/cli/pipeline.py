@@ -19,12 +19,12 @@ from .common import (
     Model,
     Root,
     Verbose,
-    checked_root,
     emit,
     emit_progress,
     open_root,
     out,
     parse_model_args,
+    probed_root,
     process_seconds,
     run,
     verbose_ray,
@@ -147,7 +147,7 @@ def delete(
             groups = [g.strip() for g in group.split(",") if g.strip()]
             from ..serve.service import refuse_if_served
 
-            refuse_if_served(checked_root(root))
+            refuse_if_served(probed_root(root))
             verbose_ray(verbose)
             emit_progress(lambda prog: (p := open_root(root, address, prog)).delete(
                 p.group_ids(groups)), as_json)
@@ -161,7 +161,7 @@ def delete(
             return
         from ..serve.service import refuse_if_served
 
-        refuse_if_served(checked_root(root))
+        refuse_if_served(probed_root(root))
         verbose_ray(verbose)
         emit_progress(lambda prog: open_root(root, address, prog).delete(id_list), as_json)
 
@@ -188,7 +188,7 @@ def unlock(root: Root = "runs/default") -> None:
         from ..storage.lock import unlock as do_unlock
         from ..storage.store import Store
 
-        held = do_unlock(Store(checked_root(root)))
+        held = do_unlock(Store(probed_root(root)))
         out.print(f"removed the lock of {describe(held)}" if held else f"{root} is not locked",
                   highlight=False)
 

@@ -70,6 +70,11 @@ def mirror(store: Store) -> dict | None:
     """:func:`sync`, turning any MLflow failure into a warning (see the failure policy)."""
     if not enabled():
         return None
+    if not store.is_local and not os.environ.get("MLFLOW_TRACKING_URI"):
+        warnings.warn(f"lineage of {store.root} not recorded in MLflow: a root that is not a "
+                      "local folder needs MLFLOW_TRACKING_URI (e.g. sqlite:///PATH/mlflow.db)",
+                      LineageWarning, stacklevel=3)
+        return None
     return recorded(lambda: sync(store), f"lineage of {store.root}", "the store is committed, "
                     "and the next commit or `clul-ray lineage --sync` records it", LineageWarning)
 

@@ -4,11 +4,17 @@
 ``lineage``) do not. Two jobs deleting from one root at once would otherwise interleave
 their ledger records, partition rewrites and commits.
 
-Acquisition is atomic where the filesystem allows it: on a local or mounted root the lock
-is created with ``O_CREAT | O_EXCL``. Object stores reached through ``pyarrow.fs`` have no
-create-if-absent, so there the lock is written, then read back after a short pause, and
-held only if it still names this holder: a check that narrows the race to the pause but
-does not close it. Serialise writers yourself (one job queue per root) on object storage.
+Acquisition is atomic: on a local or mounted root the lock is created with
+``O_CREAT | O_EXCL``; on an ``s3://`` root with a conditional ``PutObject``
+(``If-None-Match: *``), which S3 lets exactly one of two racing writers win. Release
+deletes the lock only if it still names this holder, and on S3 only while it is the very
+object that was read (``If-Match`` on its ETag), so a holder never removes a lock another
+writer took after it.
+
+Other object stores (``gs://``, …) reached through ``pyarrow.fs`` have no conditional
+create: the lock is refused there unless ``CLUL_RAY_BEST_EFFORT_LOCK=1`` accepts the old
+check (write the lock, read it back after a short pause, hold it if it still names this
+holder), which narrows the race to the pause but does not close it.
 
 A lock left by a killed process is broken automatically when its holder ran on this host
 and its process is gone; otherwise ``clul-ray unlock`` removes it.
@@ -27,6 +33,7 @@ from ..errors import ClulError
 from .store import Store
 
 LOCK = "lock.json"
+BEST_EFFORT_ENV = "CLUL_RAY_BEST_EFFORT_LOCK"
 
 
 def _holder(command: str) -> dict:
@@ -40,11 +47,19 @@ GARBAGE_STALE_SECONDS = 10.0
 
 
 def read_lock(store: Store) -> dict | None:
+    """The lock's holder (None when unlocked); on S3 with the ETag it was read at under
+    ``"_version"``."""
     try:
-        lock = store.read_json(LOCK)
+        got = store.read_versioned(LOCK)
+    except OSError:  # removed or unreadable while read: decided below
+        got = (b"", None)
+    if got is None:
+        return None
+    try:
+        lock = json.loads(got[0])
         if isinstance(lock, dict) and "token" in lock:
-            return lock
-    except ClulError:
+            return {**lock, "_version": got[1]}
+    except ValueError:
         pass
     if not store.exists(LOCK):
         return None
@@ -77,19 +92,7 @@ def describe(lock: dict) -> str:
     return f"`{lock.get('command')}` (pid {lock.get('pid')} on {lock.get('host')}, since {when})"
 
 
-def _create_local(store: Store, holder: dict) -> bool:
-    path = store.path(LOCK)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as f:
-        json.dump(holder, f)
-    return True
-
-
-def _create_remote(store: Store, holder: dict, settle: float) -> bool:
+def _create_best_effort(store: Store, holder: dict, settle: float) -> bool:
     if store.exists(LOCK):
         return False
     store.write_json(LOCK, holder)
@@ -97,13 +100,22 @@ def _create_remote(store: Store, holder: dict, settle: float) -> bool:
     return (read_lock(store) or {}).get("token") == holder["token"]
 
 
+def _create(store: Store, holder: dict, settle: float) -> bool:
+    made = store.create_exclusive(LOCK, json.dumps(holder).encode())
+    if made is not None:
+        return made
+    if os.environ.get(BEST_EFFORT_ENV) == "1":
+        return _create_best_effort(store, holder, settle)
+    raise ClulError(f"cannot lock {store.root}: this object store has no atomic "
+                    "create-if-absent, so two writers could both take the lock; use an s3:// "
+                    f"or local root, or set {BEST_EFFORT_ENV}=1 to accept a best-effort lock")
+
+
 def acquire(store: Store, command: str, settle: float = 0.5) -> dict:
     """Take the root's lock for ``command`` or raise a one-line ClulError naming the holder."""
     holder = _holder(command)
-    create = _create_local if store.is_local else (
-        lambda s, h: _create_remote(s, h, settle))
     for _ in range(2):  # a second try after breaking a stale lock
-        if create(store, holder):
+        if _create(store, holder, settle):
             return holder
         lock = read_lock(store)
         for _ in range(20):  # a holder writes its lock right after creating it: read again
@@ -113,8 +125,8 @@ def acquire(store: Store, command: str, settle: float = 0.5) -> dict:
             lock = read_lock(store)
         if lock is None:  # released between our try and the read
             continue
-        if is_stale(lock):
-            store.delete(LOCK)
+        if is_stale(lock):  # only the stale lock read, not one a third writer took since
+            store.delete_version(LOCK, lock.get("_version"))
             continue
         raise ClulError(f"{store.root} is in use by {describe(lock)}; wait for it to finish "
                         f"(if that process is gone: clul-ray unlock --root {store.root})")
@@ -122,9 +134,10 @@ def acquire(store: Store, command: str, settle: float = 0.5) -> dict:
 
 
 def release(store: Store, holder: dict) -> None:
+    """Delete the lock if it is still ours (on S3: only the very object read)."""
     lock = read_lock(store)
     if lock is not None and lock.get("token") == holder["token"]:
-        store.delete(LOCK)
+        store.delete_version(LOCK, lock.get("_version"))
 
 
 @contextmanager
@@ -141,4 +154,5 @@ def unlock(store: Store) -> dict | None:
     lock = read_lock(store)
     if lock is not None:
         store.delete(LOCK)
+        lock.pop("_version", None)
     return lock

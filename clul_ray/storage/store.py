@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ClulError, first_line
 from ..hashing import sha256_ids
-from . import layout
+from . import layout, s3
 
 T = TypeVar("T")
 
@@ -33,7 +33,10 @@ class CorruptFile(ClulError):
 
 
 def open_fs(root: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) for a local folder or any URI pyarrow.fs knows."""
+    """(filesystem, path) for a local folder or any URI pyarrow.fs knows (``s3://``: with
+    the endpoint from the environment and bounded retries, :mod:`clul_ray.storage.s3`)."""
+    if s3.is_s3(root):
+        return s3.filesystem(root)
     if "://" in root:
         try:
             return pafs.FileSystem.from_uri(root)
@@ -74,6 +77,15 @@ class Store:
     def is_local(self) -> bool:
         return isinstance(self.fs, pafs.LocalFileSystem)
 
+    @property
+    def is_s3(self) -> bool:
+        return s3.is_s3(self.root)
+
+    def _key(self, rel: str) -> tuple[str, str]:
+        """(bucket, key) of ``rel`` under an ``s3://`` root."""
+        bucket, key = self.path(rel).split("/", 1)
+        return bucket, key
+
     # ---- generic ---------------------------------------------------------------------
     def memo(self, rels: tuple[str, ...], tag: str, compute: Callable[[], T]) -> T:
         """``compute()``: a value derived from the files under ``rels`` alone. This store
@@ -85,7 +97,9 @@ class Store:
         return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        """Write atomically where the filesystem allows: a temporary file, then a move."""
+        """Write atomically: on S3 one PUT of the whole object (S3 keeps the old version
+        until it succeeds; its "move" is a copy and a delete), elsewhere a temporary file,
+        then a move (atomic on a local or mounted root)."""
         target = self.path(rel)
         try:
             self._put(target, data)
@@ -93,6 +107,9 @@ class Store:
             raise ClulError(f"cannot write {target}: {first_line(e)}") from None
 
     def _put(self, target: str, data: bytes) -> None:
+        if self.is_s3:
+            s3.put(*target.split("/", 1), data)
+            return
         self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
         try:
@@ -141,6 +158,40 @@ class Store:
             return json.loads(self.read_bytes(rel))
         except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError
             raise CorruptFile(self.path(rel), f"not valid JSON ({first_line(e)})") from None
+
+    # ---- conditional writes (the root's lock) ------------------------------------------
+    def create_exclusive(self, rel: str, data: bytes) -> bool | None:
+        """Create ``rel`` with ``data`` only if it is absent, atomically: ``O_CREAT|O_EXCL``
+        locally, ``If-None-Match: *`` on S3. False when it exists; None where the filesystem
+        has no atomic create-if-absent (other object stores)."""
+        if self.is_local:
+            path = self.path(rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        if self.is_s3:
+            return s3.create(*self._key(rel), data)
+        return None
+
+    def read_versioned(self, rel: str) -> tuple[bytes, str | None] | None:
+        """(content, version) of ``rel``, None when absent; the version (the S3 ETag) lets
+        :meth:`delete_version` remove exactly this content."""
+        if self.is_s3:
+            return s3.get(*self._key(rel))
+        return (self.read_bytes(rel), None) if self.exists(rel) else None
+
+    def delete_version(self, rel: str, version: str | None) -> bool:
+        """Delete ``rel`` if it still holds ``version`` (S3: ``If-Match`` on the ETag;
+        elsewhere unconditionally). False when it changed or vanished."""
+        if self.is_s3 and version is not None:
+            return s3.delete_if(*self._key(rel), version)
+        self.delete(rel)
+        return True
 
     def delete(self, rel: str) -> None:
         p = self.path(rel)
