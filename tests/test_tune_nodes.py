@@ -50,59 +50,20 @@ def test_trials_per_node():
     assert node_counts(rows) == {"a": 2, "b": 1}
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A local S3-compatible server (moto's standalone server) with one bucket."""
-    import os
-    import shutil
-    import socket
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
+def test_s3_out_copies_the_sweep_files_under_the_bucket(s3_url):
+    import boto3
 
-    server = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    boto3 = pytest.importorskip("boto3")
-    if server is None:
-        pytest.skip("moto[server] is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-           "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        for _ in range(100):
-            try:
-                boto3.client("s3").create_bucket(Bucket="sweeps")
-                break
-            except Exception:  # noqa: BLE001 - the server is still starting
-                time.sleep(0.1)
-        yield boto3.client("s3")
-    finally:
-        proc.kill()
-        proc.wait()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def test_s3_out_copies_the_sweep_files_under_the_bucket(s3_endpoint):
-    got = prepare_out("s3://sweeps/clul/t1", alive_nodes=3, shared_storage=False)
-    assert got.storage_path == "s3://sweeps/clul/t1/ray_results"  # Tune writes there
+    got = prepare_out(f"{s3_url}/t1", alive_nodes=3, shared_storage=False)
+    assert got.storage_path == f"{s3_url}/t1/ray_results"  # Tune writes there
     (got.local / "sweep.json").write_text("{}")
     result = got.finish({"files": {"json": str(got.local / "sweep.json")}})
-    assert result["files"]["json"] == "s3://sweeps/clul/t1/sweep.json"
-    body = s3_endpoint.get_object(Bucket="sweeps", Key="clul/t1/sweep.json")["Body"].read()
-    assert body == b"{}"
+    assert result["files"]["json"] == f"{s3_url}/t1/sweep.json"
+    bucket, prefix = s3_url[len("s3://"):].split("/", 1)
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/t1/sweep.json")
+    assert body["Body"].read() == b"{}"
 
 
-def test_s3_out_to_a_missing_bucket_is_refused_before_the_sweep(s3_endpoint):
+def test_s3_out_to_a_missing_bucket_is_refused_before_the_sweep(s3_url):
     with pytest.raises(ClulError, match="--out s3://no-such-bucket/t: bucket no-such-bucket "
                                         "does not exist"):
         prepare_out("s3://no-such-bucket/t", alive_nodes=1, shared_storage=False)
