@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.test_cluster import script_argv, skip_if_cannot_run
+from test_cluster import script_argv, skip_if_cannot_run
 
 pytestmark = pytest.mark.cluster
 
