@@ -40,14 +40,6 @@ def allowed_voters(state: Mapping[str, Any] | None, root: str,
                   if k not in out and current.get(int(k)) == sha)
 
 
-def still_allowed(voters: list[int], state: Mapping[str, Any] | None, root: str,
-                  loaded: Mapping[int, str]) -> list[int]:
-    """After the epoch moved: the voters of a computed answer that the newer state still
-    allows (a shard newly excluded, or whose model was replaced, is dropped)."""
-    now = set(allowed_voters(state, root, loaded))
-    return [k for k in voters if k in now]
-
-
 def to_load(state: Mapping[str, Any] | None, root: str,
             loaded: Mapping[int, str]) -> list[int]:
     """Shards whose current model the reader has not loaded yet. An excluded shard is not
