@@ -38,10 +38,10 @@ def script_argv(script: Path, out: Path) -> list[str]:
 def skip_if_cannot_run(proc: subprocess.CompletedProcess) -> None:
     """A script's exit 2: this machine cannot run the cluster (e.g. no ray[default])."""
     if proc.returncode == 2:
-        _skip_unless_ci(f"the cluster script cannot run here: {proc.stderr.strip()[-300:]}")
+        skip_unless_ci(f"the cluster script cannot run here: {proc.stderr.strip()[-300:]}")
 
 
-def _skip_unless_ci(reason: str) -> None:
+def skip_unless_ci(reason: str) -> None:
     """Skip (a machine that cannot run the cluster now), but fail under CI (``CI=true``, as
     `.ci/run` and most CI services set it): there it means the run checked nothing."""
     if os.environ.get("CI", "").lower() == "true":

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_cluster import skip_unless_ci
 from typer.testing import CliRunner
 
 from clul_ray import Pipeline
@@ -314,14 +315,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _skip_unless_ci(reason: str) -> None:
-    """Skip (a machine without the service), but fail under CI (``CI=true``, as `.ci/run` and
-    most CI services set it): there a service that cannot start is a broken install."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` on localhost: SQLite backend and proxied artifacts in tmp."""
@@ -347,7 +340,7 @@ def mlflow_server(tmp_path):
             except OSError:
                 pass
             if proc.poll() is not None or time.time() > deadline:
-                _skip_unless_ci("`mlflow server` did not start: "
+                skip_unless_ci("`mlflow server` did not start: "
                                 + (tmp_path / "server.log").read_text()[-500:])
             time.sleep(0.5)
         yield url, art

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from serve_exactness import Predictions, poll_committed, saw_deleted_rows, violations
+from test_cluster import skip_unless_ci
 
 from clul_ray.errors import ClulError
 from clul_ray.serve.client import call
@@ -47,12 +48,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _skip_unless_ci(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
        "CLUL_RAY_LINEAGE": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 ENV.pop("RAY_ADDRESS", None)
@@ -74,7 +69,7 @@ class Cluster:
         log.write_text(r.stdout + r.stderr)
         if r.returncode != 0:
             self.kill()
-            _skip_unless_ci(f"ray start --head failed: {(r.stdout + r.stderr)[-500:]}")
+            skip_unless_ci(f"ray start --head failed: {(r.stdout + r.stderr)[-500:]}")
 
     @property
     def address(self) -> str:
