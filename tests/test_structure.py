@@ -112,6 +112,7 @@ LAYERS = [
      ("clul_ray.sisa.compute", "clul_ray.sisa.driver")),
     ("clul_ray.sisa.compute", True, True, ("clul_ray.sisa.driver",)),
     ("clul_ray.sisa.driver", False, False, ()),
+    ("clul_ray.audit.epsilon", False, False, ()),
 ]
 
 

@@ -42,7 +42,13 @@ def logit_scaled_confidence(logits: np.ndarray, targets: np.ndarray) -> np.ndarr
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
     p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
+    return proba_confidence(p / p.sum(axis=1, keepdims=True), targets)
+
+
+def proba_confidence(proba: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The same signal from (n, classes) probabilities (an ensemble's mean, say): the wrong
+    classes' mass is summed, not taken as 1 − p_y, so a confident row keeps its precision."""
+    p = np.array(proba, dtype=np.float64)
     rows = np.arange(len(p))
     correct = p[rows, targets].copy()
     p[rows, targets] = 0.0
@@ -70,21 +76,30 @@ def single_threshold_rates(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray
     return _at_least(ns, t), 1.0 - _at_least(ps, t)
 
 
-def double_threshold_rates(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(FPR, FNR) of "positive when the signal is in [left, right]", positive being the
-    narrower sample."""
+def _double_grid(pos: np.ndarray, neg: np.ndarray):
+    """The two-threshold family's grid: (peaky sample, other, right ends, left offsets)."""
     pos_range, neg_range = np.ptp(pos), np.ptp(neg)
     if pos_range >= neg_range:
         pos, neg = neg, pos
     width = float(min(pos_range, neg_range))
     lo, hi = float(pos.min()) + width - BUFFER, float(pos.max()) + BUFFER
     right = np.linspace(lo, hi, int(math.ceil((hi - lo) * PER_UNIT)))
-    n_left = int(math.ceil(2 * BUFFER * PER_UNIT))
-    offsets = np.linspace(-width - BUFFER, -width + BUFFER, n_left)
+    offsets = np.linspace(-width - BUFFER, -width + BUFFER, int(math.ceil(2 * BUFFER * PER_UNIT)))
+    return np.sort(pos), np.sort(neg), right, offsets
+
+
+def _interval_rates(ps: np.ndarray, ns: np.ndarray, right: np.ndarray,
+                    offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     left = (right[:, None] + offsets[None, :]).ravel()
-    right = np.repeat(right, n_left)
-    ps, ns = np.sort(pos), np.sort(neg)
+    right = np.repeat(right, len(offsets))
     return _within(ns, left, right), 1.0 - _within(ps, left, right)
+
+
+def double_threshold_rates(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, FNR) of "positive when the signal is in [left, right]", positive being the
+    narrower sample."""
+    ps, ns, right, offsets = _double_grid(pos, neg)
+    return _interval_rates(ps, ns, right, offsets)
 
 
 def threshold_epsilons(fpr: np.ndarray, fnr: np.ndarray, delta: float = DELTA) -> np.ndarray:
@@ -97,6 +112,17 @@ def threshold_epsilons(fpr: np.ndarray, fnr: np.ndarray, delta: float = DELTA) -
     return np.where((fpr * fnr == 0) & ~((fpr == 0) & (fnr == 0)), np.nan, eps)
 
 
+BLOCK = 512  # right ends per block of the two-threshold family (bounds memory on wide signals)
+
+
+def _largest(eps: np.ndarray, best: float | None) -> float | None:
+    kept = eps[~np.isnan(eps)]
+    if kept.size == 0:
+        return best
+    top = float(kept.max())
+    return top if best is None else max(best, top)
+
+
 def example_epsilon(pos: np.ndarray, neg: np.ndarray, delta: float = DELTA) -> float:
     """ε of one forget example: ``pos`` the signals of the side with the larger median."""
     pos, neg = np.asarray(pos, np.float64).ravel(), np.asarray(neg, np.float64).ravel()
@@ -105,12 +131,16 @@ def example_epsilon(pos: np.ndarray, neg: np.ndarray, delta: float = DELTA) -> f
         return 0.0 if pos[0] == neg[0] else CAP
     if small / large < MIN_SPREAD_RATIO:
         return CAP
-    eps = np.concatenate([threshold_epsilons(*double_threshold_rates(pos, neg), delta),
-                          threshold_epsilons(*single_threshold_rates(pos, neg), delta)])
-    kept = eps[~np.isnan(eps)]
-    if kept.size == 0:
+    best = _largest(threshold_epsilons(*single_threshold_rates(pos, neg), delta), None)
+    ps, ns, right, offsets = _double_grid(pos, neg)
+    for i in range(0, len(right), BLOCK):
+        if best is not None and best >= CAP:
+            break
+        rates = _interval_rates(ps, ns, right[i:i + BLOCK], offsets)
+        best = _largest(threshold_epsilons(*rates, delta), best)
+    if best is None:
         raise ValueError("every threshold was discarded: too few models to estimate ε")
-    return float(np.clip(kept.max(), 0.0, CAP))
+    return float(np.clip(best, 0.0, CAP))
 
 
 def epsilons(unlearned: np.ndarray, retrained: np.ndarray, delta: float = DELTA) -> np.ndarray:

@@ -13,7 +13,7 @@ import warnings
 
 import typer
 
-from . import continual, feature, lineage, pipeline, quickstart, serve, text, tune, unlearn
+from . import audit, continual, feature, lineage, pipeline, quickstart, serve, text, tune, unlearn
 from .common import HelpCommand, HelpGroup
 
 app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True,
@@ -34,6 +34,7 @@ for _name, _command in [
     ("compare", unlearn.compare),
     ("unlearn", unlearn.unlearn),
     ("tune", tune.tune),
+    ("audit", audit.audit),
     ("continual", continual.continual),
     ("serve", serve.serve),
     ("feature-unlearn", feature.feature_unlearn),
