@@ -12,6 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# the audit's cache of reference models: the session's own, never the user's ~/.cache
+os.environ["CLUL_RAY_CACHE"] = __import__("tempfile").mkdtemp(prefix="clul-ray-test-cache-")
 
 from clul_ray.config import make_config  # noqa: E402
 from clul_ray.data.sources import open_source  # noqa: E402

@@ -112,3 +112,30 @@ def test_an_empty_forget_set_is_refused(tmp_path):
     assert res.exit_code == 2, res.output
     assert "no ids given" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_compare_audit_scores_every_method_beside_its_gap(tmp_path):
+    res = runner.invoke(app, ["compare", "--forget", "class:3", "--methods", "neggrad",
+                              "--audit", "3", "--epochs", "5", "--out", str(tmp_path / "c"),
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    audit = {r["method"]: r for r in json.loads(res.output.strip().splitlines()[-1])["audit"]}
+    assert set(audit) == {"retrain", "neggrad"}
+    assert all(0 <= r["F"] <= 1 and r["score"] <= r["F"] * 1.05 for r in audit.values())
+    assert "ε-score audit" in (tmp_path / "c" / "compare.md").read_text()
+    res = runner.invoke(app, ["compare", "--forget", "class:3", "--methods", "neggrad",
+                              "--audit", "1", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "--audit must be 0" in res.output
+
+
+def test_tune_objective_eps_maximises_the_final_score(tmp_path):
+    res = runner.invoke(app, ["tune", "--method", "neggrad", "--forget", "class:3",
+                              "--num-samples", "2", "--objective", "eps", "--audit-models", "3",
+                              "--epochs", "5", "--out", str(tmp_path / "t"), "--json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.output.strip().splitlines()[-1])
+    s = result["summary"]["neggrad"]
+    assert 0 <= s["tuned_eps_score"] <= 1 and 0 <= s["default_eps_score"] <= 1
+    best = result["summary"]["neggrad"]["tuned_objective"]
+    assert best == pytest.approx(1 - s["tuned_eps_score"])  # weights gap = cost = 0
+    assert result["meta"]["objective"] == "eps" and result["meta"]["audit_models"] == 3

@@ -32,6 +32,11 @@ PHASE = {"reference": "audit: reference models", "null": "audit: null models (re
 EPS_PHASE = "audit: ε per forget example"
 
 
+def phase(side: str) -> str:
+    """The progress bar of a side (``unlearned:<label>``: one method's runs in a compare)."""
+    return PHASE.get(side) or f"audit: {side.partition(':')[2]} models"
+
+
 def _silent(description: str, done: int, total: int) -> None:
     """The progress callback of a caller that gave none."""
 
@@ -64,18 +69,23 @@ def reference_setup(spec: AuditSpec) -> dict[str, Any]:
     return setup
 
 
-def plan_jobs(spec: AuditSpec, data: Data, template: Any) -> list[Job]:
-    """Every model of every side (pure: nothing runs here)."""
-    jobs: list[Job] = []
+def reference_jobs(spec: AuditSpec, data: Data, template: Any) -> list[Job]:
+    """The reference side (and the null side, unless ``spec.null`` is off)."""
     digest, setup = data_digest(data), reference_setup(spec)
-    sisa = spec.method == "sisa"
+    sisa, jobs = spec.method == "sisa", []
     for side in ("reference", "null") if spec.null else ("reference",):
         for s in side_seeds(spec, side):
             args = ((data, spec.recipe, spec.model, spec.model_args, spec.sisa, spec.seed, s,
                      False) if sisa else (template, data, spec.recipe, s, False))
             jobs.append(Job(side, s, sisa_ensemble if sisa else trained, args,
                             key=reference_key(digest, setup, s)))
-    if sisa:
+    return jobs
+
+
+def plan_jobs(spec: AuditSpec, data: Data, template: Any) -> list[Job]:
+    """Every model of every side (pure: nothing runs here)."""
+    jobs = reference_jobs(spec, data, template)
+    if spec.method == "sisa":
         jobs += [Job("unlearned", s, sisa_ensemble, (data, spec.recipe, spec.model,
                                                      spec.model_args, spec.sisa, spec.seed, s,
                                                      True))
@@ -94,7 +104,8 @@ def plan_jobs(spec: AuditSpec, data: Data, template: Any) -> list[Job]:
 def execute(spec: AuditSpec, jobs: list[Job], data: Data, template: Any, cache: ScoreCache,
             tick: Progress) -> Sides:
     """Run the jobs the cache does not answer; scores per side in seed order."""
-    out = Sides(scores={side: [] for side in SIDES})
+    sides = list(dict.fromkeys([*SIDES, *(j.side for j in jobs)]))
+    out = Sides(scores={side: [] for side in sides})
     todo: list[Job] = []
     for job in jobs:
         hit = cache.get(job.key) if job.key else None
@@ -103,16 +114,16 @@ def execute(spec: AuditSpec, jobs: list[Job], data: Data, template: Any, cache: 
             out.cached += 1
         else:
             todo.append(job)
-    totals = {side: sum(j.side == side for j in jobs) for side in SIDES}
-    for side in SIDES:
+    totals = {side: sum(j.side == side for j in jobs) for side in sides}
+    for side in sides:
         if totals[side]:
-            tick(PHASE[side], len(out.scores[side]), totals[side])
+            tick(phase(side), len(out.scores[side]), totals[side])
 
     def finished(job: Job, score: ModelScore) -> None:
         out.scores[job.side].append(score)
         if job.key:
             cache.put(job.key, score)
-        tick(PHASE[job.side], len(out.scores[job.side]), totals[job.side])
+        tick(phase(job.side), len(out.scores[job.side]), totals[job.side])
 
     t0 = time.perf_counter()
     needs_original = any(j.needs_original for j in todo)
@@ -125,7 +136,7 @@ def execute(spec: AuditSpec, jobs: list[Job], data: Data, template: Any, cache: 
         _on_ray(spec, todo, data, template, finished)
     out.phases["models"] = time.perf_counter() - t0
     order = {j.seed: i for i, j in enumerate(jobs)}
-    for side in SIDES:
+    for side in sides:
         out.scores[side].sort(key=lambda s: order.get(s.seed, 0))
     return out
 

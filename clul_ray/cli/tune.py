@@ -30,7 +30,8 @@ from .common import (
 # option name -> SweepSpec field, for the values a pipeline YAML may also give
 YAML_KEYS = ("method", "dataset", "model", "model_args", "forget", "space", "num_samples",
              "scheduler", "search", "max_concurrent", "seeds", "seed", "test_fraction",
-             "epochs", "lr", "batch_size", "data_dir", "weights", "out")
+             "epochs", "lr", "batch_size", "data_dir", "weights", "out", "objective",
+             "audit_models")
 
 
 def read_sweep_yaml(path: Path) -> dict[str, Any]:
@@ -69,6 +70,11 @@ def tune(
         "--weight", help="objective weight, repeatable: FA=1 RA=1 TA=1 MIA=1 cost=0 (text: "
                          "forget=1 utility=1 cost=0)")] = None,
     epochs: Annotated[int | None, typer.Option(help="original (and retrain) epochs")] = None,
+    objective: Annotated[str | None, typer.Option(
+        help="gap (to one retrained model; default) | eps (the ε-score audit's final score, "
+             "N runs per trial)")] = None,
+    audit_models: Annotated[int | None, typer.Option(
+        help="--objective eps: N models per side (default 8)")] = None,
     data_dir: DataDir = None,
     config: Annotated[Path | None, typer.Option(
         help="a YAML of these settings (keys as the options, or under `tune:`)")] = None,
@@ -121,7 +127,8 @@ def tune(
         given = {"method": method, "forget": forget, "out": out_dir, "dataset": dataset,
                  "model": model, "num_samples": num_samples, "scheduler": scheduler,
                  "search": search, "max_concurrent": max_concurrent, "seeds": seeds,
-                 "seed": seed, "epochs": epochs, "data_dir": data_dir}
+                 "seed": seed, "epochs": epochs, "data_dir": data_dir, "objective": objective,
+                 "audit_models": audit_models}
         settings.update({k: v for k, v in given.items() if v is not None})
         if model_arg:
             settings["model_args"] = parse_model_args(model_arg)
@@ -162,8 +169,13 @@ def show_sweep(result: dict[str, Any]) -> None:
     def f(v: float, d: int = 4) -> str:
         return "-" if v is None or math.isnan(v) else f"{v:.{d}f}"
 
+    eps = meta.get("objective") == "eps"
+    if eps:
+        t.columns.insert(1, Column("default ε-score"))
+        t.columns.insert(2, Column("tuned ε-score"))
     for m, s in result["summary"].items():
-        t.add_row(m, f(s["default_gap"]), f(s["tuned_gap"]), str(s["trials"]),
+        scores = [f(s["default_eps_score"], 3), f(s["tuned_eps_score"], 3)] if eps else []
+        t.add_row(m, *scores, f(s["default_gap"]), f(s["tuned_gap"]), str(s["trials"]),
                   str(s["stopped_early"]), str(s["failed"]), f(s["wall_seconds"], 1),
                   f(s["parallel_efficiency"], 2))
     out.print(t)

@@ -62,6 +62,8 @@ def compare(
     test_fraction: Annotated[float, typer.Option(help="held-out test fraction")] = 0.2,
     data_dir: DataDir = None,
     backend: Annotated[str, typer.Option(help="ray (tasks, 1 CPU each) | local")] = "ray",
+    audit: Annotated[int, typer.Option(
+        help="N > 1: add each method's ε-score audit (N runs and N retrained models)")] = 0,
     tuned: Annotated[Path | None, typer.Option(
         help="a `clul-ray tune` folder (or its best.yaml): add a tuned row per method")] = None,
     address: Address = None,
@@ -84,7 +86,7 @@ def compare(
             test_fraction=test_fraction,
             recipe=TrainRecipe(epochs=epochs, lr=lr, batch_size=batch_size),
             params=parse_param_overrides(param or []), backend=backend, data_dir=data_dir,
-            tuned=load_best(tuned) if tuned is not None else {})
+            tuned=load_best(tuned) if tuned is not None else {}, audit=audit)
         if is_text(dataset or ""):
             from ..unlearn.text_compare import check_text_spec, run_text_compare
 
@@ -117,6 +119,13 @@ def show_compare(result: dict[str, Any]) -> None:
     out.print(t)
     for k, p in result["files"].items():
         out.print(f"{k}: {p}", highlight=False)
+    if result.get("audit"):
+        a = Table("method", "F", "final score", "median ε", "RA ratio", "TA ratio",
+                  title="ε-score audit (NeurIPS 2023 challenge)")
+        for r in result["audit"]:
+            a.add_row(r["method"], f"{r['F']:.3f}", f"{r['score']:.3f}",
+                      f"{r['eps_median']:.2f}", f"{r['RA_ratio']:.3f}", f"{r['TA_ratio']:.3f}")
+        out.print(a)
     wall = meta.get("wall_seconds")
     if wall is not None and not math.isnan(wall):
         out.print(f"wall seconds (all tasks): {wall:.1f}", highlight=False)

@@ -33,6 +33,8 @@ class Weights(Settings):
     TA: float = Field(1.0, ge=0)
     MIA: float = Field(1.0, ge=0)
     cost: float = Field(0.0, ge=0)
+    gap: float = Field(0.0, ge=0, description="--objective eps: the gap's weight beside "
+                       "1 − final score")
 
 
 def score(m: dict[str, float], ref: dict[str, float], weights: Weights, seconds: float,

@@ -21,7 +21,7 @@ from ..unlearn.compare import settings
 from .objective import pareto_front
 
 COLUMNS = ("method", "trial", "status", "objective", "gap", "forget_gap", "utility_drop",
-           "cost", "FA", "RA", "TA", "MIA", "ZRF", "KL", "seconds", "iterations",
+           "cost", "FA", "RA", "TA", "MIA", "ZRF", "KL", "F", "eps_score", "seconds", "iterations",
            "trial_seconds", "node_id", "error")
 
 
@@ -47,6 +47,9 @@ def summary(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, dict[
         out[m] = {"default_gap": meta["defaults"][m]["gap"],
                   "tuned_gap": best[m]["gap"] if m in best else math.nan,
                   "tuned_objective": best[m]["objective"] if m in best else math.nan,
+                  "default_eps_score": meta["defaults"][m].get("eps_score", math.nan),
+                  "tuned_eps_score": best[m].get("eps_score", math.nan) if m in best
+                  else math.nan,
                   "trials": len(mine),
                   "stopped_early": sum(r["status"] == "stopped" for r in mine),
                   "failed": sum(r["status"] == "failed" for r in mine),

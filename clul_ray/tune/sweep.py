@@ -24,6 +24,7 @@ from ..unlearn.compare import CompareSpec, load_data, settings
 from ..unlearn.params import Int, Settings
 from ..unlearn.scenarios import parse_scenario
 from ..unlearn.training import TrainRecipe
+from .eps_objective import eps_reference
 from .nodes import Puts, connect_out, placement
 from .objective import Weights
 from .space import check_domain, space_for, sweepable
@@ -53,6 +54,8 @@ class SweepSpec(Settings):
     max_concurrent: Int | None = Field(None, ge=1)
     grace_period: Int = Field(1, ge=1)
     weights: Weights = Field(default_factory=Weights)
+    objective: Literal["gap", "eps"] = "gap"
+    audit_models: Int = Field(8, ge=2, description="--objective eps: N models per side")
 
 
 def resolve_methods(names: list[str]) -> list[str]:
@@ -115,7 +118,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, progress: Progress | None = 
     done = per_seed(compute_reference, seeds, "tune: original and retrained models",
                     "clul_ray.tune.reference", tick,
                     lambda s: (template_ref, data_ref, spec.recipe, s))
-    shared_ref = puts.put("references", Shared(done, spec.weights))
+    eps = (eps_reference(spec, data, template, tick) if spec.objective == "eps" else None)
+    shared_ref = puts.put("references", Shared(done, spec.weights, eps))
     t_ref = time.perf_counter() - t0
 
     default_task = ray.remote(default_score).options(num_cpus=1, name="clul_ray.tune.default")
@@ -140,6 +144,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, progress: Progress | None = 
         "cpus": int(ray.cluster_resources().get("CPU", 1)),
         "references_computed": len(done), "reference_seconds": t_ref,
         "wall_seconds": walls, "weights": spec.weights.model_dump(),
+        "objective": spec.objective, "audit_models": spec.audit_models if eps else None,
         "reference": {s: done[s].metrics for s in seeds},
         "original": {s: done[s].original_metrics for s in seeds},
         "defaults": {m: {k: default_rows[m].get(k) for k in RESULT_KEYS} for m in methods},

@@ -31,6 +31,7 @@ from ..unlearn.compare import (
     warm_up,
 )
 from ..unlearn.training import TrainRecipe, on_epoch_end
+from .eps_objective import EpsReference, eps_scores
 from .objective import GAP_METRICS, Weights, score
 
 Report = Callable[[dict[str, Any]], None]
@@ -55,6 +56,7 @@ class Shared:
 
     references: dict[int, Reference]
     weights: Weights
+    eps: EpsReference | None = None  # --objective eps: the audit's reference side
 
 
 def compute_reference(template: nn.Module, data: Data, recipe: TrainRecipe,
@@ -98,11 +100,15 @@ def run_trial(config: dict[str, Any], method: str, data: Data, shared: Shared,
                         "epoch": epoch, "final": 0})
                 paused += time.perf_counter() - t
 
-            with on_epoch_end(per_epoch if i == 0 else None):
+            with on_epoch_end(per_epoch if i == 0 and shared.eps is None else None):
                 model, rep = unlearn_model(ref.original, data.forget, data.retain, method,
                                            config, s)
             finals.append(score_model(model, data, shared, s, rep.seconds - paused))
     mean = {k: float(np.mean([f[k] for f in finals])) for k in finals[0]}
+    if shared.eps is not None:
+        with torch_threads(1):
+            mean.update(eps_scores(shared.references[seeds[0]].original, data, method, config,
+                                   shared.eps, shared.weights, mean["gap"], mean["cost"]))
     result = {**mean, "final": 1, "seeds": len(seeds)}
     report(result)
     return result

@@ -71,6 +71,7 @@ class CompareSpec(Settings):
     backend: Literal["ray", "local"] = "ray"
     data_dir: str | None = None
     tuned: dict[str, dict[str, Any]] = Field(default_factory=dict)  # from `clul-ray tune`
+    audit: Int = Field(0, ge=0)  # N > 1: add the ε-score audit of every method (N per side)
 
 
 @dataclass
@@ -150,6 +151,8 @@ def check_spec(spec: CompareSpec) -> list[str]:
         raise ClulError(f"the tuned params are for {', '.join(spec.tuned)}, none of which is "
                         "compared")
     parse_scenario(spec.forget)
+    if spec.audit == 1:
+        raise ClulError("--audit must be 0 (off) or at least 2 models per side, got 1")
     return methods
 
 
@@ -349,7 +352,15 @@ def run_compare(spec: CompareSpec, out_dir: str | Path,
         "md": write_markdown(rows, meta, out / "compare.md"),
         "png": write_plot(rows, meta, out / "compare.png"),
     }
+    audit: list[dict[str, Any]] = []
+    if spec.audit:
+        from ..audit.methods import audit_methods, markdown
+
+        audit = audit_methods(spec, todo, data, template, tick)
+        with open(paths["md"], "a") as f:
+            f.write("\n" + markdown(audit, spec.audit))
     paths["json"] = write_json({"meta": meta, "rows": rows, "per_seed": per_seed,
-                                "reports": [r.report for r in results]}, out / "compare.json")
+                                "reports": [r.report for r in results], "audit": audit},
+                               out / "compare.json")
     return {"out": str(out), "files": {k: str(v) for k, v in paths.items()}, "meta": meta,
-            "rows": rows}
+            "rows": rows, "audit": audit}
