@@ -8,11 +8,12 @@ too (its own seeds): its F is what a perfect method scores at this N.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ..unlearn.compare import CompareSpec, Data
+from ..unlearn.compare import CompareSpec, Data, run_compare
 from . import epsilon as E
 from .cache import ScoreCache
 from .jobs import trained, unlearned
@@ -63,3 +64,16 @@ def markdown(rows: list[dict[str, Any]], n: int) -> str:
         f"F: mean points of the forget examples' ε (buckets {E.BUCKET:g} wide); final score: F "
         "× RA ratio × TA ratio against N retrained models; retrain's own F is the best any "
         "method can score at this N.", ""])
+
+
+def audited(spec: CompareSpec, todo: list[tuple[str, str, dict[str, Any]]], data: Data,
+            template: nn.Module, tick: Progress) -> tuple[list[dict[str, Any]], str]:
+    rows = audit_methods(spec, todo, data, template, tick)
+    return rows, markdown(rows, spec.audit)
+
+
+def compare_with_audit(spec: CompareSpec, out_dir: str | Path,
+                       progress: Progress | None = None) -> dict[str, Any]:
+    """:func:`~clul_ray.unlearn.compare.run_compare` with every run's ε-score (``spec.audit``
+    models per side) in compare.md / compare.json."""
+    return run_compare(spec, out_dir, progress, audited)

@@ -94,7 +94,10 @@ def compare(
             printer = show_text_compare
         else:
             check_spec(spec)
-            work, printer = partial(run_compare, spec, out_dir), show_compare
+            compare_run = run_compare
+            if spec.audit:
+                from ..audit.methods import compare_with_audit as compare_run
+            work, printer = partial(compare_run, spec, out_dir), show_compare
         verbose_ray(verbose)
         if backend == "ray":
             from ..runtime import ensure_ray

@@ -313,9 +313,12 @@ def score(data: Data, originals: dict[int, OriginalInfo], results: list[MethodRe
     return rows
 
 
-def run_compare(spec: CompareSpec, out_dir: str | Path,
-                progress: Progress | None = None) -> dict[str, Any]:
-    """Run the comparison and write compare.csv / .md / .png (and per-seed rows, JSON)."""
+def run_compare(spec: CompareSpec, out_dir: str | Path, progress: Progress | None = None,
+                auditor: Callable[..., tuple[list[dict], str]] | None = None
+                ) -> dict[str, Any]:
+    """Run the comparison and write compare.csv / .md / .png (and per-seed rows, JSON).
+    With ``spec.audit``, ``auditor(spec, runs, data, template, progress)`` gives each run's
+    ε-score rows and their Markdown (:func:`clul_ray.audit.methods.compare_with_audit`)."""
     from .plot import write_plot
     from .summary import aggregate, write_csv, write_json, write_markdown
 
@@ -354,11 +357,12 @@ def run_compare(spec: CompareSpec, out_dir: str | Path,
     }
     audit: list[dict[str, Any]] = []
     if spec.audit:
-        from ..audit.methods import audit_methods, markdown
-
-        audit = audit_methods(spec, todo, data, template, tick)
+        if auditor is None:
+            raise ClulError("compare with audit > 0 runs through clul_ray.audit.methods."
+                            "compare_with_audit")
+        audit, text = auditor(spec, todo, data, template, tick)
         with open(paths["md"], "a") as f:
-            f.write("\n" + markdown(audit, spec.audit))
+            f.write("\n" + text)
     paths["json"] = write_json({"meta": meta, "rows": rows, "per_seed": per_seed,
                                 "reports": [r.report for r in results], "audit": audit},
                                out / "compare.json")
