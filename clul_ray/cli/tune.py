@@ -153,9 +153,12 @@ def tune(
 
 
 def show_sweep(result: dict[str, Any]) -> None:
+    from ..tune.outputs import has_tf1
+
     meta = result["meta"]
-    t = Table("default gap", "tuned gap", "trials", "stopped early", "failed", "wall s",
-              "parallel eff.",
+    f1 = has_tf1(result["summary"])
+    t = Table("default gap", "tuned gap", *(("default TF1", "tuned TF1") if f1 else ()),
+              "trials", "stopped early", "failed", "wall s", "parallel eff.",
               title=f"sweep: {meta['dataset']} / {meta['model']} / forget {meta['forget']}")
     t.columns.insert(0, Column("method", no_wrap=True))
 
@@ -163,7 +166,8 @@ def show_sweep(result: dict[str, Any]) -> None:
         return "-" if v is None or math.isnan(v) else f"{v:.{d}f}"
 
     for m, s in result["summary"].items():
-        t.add_row(m, f(s["default_gap"]), f(s["tuned_gap"]), str(s["trials"]),
+        t.add_row(m, f(s["default_gap"]), f(s["tuned_gap"]),
+                  *((f(s["default_TF1"]), f(s["tuned_TF1"])) if f1 else ()), str(s["trials"]),
                   str(s["stopped_early"]), str(s["failed"]), f(s["wall_seconds"], 1),
                   f(s["parallel_efficiency"], 2))
     out.print(t)

@@ -24,7 +24,7 @@ from ..runtime import gather, verbose
 
 Progress = Callable[[str, int, int], None]
 RESULT_KEYS = ("objective", "gap", "forget_gap", "utility_drop", "cost", "FA", "RA", "TA",
-               "MIA", "ZRF", "KL", "seconds")
+               "TF1", "MIA", "ZRF", "KL", "seconds")
 
 
 class TrialProgress(tune.Callback):
