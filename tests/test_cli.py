@@ -46,8 +46,14 @@ def test_train_from_yaml_then_delete_json(tmp_path):
     assert d["affected"] and all(int(v) in (0, 1) for v in d["affected"].values())
     st = json.loads(invoke("status", "--root", root, "--json").stdout)
     assert st["version"] == 2 and st["requests"]["committed"] == 1
-    ev = invoke("evaluate", "--root", root, "--json")
-    assert json.loads(ev.stdout)["ensemble_accuracy"] == d["ensemble_accuracy"]
+    ev = json.loads(invoke("evaluate", "--root", root, "--json").stdout)
+    scores = ("ensemble_accuracy", "ensemble_precision", "ensemble_recall", "ensemble_f1")
+    assert [ev[k] for k in scores] == [d[k] for k in scores]
+    assert all(0 < out[k] <= 1 for k in scores) and out["ensemble_precision"] != out["ensemble_f1"]
+    shown = invoke("evaluate", "--root", root).stdout
+    assert (f"ensemble accuracy {ev['ensemble_accuracy']:.4f}, macro P/R/F1 "
+            f"{ev['ensemble_precision']:.4f}/{ev['ensemble_recall']:.4f}/"
+            f"{ev['ensemble_f1']:.4f}") in " ".join(shown.split()), shown
 
 
 @pytest.fixture

@@ -217,11 +217,18 @@ def test_outputs_are_written(bench, tmp_path):
             rows += run_stream(name, {"epochs": 1}, steps, bench, seed)
     meta = {"benchmark": "split_digits", "setting": "class", "model": "mlp",
             "seeds": [0, 1], "stream": "learn 1; learn 2; unlearn 1"}
+    for r in rows:  # avg F1: the mean over the kept tasks of each one's macro F1
+        kept = [int(k) for k in r["kept"].split(",")]
+        assert r["avg_f1"] == pytest.approx(np.mean([r[f"f1_task{k}"] for k in kept]))
+        assert 0 < r["avg_f1"] <= 1 and 0 <= r["f1_task1"] <= 1
     files = write_all(rows, meta, tmp_path / "out")
     csv_text = (tmp_path / "out" / "stream.csv").read_text().splitlines()
     assert len(csv_text) == 1 + 12 and "gap_oracle" in csv_text[0]
+    assert "avg_f1" in csv_text[0] and "f1_task2" in csv_text[0]
     md = (tmp_path / "out" / "stream.md").read_text()
     assert "| 3 | unlearn 1 | finetune |" in md and "±" in md
+    assert "| step | operation | strategy | avg acc | avg F1 | forget acc |" in md
+    assert "Per-task macro F1 after the last step:" in md
     assert (tmp_path / "out" / "stream.png").read_bytes()[:4] == b"\x89PNG"
     assert set(files) == {"csv", "md", "png"}
 

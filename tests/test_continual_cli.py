@@ -54,6 +54,7 @@ def test_ray_side_by_side_with_lineage(tmp_path):
         assert (out / name).exists()
     last = [r for r in result["summary"] if r["step"] == 3]
     assert all(r["seeds"] == 2 and r["gap_oracle"] == r["gap_oracle"] for r in last)
+    assert all(0 < r["avg_f1"] <= 1 for r in last)
 
     m = result["mlflow"]
     client = MlflowClient(tracking_uri=m["tracking_uri"])
@@ -75,6 +76,7 @@ def test_ray_side_by_side_with_lineage(tmp_path):
         if p["step"] == "3":
             assert p["operation"] == "unlearn 1 + learn 3" and p["task"] == "3"
             assert "forget_acc" in r.data.metrics and "gap_oracle" in r.data.metrics
+            assert 0 < r.data.metrics["avg_f1"] <= 1 and "f1_task3" in r.data.metrics
 
 
 def test_ray_and_local_backends_agree(tmp_path):

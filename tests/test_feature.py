@@ -126,6 +126,7 @@ def test_planted_z_falls_to_chance_and_the_label_survives(method, n):
     assert before["z_balanced_accuracy"] > before["z_chance"] + 0.3  # z is there to remove
     assert after["z_balanced_accuracy"] < after["z_chance"] + CHANCE_TOL[method], after
     assert after["label_accuracy"] > before["label_accuracy"] - UTILITY_DROP, (before, after)
+    assert after["label_f1"] > before["label_f1"] - UTILITY_DROP, (before, after)
     assert after["hsic"] < before["hsic"] / 5
 
 

@@ -66,6 +66,10 @@ def test_feature_unlearn_writes_parquet_that_train_reads(tmp_path, monkeypatch):
     assert r["rows"] == 3000 and r["groups"] == ["north", "south", "west"]
     assert r["z_balanced_accuracy_after"] < r["z_chance"] + 0.1
     assert r["z_balanced_accuracy_before"] > r["z_chance"] + 0.2
+    assert 0 < r["label_f1_after"] <= 1 and 0 < r["label_f1_before"] <= 1
+    assert all(0 < c[k] <= 1 for c in r["curve"] for k in ("label_precision", "label_recall"))
+    assert "| t | label_accuracy | label_precision | label_recall | label_f1 |" in (
+        tmp_path / "out.report" / "curve.md").read_text()
     assert (root / r["transform"]).is_file() and (root / "feature/versions/v000001.json").is_file()
     for f in ("png", "csv", "md", "json"):
         assert (tmp_path / "out.report" / f"curve.{f}" if f != "json" else
@@ -83,7 +87,10 @@ def test_feature_unlearn_writes_parquet_that_train_reads(tmp_path, monkeypatch):
                               str(tmp_path / "sisa"), "--shards", "2", "--slices", "1",
                               "--epochs", "1", "--backend", "local", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout.strip().splitlines()[-1])["ensemble_accuracy"] > 0.6
+    trained = json.loads(res.stdout.strip().splitlines()[-1])
+    assert trained["ensemble_accuracy"] > 0.6
+    assert all(0.5 < trained[k] <= 1 for k in ("ensemble_precision", "ensemble_recall",
+                                                 "ensemble_f1")), trained
 
 
 @pytest.fixture(scope="module")

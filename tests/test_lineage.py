@@ -79,6 +79,7 @@ def check_history(root, d1, d2):
     assert [r["version"] for r in rows] == [1, 2, 3]
     assert [r["parent"] for r in rows] == [None, 1, 2]
     assert [r["operation"] for r in rows] == ["train", "delete", "delete"]
+    assert all(0 < r["ensemble_f1"] <= 1 for r in rows)
     r1, r2 = rows[1]["request_id"], rows[2]["request_id"]
     assert r1 and r2 and rows[0]["request_id"] is None
     assert [r["tainted_by"] for r in rows] == [r1, r2, None]
@@ -106,7 +107,9 @@ def check_history(root, d1, d2):
             assert len(tags[f"{TAG}shard.{k}.data_sha256"]) == 64
         params, metrics = run.data.params, run.data.metrics
         assert params["partition.shards"] == "3" and params["train.model_args.hidden"] == "32"
-        assert metrics["ensemble_accuracy"] == state["metrics"]["ensemble_accuracy"]
+        for key in ("ensemble_accuracy", "ensemble_precision", "ensemble_recall",
+                    "ensemble_f1"):
+            assert metrics[key] == state["metrics"][key], key
         assert {f"shard_accuracy/{k}" for k in range(3)} <= set(metrics)
         assert any(m.startswith("seconds/") for m in metrics)
         arts = {a.path for a in t.client.list_artifacts(run.info.run_id)}

@@ -12,6 +12,7 @@ from clul_ray.metrics import (
     Outputs,
     accuracy,
     class_recall,
+    classification_scores,
     evaluate,
     js_rows,
     kl_rows,
@@ -126,6 +127,35 @@ def test_evaluate_combines_metrics():
     assert r["RA"] == r["FA"] == r["TA"] == 1.0
     assert r["UA"] == 0.0
     assert r["KL"] == 0.0 and r["KL_test"] == 0.0
+    assert r["TP"] == r["TR"] == r["TF1"] == r["FF1"] == r["RF1"] == 1.0
     assert 0.0 < r["ZRF"] < 1.0
     r2 = evaluate(onehot, lab, retrain=None, incompetent_forget=onehot.forget)
     assert r2["ZRF"] == pytest.approx(1.0) and math.isnan(r2["KL"])
+
+
+def test_macro_precision_recall_f1_hand_computed():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    pred = np.array([0, 0, 1, 1, 2, 2])
+    # class 0: P 2/2, R 2/3, F1 4/5; class 1: P 1/2, R 1/2, F1 1/2; class 2: P 1/2, R 1/1,
+    # F1 2/3 -> macro P 2/3, R 13/18, F1 59/90 (accuracy 4/6)
+    s = classification_scores(pred, y)
+    assert s == pytest.approx({"precision": 2 / 3, "recall": 13 / 18, "F1": 59 / 90})
+    assert s["precision"] != pytest.approx(s["recall"])
+    proba = np.eye(3)[pred] * 0.8 + 0.05  # (n, C) scores give the same as their argmax
+    assert classification_scores(proba, y) == s
+    # a class predicted but never true: precision 0, recall 0/0 -> 0 (zero_division=0)
+    assert classification_scores(np.array([0, 1]), np.array([0, 0])) == pytest.approx(
+        {"precision": 1 / 2, "recall": 1 / 4, "F1": 1 / 3})
+    assert all(math.isnan(v) for v in classification_scores(np.zeros((0, 3)), []).values())
+    with pytest.raises(ValueError, match="6 labels"):
+        classification_scores(pred[:5], y)
+
+
+def test_evaluate_reports_macro_scores_on_test_and_forget():
+    lab = Labels(retain=np.array([0, 1, 2]), forget=np.array([0, 0]),
+                 test=np.array([0, 0, 0, 1, 1, 2]))
+    out = Outputs(np.eye(3)[lab.retain], np.eye(3)[[0, 1]], np.eye(3)[[0, 0, 1, 1, 2, 2]])
+    r = evaluate(out, lab)
+    assert (r["TP"], r["TR"], r["TF1"]) == pytest.approx((2 / 3, 13 / 18, 59 / 90))
+    assert r["TA"] == pytest.approx(4 / 6)
+    assert r["FF1"] == pytest.approx(1 / 3) and r["FA"] == 0.5 and r["RF1"] == 1.0

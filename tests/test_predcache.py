@@ -45,6 +45,11 @@ def test_plan_and_merge_are_pure_and_align_by_id():
     assert probs.shape == (2, 3, 2) and (probs[1] == 0).all()
     m = score_probs(np.array([1, 1, 0]), probs, [0, 1], "mean")
     assert m.test_samples == 3 and m.shard_accuracy == {"0": 2 / 3, "1": 1 / 3}
+    # the ensemble predicts class 1 for all three rows: class 0 gets P = R = 0, class 1
+    # P 2/3, R 1, F1 4/5; macro P 1/3, R 1/2, F1 2/5
+    assert m.ensemble_accuracy == pytest.approx(2 / 3)
+    assert (m.ensemble_precision, m.ensemble_recall, m.ensemble_f1) == pytest.approx(
+        (1 / 3, 1 / 2, 2 / 5))
 
 
 @pytest.fixture(scope="module")

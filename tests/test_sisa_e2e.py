@@ -36,7 +36,8 @@ def test_deletion_equals_training_without_the_data(trained_root, deletion_case):
     after = Pipeline(str(root)).delete(d)
     assert after["samples"] == before["samples"] - len(d) == ref["samples"]
     assert shas(after) == shas(ref), "every shard model is bit-for-bit the retrained one"
-    assert after["ensemble_accuracy"] == ref["ensemble_accuracy"]
+    for key in ("ensemble_accuracy", "ensemble_precision", "ensemble_recall", "ensemble_f1"):
+        assert after[key] == ref[key], key
 
 
 def test_deletion_is_minimal(trained_root, deletion_case):
@@ -71,7 +72,8 @@ def test_in_process_and_ray_workers_train_identically(trained_base, tmp_path):
     _, ray_result = trained_base
     local = Pipeline(str(tmp_path / "local")).train(tiny_config(backend="local"))
     assert shas(local) == shas(ray_result)
-    assert local["ensemble_accuracy"] == ray_result["ensemble_accuracy"]
+    for key in ("ensemble_accuracy", "ensemble_precision", "ensemble_recall", "ensemble_f1"):
+        assert local[key] == ray_result[key], key
     assert local["test_samples"] == ray_result["test_samples"]
 
 

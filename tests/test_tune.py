@@ -136,7 +136,10 @@ def test_sweep_writes_its_files_and_ranks_trials(sweep):
     s = result["summary"]["bad_teacher"]
     assert s["trials"] == 8 and 0 < s["parallel_efficiency"] <= 1
     assert s["tuned_gap"] <= s["default_gap"] or s["default_gap"] < 0.02
-    assert "| default |" in (out / "best.md").read_text()
+    md = (out / "best.md").read_text()
+    assert "| default |" in md and "| default TF1 | tuned TF1 |" in md
+    assert s["tuned_TF1"] == pytest.approx(float(top["TF1"]), abs=1e-4) and 0 < s["tuned_TF1"] <= 1
+    assert 0 < s["default_TF1"] <= 1
     assert ("tune bad_teacher: trials", 8, 8) in ticks
 
 
@@ -189,6 +192,37 @@ def test_sweep_is_recorded_in_mlflow_as_parent_and_child_runs(sweep):
     assert sum(k.data.tags["clul_ray.best"] == "true" for k in kids) == 1
     done = [k for k in kids if k.data.tags["clul_ray.status"] == "completed"]
     assert all("objective" in k.data.metrics for k in done)
+
+
+@pytest.mark.pure
+def test_summary_and_best_md_carry_the_best_trials_tf1(tmp_path):
+    from clul_ray.tune.outputs import summary, write_markdown
+
+    def trial(i: int, objective: float, tf1: float) -> dict:
+        return {"method": "neggrad", "trial": f"t{i}", "status": "completed",
+                "objective": objective, "gap": objective, "FA": 0.1, "RA": 0.9, "TA": 0.8,
+                "TF1": tf1, "MIA": 0.5, "trial_seconds": 1.0, "node_id": "n",
+                "params": {"lr": 0.01 * (i + 1)}}
+
+    rows = [trial(0, 0.3, 0.61), trial(1, 0.1, 0.72), trial(2, 0.2, 0.99)]
+    meta = {"methods": ["neggrad"], "dataset": "digits", "model": "mlp", "forget": "class:3",
+            "num_samples": 3, "scheduler": "fifo", "search": "random", "seeds": [0],
+            "cpus": 2, "wall_seconds": {"neggrad": 2.0},
+            "defaults": {"neggrad": {"objective": 0.4, "gap": 0.4, "FA": 0.2, "RA": 0.9,
+                                     "TA": 0.8, "TF1": 0.55, "MIA": 0.4}},
+            "default_params": {"neggrad": {"lr": 0.001}}}
+    stats = summary(rows, meta)
+    assert (stats["neggrad"]["default_TF1"], stats["neggrad"]["tuned_TF1"]) == (0.55, 0.72)
+    md = write_markdown(rows, meta, stats, tmp_path / "best.md").read_text()
+    assert "| neggrad | 0.4 | 0.1 | 0.55 | 0.72 | 3 |" in md
+    assert "| rank | objective | gap | FA | RA | TA | TF1 | MIA | params |" in md
+    # a sweep without TF1 (a stream's, a text one) shows no TF1 column
+    for r in rows:
+        del r["TF1"]
+    del meta["defaults"]["neggrad"]["TF1"]
+    meta["shown"] = ("FA", "RA", "TA", "MIA")
+    md = write_markdown(rows, meta, summary(rows, meta), tmp_path / "best.md").read_text()
+    assert "TF1" not in md and "| neggrad | 0.4 | 0.1 | 3 |" in md
 
 
 # ---- refusals and use of the result ---------------------------------------------------------

@@ -327,21 +327,26 @@ def test_compare_writes_three_files_with_columns(tmp_path):
     with open(tmp_path / "compare.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == ["retrain", "original", "finetune", "neural_mask"]
-    for col in ("RA", "FA", "TA", "MIA", "ZRF", "KL", "seconds", "speedup", "gap",
-                "RA_std", "gap_std"):
+    for col in ("RA", "FA", "TA", "TP", "TR", "TF1", "FF1", "RF1", "MIA", "ZRF", "KL",
+                "seconds", "speedup", "gap", "RA_std", "TF1_std", "gap_std"):
         assert col in rows[0], col
-    retrain = rows[0]
+    retrain, original = rows[0], rows[1]
     assert float(retrain["gap"]) == 0.0 and float(retrain["speedup"]) == 1.0
     assert float(retrain["KL"]) == 0.0 and float(retrain["FA"]) == 0.0
+    # retrain never predicts the forgotten class: no class of D_f's predictions is right
+    assert float(retrain["FF1"]) == 0.0 < float(original["FF1"])
+    for r in rows:
+        assert all(0.0 < float(r[k]) <= 1.0 for k in ("TP", "TR", "TF1", "RF1")), r
     assert all(r["seeds"] == "2" for r in rows)
     md = (tmp_path / "compare.md").read_text()
-    assert "| method | RA | FA | TA | MIA-eff." in md and "±" in md
+    assert ("| method | RA | FA | TA | P(D_t) | R(D_t) | F1(D_t) | F1(D_f) | MIA-eff."
+            in md and "±" in md)
     assert "neural_mask †" in md
     assert result["meta"]["params"]["finetune"]["epochs"] == 2
     assert result["meta"]["params"]["retrain"]["epochs"] == 3
 
 
-def test_compare_cli_json_and_refusals(tmp_path):
+def test_compare_cli_json_and_refusals(tmp_path, monkeypatch):
     from clul_ray.cli import app
 
     runner = CliRunner()
@@ -353,7 +358,17 @@ def test_compare_cli_json_and_refusals(tmp_path):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert [r["method"] for r in out["rows"]] == ["retrain", "original", "neggrad"]
     assert out["meta"]["params"]["neggrad"]["lr"] == 0.002
-    assert all(math.isfinite(r["RA"]) for r in out["rows"])
+    assert all(math.isfinite(r["RA"]) and 0 < r["TF1"] <= 1 for r in out["rows"])
+    from rich.console import Console
+
+    from clul_ray.cli import unlearn
+
+    monkeypatch.setattr(unlearn, "out", Console(width=250))
+    with unlearn.out.capture() as shown:
+        unlearn.show_compare(out)
+    head = shown.get()
+    assert all(h in head for h in ("TA", "P(D_t)", "R(D_t)", "F1(D_t)", "F1(D_f)")), head
+    assert f"{out['rows'][2]['TF1']:.4f}" in head
     for args, msg in [
         (["--param", "salun.lr=0.1", "--methods", "neggrad"], "not among the methods"),
         (["--param", "neggrad.speed=3", "--methods", "neggrad"], "unknown parameter"),

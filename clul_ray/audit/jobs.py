@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..metrics import accuracy
+from ..metrics.accuracy import classification_scores
 from ..unlearn.api import unlearn_model
 from ..unlearn.base import Split
 from ..unlearn.compare import Data, warm_up
@@ -54,14 +55,6 @@ class ModelScore:
 
 
 SCALARS = ("RA", "FA", "TA", "precision", "recall", "F1", "seconds")
-
-
-def classification_scores(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import precision_recall_fscore_support
-
-    p, r, f, _ = precision_recall_fscore_support(y, np.asarray(proba).argmax(1),
-                                                 average="macro", zero_division=0)
-    return {"precision": float(p), "recall": float(r), "F1": float(f)}
 
 
 def score_proba(retain: np.ndarray, forget: np.ndarray, test: np.ndarray, data: Data,

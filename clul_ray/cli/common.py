@@ -237,14 +237,23 @@ def print_outputs(out, result: dict[str, Any], runs: str) -> None:
                   f"({m['child_runs']} {runs} runs)", highlight=False)
 
 
+def macro_scores(r: dict) -> str:
+    """``, macro P/R/F1 a/b/c`` of a classifier root's ensemble ("" when not evaluated)."""
+    keys = ("ensemble_precision", "ensemble_recall", "ensemble_f1")
+    if any(r.get(k) is None for k in keys):
+        return ""
+    return ", macro P/R/F1 " + "/".join(f"{r[k]:.4f}" for k in keys)
+
+
 def show(r: dict) -> None:
     """A pipeline result (train, delete, evaluate, status, unlearn) as text and a table."""
     lm = "ensemble_perplexity" in r  # a text root: perplexity, not accuracy
     acc = r.get("ensemble_perplexity" if lm else "ensemble_accuracy")
     out.print(f"[bold]{r['root']}[/bold]  version {r['version']} ({r.get('operation')}), "
               f"{r['shards']} shards x {r['slices']} slices, {r.get('samples')} training rows, "
-              f"ensemble {'perplexity' if lm else 'accuracy'} {acc:.4f}" if acc is not None
-              else f"[bold]{r['root']}[/bold]  version {r['version']}", highlight=False)
+              f"ensemble {'perplexity' if lm else 'accuracy'} {acc:.4f}{macro_scores(r)}"
+              if acc is not None else f"[bold]{r['root']}[/bold]  version {r['version']}",
+              highlight=False)
     if r.get("per_shard"):
         t = Table("shard", "rows", "perplexity" if lm else "accuracy", "retrained from",
                   "model sha256", "node")

@@ -137,9 +137,12 @@ def _show(r: dict) -> None:
     out.print(f"[bold]{r['dataset']}[/bold]  {r['method']} barycenter of '{r['sensitive']}' "
               f"(groups {r['groups']}, p_z {[round(p, 4) for p in r['weights']]}), t={r['t']}: "
               f"{r['rows']} rows -> {r['out']}", highlight=False)
-    tab = Table("t", "label accuracy", "z balanced accuracy", "chance", "HSIC", "HSIC p")
+    tab = Table("t", "label accuracy", "label P / R / F1 (macro)", "z balanced accuracy",
+                "chance", "HSIC", "HSIC p")
     for c in r["curve"]:
         tab.add_row(f"{c['t']:.2f}", f"{c['label_accuracy']:.4f}",
+                    " / ".join(f"{c[k]:.4f}" for k in ("label_precision", "label_recall",
+                                                        "label_f1")),
                     f"{c['z_balanced_accuracy']:.4f}", f"{c['z_chance']:.4f}",
                     f"{c['hsic']:.5f}", f"{c['hsic_p']:.3f}")
     out.print(tab)

@@ -38,7 +38,8 @@ def _acc(a: float | None) -> str:
 def show_tree(r: dict) -> None:
     text = any(v.get("ensemble_perplexity") is not None for v in r["versions"])
     t = Table("version", "parent", "operation", "request", "perplexity" if text else "accuracy",
-              "tainted", "mlflow run", "registry", title=f"lineage of {r['root']}")
+              *(() if text else ("macro F1",)), "tainted", "mlflow run", "registry",
+              title=f"lineage of {r['root']}")
     for v in r["versions"]:
         reg = "-" if v["registry_version"] is None else str(v["registry_version"])
         if v.get("registry_current"):
@@ -49,7 +50,8 @@ def show_tree(r: dict) -> None:
         t.add_row(str(v["version"]) + (" *" if v["current"] else ""),
                   "-" if v["parent"] is None else str(v["parent"]), v["operation"],
                   v["request_id"] or "-",
-                  _acc(v["ensemble_perplexity" if text else "ensemble_accuracy"]), taint,
+                  _acc(v["ensemble_perplexity" if text else "ensemble_accuracy"]),
+                  *(() if text else (_acc(v.get("ensemble_f1")),)), taint,
                   (v["run_id"] or "-")[:12], reg)
     out.print(t)
     if r["tracking_uri"]:

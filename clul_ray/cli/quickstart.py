@@ -18,20 +18,26 @@ from .common import (
     RichProgress,
     Verbose,
     checked_root,
+    macro_scores,
     open_root,
     out,
     run,
     verbose_ray,
 )
 
+ENSEMBLE_ROWS = (("ensemble_accuracy", "accuracy"), ("ensemble_precision", "macro precision"),
+                 ("ensemble_recall", "macro recall"), ("ensemble_f1", "macro F1"))
+
 
 def deletion_table(trained: dict, deleted: dict) -> Table:
-    """Before and after the deletion: version, rows, and each shard's accuracy."""
+    """Before and after the deletion: version, rows, the ensemble's accuracy and macro
+    precision / recall / F1, and each shard's accuracy."""
     t = Table("", "before", "after", title="exact deletion")
     t.add_row("model version", str(trained["version"]), str(deleted["version"]))
     t.add_row("training rows", str(trained["samples"]), str(deleted["samples"]))
-    t.add_row("ensemble accuracy", f"{trained['ensemble_accuracy']:.4f}",
-              f"{deleted['ensemble_accuracy']:.4f}")
+    for key, name in ENSEMBLE_ROWS:
+        if trained.get(key) is not None and deleted.get(key) is not None:
+            t.add_row(f"ensemble {name}", f"{trained[key]:.4f}", f"{deleted[key]:.4f}")
     for b, a in zip(trained["per_shard"], deleted["per_shard"], strict=True):
         how = ("kept" if a["retrained_from"] is None
                else f"retrained from slice {a['retrained_from']}")
@@ -109,7 +115,8 @@ def quickstart(
             p = open_root(target, address, prog)
             trained = p.train(cfg)
         out.print(f"trained version {trained['version']}: {trained['samples']} rows, "
-                  f"ensemble accuracy {trained['ensemble_accuracy']:.4f}")
+                  f"ensemble accuracy {trained['ensemble_accuracy']:.4f}"
+                  f"{macro_scores(trained)}")
         # A batch of ids from two of the shards, so the minimality shows.
         ids, shard, slc = p.store.read_index()
         rng = np.random.default_rng(7)

@@ -160,9 +160,12 @@ def tune(
 
 
 def show_sweep(result: dict[str, Any]) -> None:
+    from ..tune.outputs import has_tf1
+
     meta = result["meta"]
-    t = Table("default gap", "tuned gap", "trials", "stopped early", "failed", "wall s",
-              "parallel eff.",
+    f1 = has_tf1(result["summary"])
+    t = Table("default gap", "tuned gap", *(("default TF1", "tuned TF1") if f1 else ()),
+              "trials", "stopped early", "failed", "wall s", "parallel eff.",
               title=f"sweep: {meta['dataset']} / {meta['model']} / forget {meta['forget']}")
     t.columns.insert(0, Column("method", no_wrap=True))
 
@@ -175,7 +178,8 @@ def show_sweep(result: dict[str, Any]) -> None:
         t.columns.insert(2, Column("tuned ε-score"))
     for m, s in result["summary"].items():
         scores = [f(s["default_eps_score"], 3), f(s["tuned_eps_score"], 3)] if eps else []
-        t.add_row(m, *scores, f(s["default_gap"]), f(s["tuned_gap"]), str(s["trials"]),
+        t.add_row(m, *scores, f(s["default_gap"]), f(s["tuned_gap"]),
+                  *((f(s["default_TF1"]), f(s["tuned_TF1"])) if f1 else ()), str(s["trials"]),
                   str(s["stopped_early"]), str(s["failed"]), f(s["wall_seconds"], 1),
                   f(s["parallel_efficiency"], 2))
     out.print(t)

@@ -12,9 +12,12 @@ import numpy as np
 
 from ..unlearn.summary import write_csv
 
-SUMMARY = (("avg_acc", "avg acc"), ("forget_acc", "forget acc"), ("gap_oracle", "gap"),
+SUMMARY = (("avg_acc", "avg acc"), ("avg_f1", "avg F1"), ("forget_acc", "forget acc"),
+           ("gap_oracle", "gap"),
            ("forget_gap", "forget gap"), ("bwt", "BWT"), ("forgetting", "FM"),
            ("mia", "MIA"))
+
+PER_TASK = ("acc_task", "f1_task", "acc_class")
 
 
 def _stat(values: list[float]) -> tuple[float, float]:
@@ -33,7 +36,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         group = [r for r in rows if r["step"] == step and r["strategy"] == name]
         s: dict[str, Any] = {"step": step, "operation": group[0]["operation"],
                              "strategy": name, "seeds": len(group)}
-        for key in [k for k in group[0] if k.startswith(("acc_task", "acc_class"))] + [
+        for key in [k for k in group[0] if k.startswith(PER_TASK)] + [
                 k for k, _ in SUMMARY] + ["seconds"]:
             s[key], s[f"{key}_std"] = _stat([g.get(key, math.nan) for g in group])
         out.append(s)
@@ -62,21 +65,26 @@ def write_markdown(summary: list[dict[str, Any]], meta: dict[str, Any], path: Pa
              f"incremental), {meta['model']}", "",
              f"Stream: `{meta['stream']}`. Seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}); "
              + ("mean ± sample std over seeds." if len(seeds) > 1 else "one seed."), "",
-             "avg acc: mean test accuracy over the learned and kept tasks; forget acc: on the "
+             "avg acc: mean test accuracy over the learned and kept tasks; avg F1: mean over "
+             "the same tasks of the macro F1 (over each task's classes) on its test rows; "
+             "forget acc: on the "
              "test rows of unlearned tasks and classes; gap / forget gap: strategy minus the "
              "oracle (retrained from scratch on the allowed tasks); BWT: backward transfer; "
              "FM: forgetting measure; MIA: MIA-efficacy, the fraction of the forgotten "
              "training rows an SVC on true-class confidence calls non-members.", "",
              markdown_table(summary), ""]
     last = max(r["step"] for r in summary)
-    lines += ["Per-task accuracy after the last step:", ""]
-    tasks = sorted(k for k in summary[0] if k.startswith("acc_task") and not k.endswith("std"))
-    lines.append("| strategy | " + " | ".join(t.replace("acc_task", "task ") for t in tasks)
-                 + " |")
-    lines.append("|" + "---|" * (len(tasks) + 1))
-    for r in (r for r in summary if r["step"] == last):
-        lines.append(f"| {r['strategy']} | " + " | ".join(cell(r, t) for t in tasks) + " |")
-    path.write_text("\n".join(lines) + "\n")
+    for prefix, what in (("acc_task", "accuracy"), ("f1_task", "macro F1")):
+        lines += [f"Per-task {what} after the last step:", ""]
+        tasks = sorted(k for k in summary[0] if k.startswith(prefix) and not k.endswith("std"))
+        lines.append("| strategy | " + " | ".join(t.replace(prefix, "task ") for t in tasks)
+                     + " |")
+        lines.append("|" + "---|" * (len(tasks) + 1))
+        for r in (r for r in summary if r["step"] == last):
+            lines.append(f"| {r['strategy']} | " + " | ".join(cell(r, t) for t in tasks)
+                         + " |")
+        lines.append("")
+    path.write_text("\n".join(lines))
     return path
 
 

@@ -15,8 +15,8 @@ from typing import Any
 from ..lineage.tracking import TAG, flat_params, folder_run, quiet, recorded, tracking_uri
 
 EXPERIMENT = "clul-ray-continual"
-METRICS = ("avg_acc", "forget_acc", "bwt", "forgetting", "mia", "gap_oracle", "forget_gap",
-           "mia_gap", "seconds", "buffer_rows", "buffer_forgotten")
+METRICS = ("avg_acc", "avg_f1", "forget_acc", "bwt", "forgetting", "mia", "gap_oracle",
+           "forget_gap", "mia_gap", "seconds", "buffer_rows", "buffer_forgotten")
 
 
 class ContinualRecordWarning(UserWarning):
@@ -24,7 +24,7 @@ class ContinualRecordWarning(UserWarning):
 
 
 def metrics_of(row: dict[str, Any]) -> dict[str, float]:
-    keys = [*METRICS, *(k for k in row if k.startswith(("acc_task", "acc_class")))]
+    keys = [*METRICS, *(k for k in row if k.startswith(("acc_task", "f1_task", "acc_class")))]
     return {k: float(row[k]) for k in keys
             if isinstance(row.get(k), int | float) and not math.isnan(float(row[k]))}
 

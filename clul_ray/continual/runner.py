@@ -2,11 +2,13 @@
 in-process) and the side-by-side edge (:func:`run_side_by_side`: every strategy x seed, as
 a chain of Ray tasks, one per step, or in-process with ``backend: local``).
 
-After every step a row: per-task and per-class test accuracy, average accuracy over the
-learned-and-kept tasks, forget accuracy (test rows of unlearned tasks and classes; the
-forgotten rows themselves when only ids were unlearned), BWT, forgetting measure,
-MIA-Efficacy of every forgotten training row, the buffer's size and how many of its rows
-are forgotten ones (always 0), and — once the oracle's rows are known — the gaps to it.
+After every step a row: per-task and per-class test accuracy, per-task macro F1 (over the
+task's classes, :func:`clul_ray.metrics.classification_scores`), average accuracy and
+average macro F1 over the learned-and-kept tasks, forget accuracy (test rows of unlearned
+tasks and classes; the forgotten rows themselves when only ids were unlearned), BWT,
+forgetting measure, MIA-Efficacy of every forgotten training row, the buffer's size and how
+many of its rows are forgotten ones (always 0), and — once the oracle's rows are known —
+the gaps to it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..metrics.accuracy import classification_scores
 from ..models import build_model
 from ..unlearn.training import torch_threads
 from . import metrics as M
@@ -89,12 +92,13 @@ def evaluate(strategy: Strategy, bench: Benchmark, ledger: Ledger, seed: int
     pred, y = probs.argmax(1), r.y.numpy()
     gone = ledger.forgotten(bench)
     test = bench.test
-    task_acc = {}
+    task_acc, task_f1 = {}, {}
     for k in range(1, bench.num_tasks + 1):
         m = test & (r.task == k)
         if k not in ledger.tasks:
             m &= ~gone  # a kept task without its unlearned classes
         task_acc[k] = M.accuracy(pred[m], y[m])
+        task_f1[k] = classification_scores(pred[m], y[m])["F1"]
     ledger.history.append(task_acc)
     kept = ledger.kept
     retain = ledger.allowed(bench) & ~test
@@ -108,6 +112,7 @@ def evaluate(strategy: Strategy, bench: Benchmark, ledger: Ledger, seed: int
             else M.NAN
     row = {
         "avg_acc": M.mean([task_acc[k] for k in kept]),
+        "avg_f1": M.mean([task_f1[k] for k in kept]),
         "forget_acc": forget_acc,
         "bwt": M.backward_transfer(ledger.history, ledger.learned_at, kept),
         "forgetting": M.forgetting_measure(ledger.history, ledger.learned_at, kept),
@@ -117,6 +122,7 @@ def evaluate(strategy: Strategy, bench: Benchmark, ledger: Ledger, seed: int
         "kept": ",".join(map(str, kept)),
     }
     row.update({f"acc_task{k}": v for k, v in task_acc.items()})
+    row.update({f"f1_task{k}": v for k, v in task_f1.items()})
     row.update({f"acc_class{c}": v for c, v in
                 enumerate(M.per_class_accuracy(pred[test], y[test], bench.num_classes))})
     buf = getattr(strategy, "buffer", None)

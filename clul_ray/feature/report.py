@@ -5,7 +5,8 @@ On a sample of rows (the report's rows, at most ``report_rows``) split 70/30 by 
 shuffle, for each t:
 
 - **utility**: accuracy on the label of a logistic regression trained on x_t (train part)
-  and scored on the test part;
+  and scored on the test part, with its macro precision, recall and F1
+  (:func:`clul_ray.metrics.classification_scores`);
 - **independence**: balanced accuracy of a gradient-boosted classifier
   (``HistGradientBoostingClassifier``: it sees scale and shape, not only means) predicting
   z from x_t; chance is 1/|Z|;
@@ -22,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from ..metrics.accuracy import classification_scores
 
 CURVE_T = (0.0, 0.25, 0.5, 0.75, 1.0)
 HSIC_N = 1000
@@ -76,7 +79,11 @@ def _metrics(xt: np.ndarray, y: np.ndarray, z: np.ndarray, seed: int) -> dict[st
     zc = np.unique(z, return_inverse=True)[1]
     adv = HistGradientBoostingClassifier(max_iter=50, random_state=seed).fit(a, zc[tr])
     h, p = hsic(b, zc[te], seed)
-    return {"label_accuracy": float(accuracy_score(y[te], clf.predict(b))),
+    pred = clf.predict(b)
+    label = classification_scores(pred, y[te])
+    return {"label_accuracy": float(accuracy_score(y[te], pred)),
+            "label_precision": label["precision"], "label_recall": label["recall"],
+            "label_f1": label["F1"],
             "z_balanced_accuracy": float(balanced_accuracy_score(zc[te], adv.predict(b))),
             "z_chance": 1.0 / len(np.unique(zc)), "hsic": h, "hsic_p": p}
 
@@ -93,13 +100,15 @@ def summary(rows: list[dict], t: float) -> dict[str, float]:
     after = min(rows, key=lambda r: abs(r["t"] - t))
     return {"label_accuracy_before": before["label_accuracy"],
             "label_accuracy_after": after["label_accuracy"],
+            "label_f1_before": before["label_f1"], "label_f1_after": after["label_f1"],
             "z_balanced_accuracy_before": before["z_balanced_accuracy"],
             "z_balanced_accuracy_after": after["z_balanced_accuracy"],
             "z_chance": after["z_chance"], "hsic_before": before["hsic"],
             "hsic_after": after["hsic"], "hsic_p_after": after["hsic_p"]}
 
 
-COLUMNS = ("t", "label_accuracy", "z_balanced_accuracy", "z_chance", "hsic", "hsic_p")
+COLUMNS = ("t", "label_accuracy", "label_precision", "label_recall", "label_f1",
+           "z_balanced_accuracy", "z_chance", "hsic", "hsic_p")
 
 
 def write_curve(rows: list[dict], folder: Path, title: str) -> dict[str, str]:

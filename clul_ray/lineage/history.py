@@ -72,6 +72,7 @@ def tree(store: Store) -> list[dict]:
             "retrained": {str(s.shard): s.retrained_from for s in v.shards
                           if s.retrained_from is not None},
             "ensemble_accuracy": m.ensemble_accuracy,
+            "ensemble_f1": m.ensemble_f1,
             "shard_accuracy": m.shard_accuracy,
             "ensemble_perplexity": m.ensemble_perplexity,
             "test_samples": m.test_samples,

@@ -164,8 +164,9 @@ def _discard_partial(t: Tracking, run, mv) -> None:
 
 def _metrics(v: ModelVersion) -> dict:
     m = v.metrics
-    out = {"ensemble_accuracy": m.ensemble_accuracy, "test_samples": m.test_samples,
-           "samples": v.samples}
+    out = {"ensemble_accuracy": m.ensemble_accuracy, "ensemble_precision": m.ensemble_precision,
+           "ensemble_recall": m.ensemble_recall, "ensemble_f1": m.ensemble_f1,
+           "test_samples": m.test_samples, "samples": v.samples}  # (None: not logged)
     out.update({f"shard_accuracy/{k}": a for k, a in m.shard_accuracy.items()})
     if m.ensemble_perplexity is not None:  # a text root
         out["ensemble_perplexity"] = m.ensemble_perplexity

@@ -1,8 +1,11 @@
-"""Accuracy-type metrics on probability (or logit) arrays: RA, FA, TA, UA, class recall."""
+"""Accuracy-type metrics on probability (or logit) arrays: RA, FA, TA, UA, class recall,
+and macro precision / recall / F1."""
 
 from __future__ import annotations
 
 import numpy as np
+
+SCORES = ("precision", "recall", "F1")
 
 
 def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
@@ -23,3 +26,25 @@ def class_recall(probs: np.ndarray, y: np.ndarray, cls: int) -> float:
 def unlearning_accuracy(forget_accuracy: float) -> float:
     """UA = 1 - FA."""
     return 1.0 - forget_accuracy
+
+
+def classification_scores(proba_or_pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Macro-averaged ``precision``, ``recall`` and ``F1`` of predictions against ``labels``:
+    scikit-learn's ``precision_recall_fscore_support(average="macro", zero_division=0)``,
+    over the classes present in the labels or the predictions. ``proba_or_pred`` is (n, C)
+    probabilities or logits (argmax, ties to the lowest class) or (n,) predicted classes;
+    NaN for no rows."""
+    labels = np.asarray(labels)
+    pred = np.asarray(proba_or_pred)
+    if pred.ndim == 2:
+        pred = np.argmax(pred, axis=1) if len(pred) else np.zeros(0, np.int64)
+    if pred.ndim != 1 or len(pred) != len(labels):
+        raise ValueError(f"need (n, C) scores or (n,) predictions for {len(labels)} labels, "
+                         f"got shape {np.shape(proba_or_pred)}")
+    if len(labels) == 0:
+        return dict.fromkeys(SCORES, float("nan"))
+    from sklearn.metrics import precision_recall_fscore_support
+
+    p, r, f, _ = precision_recall_fscore_support(labels, pred, average="macro",
+                                                 zero_division=0)
+    return {"precision": float(p), "recall": float(r), "F1": float(f)}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .accuracy import accuracy, unlearning_accuracy
+from .accuracy import accuracy, classification_scores, unlearning_accuracy
 from .divergence import mean_kl, zrf
 from .mia import loss_mia, mia_efficacy, sample_cross_entropy, true_class_confidence
 
@@ -27,15 +27,19 @@ class Labels:
     test: np.ndarray
 
 
-METRICS = ("RA", "FA", "TA", "UA", "MIA", "MIA_loss", "ZRF", "KL", "KL_test")
+METRICS = ("RA", "FA", "TA", "UA", "MIA", "MIA_loss", "ZRF", "KL", "KL_test", "TP", "TR",
+           "TF1", "FF1", "RF1")
 
 
 def evaluate(out: Outputs, labels: Labels, retrain: Outputs | None = None,
              incompetent_forget: np.ndarray | None = None, seed: int = 0) -> dict[str, float]:
     """RA, FA, TA, UA = 1 - FA, MIA (MIA-Efficacy), MIA_loss, ZRF (needs the random model's
-    outputs on D_f), KL and KL_test (mean KL(p_retrain || p_model) on D_f and D_t)."""
+    outputs on D_f), KL and KL_test (mean KL(p_retrain || p_model) on D_f and D_t); TP, TR,
+    TF1: macro precision, recall and F1 on D_t; FF1 and RF1: macro F1 on D_f and D_r
+    (:func:`~.accuracy.classification_scores`)."""
     fa = accuracy(out.forget, labels.forget)
     nan = float("nan")
+    test = classification_scores(out.test, labels.test)
     return {
         "RA": accuracy(out.retain, labels.retain),
         "FA": fa,
@@ -49,4 +53,9 @@ def evaluate(out: Outputs, labels: Labels, retrain: Outputs | None = None,
         "ZRF": nan if incompetent_forget is None else zrf(out.forget, incompetent_forget),
         "KL": nan if retrain is None else mean_kl(retrain.forget, out.forget),
         "KL_test": nan if retrain is None else mean_kl(retrain.test, out.test),
+        "TP": test["precision"],
+        "TR": test["recall"],
+        "TF1": test["F1"],
+        "FF1": classification_scores(out.forget, labels.forget)["F1"],
+        "RF1": classification_scores(out.retain, labels.retain)["F1"],
     }

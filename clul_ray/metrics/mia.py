@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
-from sklearn.svm import SVC
 
 from .divergence import EPS
+
+# scikit-learn is imported where an attack is fitted: importing this package (the SISA
+# evaluation does, for the macro scores) stays light.
 
 
 def true_class_confidence(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -38,6 +38,8 @@ def mia_efficacy(conf_retain: np.ndarray, conf_test: np.ndarray, conf_forget: np
     conf_forget = np.asarray(conf_forget)
     if len(conf_forget) == 0 or len(conf_test) == 0 or len(conf_retain) == 0:
         return float("nan")
+    from sklearn.svm import SVC
+
     rng = np.random.default_rng(seed)
     n = min(len(conf_test), len(conf_retain))
     members = conf_retain[rng.choice(len(conf_retain), n, replace=False)]
@@ -54,6 +56,9 @@ def loss_mia(loss_forget: np.ndarray, loss_test: np.ndarray, seed: int = 0,
     n = min(len(loss_forget), len(loss_test))
     if n < n_splits:
         return float("nan")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
+
     rng = np.random.default_rng(seed)
     f = loss_forget[rng.choice(len(loss_forget), n, replace=False)]
     t = loss_test[rng.choice(len(loss_test), n, replace=False)]

@@ -21,8 +21,8 @@ from ..unlearn.compare import settings
 from .objective import pareto_front
 
 COLUMNS = ("method", "trial", "status", "objective", "gap", "forget_gap", "utility_drop",
-           "cost", "FA", "RA", "TA", "MIA", "ZRF", "KL", "F", "eps_score", "seconds", "iterations",
-           "trial_seconds", "node_id", "error")
+           "cost", "FA", "RA", "TA", "TF1", "MIA", "ZRF", "KL", "F", "eps_score", "seconds",
+           "iterations", "trial_seconds", "node_id", "error")
 
 
 def best_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -37,7 +37,8 @@ def best_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def summary(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per method: default vs tuned gap, trials run / stopped / failed, wall, efficiency."""
+    """Per method: default vs tuned gap and TF1 (macro F1 on D_t; NaN in a sweep without
+    it), trials run / stopped / failed, wall, efficiency."""
     best = best_rows(rows)
     out = {}
     for m in meta["methods"]:
@@ -47,9 +48,11 @@ def summary(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, dict[
         out[m] = {"default_gap": meta["defaults"][m]["gap"],
                   "tuned_gap": best[m]["gap"] if m in best else math.nan,
                   "tuned_objective": best[m]["objective"] if m in best else math.nan,
-                  "default_eps_score": meta["defaults"][m].get("eps_score", math.nan),
-                  "tuned_eps_score": best[m].get("eps_score", math.nan) if m in best
+                  "default_eps_score": _number(meta["defaults"][m].get("eps_score")),
+                  "tuned_eps_score": _number(best[m].get("eps_score")) if m in best
                   else math.nan,
+                  "default_TF1": _number(meta["defaults"][m].get("TF1")),
+                  "tuned_TF1": _number(best[m].get("TF1")) if m in best else math.nan,
                   "trials": len(mine),
                   "stopped_early": sum(r["status"] == "stopped" for r in mine),
                   "failed": sum(r["status"] == "failed" for r in mine),
@@ -57,6 +60,16 @@ def summary(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, dict[
                   "nodes": len({r["node_id"] for r in mine if r.get("node_id")}),
                   "parallel_efficiency": busy / (wall * meta["cpus"]) if wall > 0 else math.nan}
     return out
+
+
+def _number(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def has_tf1(stats: dict[str, dict[str, Any]]) -> bool:
+    """Whether the sweep's summary has a TF1 to show (a classifier's sweep)."""
+    return any(not math.isnan(s.get(k, math.nan)) for s in stats.values()
+               for k in ("default_TF1", "tuned_TF1"))
 
 
 def _fmt(v: Any) -> str:
@@ -79,18 +92,24 @@ def write_csv(rows: list[dict[str, Any]], path: Path,
 
 def write_markdown(rows: list[dict[str, Any]], meta: dict[str, Any],
                    stats: dict[str, dict[str, Any]], path: Path, top: int = 5) -> Path:
+    f1 = has_tf1(stats)
     lines = [f"# Sweep: {meta['dataset']} / {meta['model']} / forget {meta['forget']}", "",
              f"{meta['num_samples']} samples per method, scheduler {meta['scheduler']}, "
              f"search {meta['search']}, seeds {meta['seeds']}; objective = "
              + meta.get("objective_text", "weighted mean |metric − retrain's| over FA, RA, "
-                        "TA, MIA (+ cost)") + ", lower is better.", "",
-             "| method | default gap | tuned gap | trials | stopped early | failed | "
-             "wall s | parallel eff. |", "|---|---|---|---|---|---|---|---|"]
+                        "TA, MIA (+ cost)") + ", lower is better."
+             + (" TF1: macro F1 on the test rows (the default params', the best trial's)."
+                if f1 else ""), "",
+             "| method | default gap | tuned gap | "
+             + ("default TF1 | tuned TF1 | " if f1 else "")
+             + "trials | stopped early | failed | wall s | parallel eff. |",
+             "|---" * (10 if f1 else 8) + "|"]
     for m, s in stats.items():
         lines.append(f"| {m} | {_fmt(s['default_gap'])} | {_fmt(s['tuned_gap'])} | "
-                     f"{s['trials']} | {s['stopped_early']} | {s['failed']} | "
+                     + (f"{_fmt(s['default_TF1'])} | {_fmt(s['tuned_TF1'])} | " if f1 else "")
+                     + f"{s['trials']} | {s['stopped_early']} | {s['failed']} | "
                      f"{_fmt(s['wall_seconds'])} | {_fmt(s['parallel_efficiency'])} |")
-    shown = tuple(meta.get("shown", ("FA", "RA", "TA", "MIA")))
+    shown = tuple(meta.get("shown", ("FA", "RA", "TA", "TF1", "MIA")))
     names = [meta.get("labels", {}).get(k, k) for k in shown]
     for m in meta["methods"]:
         ranked = sorted((r for r in rows if r["method"] == m and r["status"] == "completed"),

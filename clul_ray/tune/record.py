@@ -22,8 +22,8 @@ class TuneRecordWarning(UserWarning):
 
 
 def _metrics(row: dict[str, Any]) -> dict[str, float]:
-    keys = ("objective", "gap", "forget_gap", "utility_drop", "cost", "FA", "RA", "TA", "MIA",
-            "ZRF", "KL", "seconds", "iterations", "trial_seconds", *TEXT_METRICS)
+    keys = ("objective", "gap", "forget_gap", "utility_drop", "cost", "FA", "RA", "TA", "TF1",
+            "MIA", "ZRF", "KL", "seconds", "iterations", "trial_seconds", *TEXT_METRICS)
     return {k: float(row[k]) for k in keys
             if row.get(k) is not None and not math.isnan(float(row[k]))}
 

@@ -75,7 +75,7 @@ def score_model(model: nn.Module, data: Data, shared: Shared, seed: int,
     ref = shared.references[seed]
     m = evaluate(outputs_of(model, data), data.labels, ref.outputs, ref.incompetent_forget,
                  seed=seed)
-    out = {k: m[k] for k in (*GAP_METRICS, "ZRF", "KL")}
+    out = {k: m[k] for k in (*GAP_METRICS, "TF1", "ZRF", "KL")}
     out.update(score(m, ref.metrics, shared.weights, seconds, ref.seconds))
     out["seconds"] = seconds
     return out

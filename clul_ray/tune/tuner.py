@@ -24,7 +24,7 @@ from ..runtime import gather, verbose
 
 Progress = Callable[[str, int, int], None]
 RESULT_KEYS = ("objective", "gap", "forget_gap", "utility_drop", "cost", "FA", "RA", "TA",
-               "MIA", "ZRF", "KL", "seconds", "F", "eps_score")
+               "TF1", "MIA", "ZRF", "KL", "seconds", "F", "eps_score")
 
 
 class TrialProgress(tune.Callback):

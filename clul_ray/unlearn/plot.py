@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 PANELS = (("RA", "RA (retain acc.)", False), ("FA", "FA (forget acc.)", False),
-          ("TA", "TA (test acc.)", False), ("MIA", "MIA-efficacy", False),
+          ("TA", "TA (test acc.)", False), ("TF1", "F1 on D_t (macro)", False),
+          ("FF1", "F1 on D_f (macro)", False), ("MIA", "MIA-efficacy", False),
           ("ZRF", "ZRF", False), ("speedup", "speed-up vs retrain (log)", True))
 
 
@@ -30,7 +31,8 @@ def write_plot(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> 
         else:
             colors.append(palette[k % len(palette)])
             k += 1
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), constrained_layout=True)
+    fig, axes = plt.subplots(2, len(PANELS) // 2, figsize=(5 * len(PANELS) // 2, 8.5),
+                             constrained_layout=True)
     seeds = len(meta["seeds"])
     for ax, (key, title, log) in zip(axes.flat, PANELS, strict=True):
         vals = [_num(r.get(key)) for r in rows]

@@ -15,7 +15,10 @@ from ..metrics import METRICS
 
 VALUES = (*METRICS, "seconds", "speedup", "gap")
 # Columns of the Markdown table: (row key, header, decimals).
-TABLE = (("RA", "RA", 4), ("FA", "FA", 4), ("TA", "TA", 4), ("MIA", "MIA-eff.", 4),
+# Of the macro scores, the table shows D_t's precision, recall, F1 and D_f's F1 (the CSV and
+# JSON carry D_r's F1 too).
+TABLE = (("RA", "RA", 4), ("FA", "FA", 4), ("TA", "TA", 4), ("TP", "P(D_t)", 4),
+         ("TR", "R(D_t)", 4), ("TF1", "F1(D_t)", 4), ("FF1", "F1(D_f)", 4), ("MIA", "MIA-eff.", 4),
          ("MIA_loss", "MIA-loss", 3), ("ZRF", "ZRF", 3), ("KL", "KL(D_f)", 3),
          ("seconds", "seconds", 2), ("speedup", "speed-up", 1), ("gap", "avg gap", 4))
 
@@ -100,7 +103,9 @@ def write_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path)
         "",
         markdown_table(rows),
         "",
-        "RA/FA/TA: accuracy on D_r/D_f/D_t. MIA-eff.: fraction of D_f that an SVC on "
+        "RA/FA/TA: accuracy on D_r/D_f/D_t. P(D_t)/R(D_t)/F1(D_t): precision, recall and F1 "
+        "on D_t, macro-averaged over classes; F1(D_f): macro F1 on D_f (over the classes in "
+        "its labels or predictions). MIA-eff.: fraction of D_f that an SVC on "
         "true-class confidence (members: |D_t| rows of D_r, non-members: D_t) calls "
         "non-member. MIA-loss: accuracy of a logistic-regression attack on per-sample CE, "
         "D_f vs D_t (0.5 = indistinguishable). ZRF: 1 - mean JS (base 2) to a random model on "

@@ -1,6 +1,7 @@
-"""Accuracy of a model version on the held-out split: each shard's cached predictions
-(:mod:`.predcache`) where its model has them, batch prediction for the others through Ray
-Data (in-process for backend ``local`` and for small work), then pure scoring."""
+"""Accuracy (and macro precision / recall / F1) of a model version on the held-out split:
+each shard's cached predictions (:mod:`.predcache`) where its model has them, batch
+prediction for the others through Ray Data (in-process for backend ``local`` and for small
+work), then pure scoring."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ...storage.lock import read_lock
 from ...storage.store import Store
 from ..records.predcache import (
     ShardPredictions,
+    classification_metrics,
     merge,
     plan_predictions,
     read_cached,
@@ -40,14 +42,14 @@ T = TypeVar("T")
 
 
 def score(predictions: pa.Table, trained_shards: list[int]) -> Metrics:
-    """Ensemble and per-shard accuracy from ``Ensemble.predict_table`` rows."""
+    """Ensemble accuracy, its macro precision / recall / F1, and per-shard accuracy from
+    ``Ensemble.predict_table`` rows."""
     y = predictions.column("label").to_numpy()
     pred = predictions.column("pred").to_numpy()
     sp = predictions.column("shard_pred").combine_chunks()
     sp = sp.flatten().to_numpy().reshape(len(predictions), sp.type.list_size)
-    return Metrics(ensemble_accuracy=float((pred == y).mean()), test_samples=len(y),
-                   shard_accuracy={str(k): float((sp[:, i] == y).mean())
-                                   for i, k in enumerate(trained_shards)})
+    return classification_metrics(pred, y, {str(k): float((sp[:, i] == y).mean())
+                                            for i, k in enumerate(trained_shards)})
 
 
 def predict_dataset(ds, cfg: PipelineConfig, store: Store, version: ModelVersion,

@@ -28,6 +28,10 @@ def summarize(root: str, cfg: PipelineConfig, v: ModelVersion) -> dict[str, Any]
         out["ensemble_perplexity"] = v.metrics.ensemble_perplexity
         for row in out["per_shard"]:
             row["perplexity"] = ppl.get(str(row["shard"]))
+    else:  # a classifier: the ensemble's macro precision / recall / F1 beside its accuracy
+        out.update(ensemble_precision=v.metrics.ensemble_precision,
+                   ensemble_recall=v.metrics.ensemble_recall,
+                   ensemble_f1=v.metrics.ensemble_f1)
     return out
 
 

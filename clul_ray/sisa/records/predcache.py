@@ -12,7 +12,7 @@ file records its model digest and a digest of its content; a file that is unread
 does not match is a miss (predicted again and rewritten), never an error.
 
 The planning and merging are pure functions of arrays (:func:`plan_predictions`,
-:func:`align`, :func:`merge`, :func:`score_probs`).
+:func:`align`, :func:`merge`, :func:`score_probs`, :func:`classification_metrics`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ...errors import ClulError
+from ...metrics.accuracy import classification_scores
 from ...storage import layout
 from ...storage.store import Store
 from ..decisions.aggregate import aggregate, ensemble_token_logprobs, perplexity
@@ -100,10 +101,18 @@ def score_probs(labels: np.ndarray, probs: np.ndarray, shards: list[int],
             shard_perplexity={str(k): perplexity(np.log(probs[i].astype(np.float64)))
                               for i, k in enumerate(shards)})
     pred = aggregate(probs, method).astype(np.int64)
-    return Metrics(ensemble_accuracy=float((pred == labels).mean()),
-                   test_samples=len(labels),
-                   shard_accuracy={str(k): float((probs[i].argmax(1) == labels).mean())
-                                   for i, k in enumerate(shards)})
+    return classification_metrics(pred, labels, {
+        str(k): float((probs[i].argmax(1) == labels).mean()) for i, k in enumerate(shards)})
+
+
+def classification_metrics(pred: np.ndarray, labels: np.ndarray,
+                           shard_accuracy: dict[str, float]) -> Metrics:
+    """The ensemble's accuracy and macro precision / recall / F1 from its predicted classes,
+    beside the shards' accuracies."""
+    s = classification_scores(pred, labels)
+    return Metrics(ensemble_accuracy=float((pred == labels).mean()), test_samples=len(labels),
+                   ensemble_precision=s["precision"], ensemble_recall=s["recall"],
+                   ensemble_f1=s["F1"], shard_accuracy=shard_accuracy)
 
 
 def without(p: ShardPredictions, ids: np.ndarray) -> ShardPredictions | None:

@@ -41,6 +41,10 @@ class ShardState(BaseModel):
 
 class Metrics(BaseModel):
     ensemble_accuracy: float | None = None
+    # the ensemble's macro precision, recall and F1 over classes (none before they were kept)
+    ensemble_precision: float | None = None
+    ensemble_recall: float | None = None
+    ensemble_f1: float | None = None
     test_samples: int = 0
     shard_accuracy: dict[str, float] = Field(default_factory=dict)
     ensemble_perplexity: float | None = None  # language models: on the test documents
