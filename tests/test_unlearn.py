@@ -64,16 +64,17 @@ def digits():
     test = is_test(0, ids, 0.2)
     fs = split_forget(parse_scenario(f"class:{FORGET_CLASS}"), ids[~test], y[~test],
                       ids[test], y[test], 10, 0)
-    xtr, ytr = x[~test], y[~test]
+    xtr, ytr, idtr = x[~test], y[~test], ids[~test]
     data = {
-        "forget": Split.from_numpy(xtr[fs.forget], ytr[fs.forget]),
-        "retain": Split.from_numpy(xtr[~fs.forget], ytr[~fs.forget]),
+        "forget": Split.from_numpy(xtr[fs.forget], ytr[fs.forget], idtr[fs.forget]),
+        "retain": Split.from_numpy(xtr[~fs.forget], ytr[~fs.forget], idtr[~fs.forget]),
         "test_other": Split.from_numpy(x[test][fs.test_keep], y[test][fs.test_keep]),
         "test_class": Split.from_numpy(x[test][~fs.test_keep], y[test][~fs.test_keep]),
     }
-    full = Split.from_numpy(xtr, ytr)
+    full = Split.from_numpy(xtr, ytr, idtr)
     template = build_model("mlp", (1, 8, 8), 10)  # the default MLP and recipe, as compare
-    original = train_from_scratch(template, full, TrainRecipe(), seed=0)
+    # with its update log, for amnesiac (recording leaves the training as it is)
+    original = train_from_scratch(template, full, TrainRecipe(), seed=0, record_updates=True)
     retrained, _ = unlearn_model(original, data["forget"], data["retain"], "retrain", {},
                                  seed=0)
     return data, original, retrained

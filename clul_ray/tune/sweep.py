@@ -117,7 +117,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, progress: Progress | None = 
     data_ref, template_ref = puts.put("data", data), puts.put("template", template)
     done = per_seed(compute_reference, seeds, "tune: original and retrained models",
                     "clul_ray.tune.reference", tick,
-                    lambda s: (template_ref, data_ref, spec.recipe, s))
+                    lambda s: (template_ref, data_ref, spec.recipe, s, "amnesiac" in methods))
     eps = (eps_reference(spec, data, template, tick) if spec.objective == "eps" else None)
     shared_ref = puts.put("references", Shared(done, spec.weights, eps))
     t_ref = time.perf_counter() - t0

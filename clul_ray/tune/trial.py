@@ -59,10 +59,11 @@ class Shared:
     eps: EpsReference | None = None  # --objective eps: the audit's reference side
 
 
-def compute_reference(template: nn.Module, data: Data, recipe: TrainRecipe,
-                      seed: int) -> Reference:
-    """Train the original model and retrain without D_f: the work a sweep does once."""
-    model, info = train_original(template, data, recipe, seed)
+def compute_reference(template: nn.Module, data: Data, recipe: TrainRecipe, seed: int,
+                      record_updates: bool = False) -> Reference:
+    """Train the original model and retrain without D_f: the work a sweep does once
+    (``record_updates``: the original carries its update log, for ``amnesiac``)."""
+    model, info = train_original(template, data, recipe, seed, record_updates=record_updates)
     ret = run_method(model, data, "retrain", recipe.model_dump(), seed)
     ref = evaluate(ret.outputs, data.labels, ret.outputs, info.incompetent_forget, seed=seed)
     orig = evaluate(info.outputs, data.labels, ret.outputs, info.incompetent_forget, seed=seed)

@@ -7,6 +7,7 @@ included.
 """
 
 from . import (  # noqa: F401  (registration side effects)
+    amnesiac,
     bad_teacher,
     finetune,
     lm,

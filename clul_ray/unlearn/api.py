@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import ClulError
 from .base import Split, UnlearnReport, get_method
 from .params import MethodParams
 
@@ -21,3 +22,15 @@ def unlearn_model(model: nn.Module, forget: Split, retain: Split, method: str,
     """
     m = get_method(method)
     return m(model, forget, retain, m.make_params(params, seed=seed))
+
+
+def check_for_root(method: str, params: Mapping[str, Any] | None,
+                   seed: int = 0) -> MethodParams:
+    """``method`` and its params as ``unlearn`` on a SISA root takes them, refused in one
+    line before anything changes: a shard model carries no update log."""
+    m = get_method(method)
+    if m.needs_update_log:
+        raise ClulError(f"{method} needs the updates recorded while the original trained, "
+                        "which a SISA root's shard models do not have (use compare, or an "
+                        "exact delete)")
+    return m.make_params(params, seed=seed)

@@ -6,6 +6,8 @@ A method is called as ``method(model, forget, retain, config) -> (model, report)
   (``models.build_model`` gives one). It is never modified: the method works on a copy.
   A method's ``task`` says which models it takes: ``classify`` (a classifier) or ``lm``
   (a causal language model, :mod:`clul_ray.text.lm`; the methods of :mod:`.lm`).
+  A model trained with ``record_updates`` carries its update log (:mod:`.update_log`),
+  which the copy shares and the returned model never carries.
 - ``forget`` / ``retain``: :class:`Split` holders of in-memory tensors ``x`` (n, d) float32
   and ``y`` (n,) int64, plus the rows' ``ids`` when known. Methods batch them themselves
   with seeded permutations, so a run is a pure function of (model, data, config).
@@ -35,6 +37,7 @@ from ..errors import ClulError
 from ..hashing import derive_seed
 from ..models import is_language_model
 from .params import MethodParams
+from .update_log import LOG_ATTR
 
 
 @dataclass
@@ -87,8 +90,9 @@ Space = Callable[[Any], dict[str, Any]]
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method: its params class, whether it edits weights, its body, and the
-    task of the models it takes (``classify`` or ``lm``)."""
+    """A registered method: its params class, whether it edits weights, its body, the
+    task of the models it takes (``classify`` or ``lm``), and whether it needs the update
+    log recorded while the original trained (:mod:`.update_log`)."""
 
     name: str
     params_cls: type[MethodParams]
@@ -98,6 +102,7 @@ class Method:
     preset: tuple[tuple[str, Any], ...] = ()
     space: Space | None = None
     task: str = "classify"
+    needs_update_log: bool = False
 
     def search_space(self) -> dict[str, Any]:
         """The strengths Ray Tune sweeps by default ({} for a method without any)."""
@@ -132,12 +137,15 @@ class Method:
                             f" ({type(model).__name__})")
         if len(forget) == 0:
             raise ClulError(f"{self.name}: the forget set is empty")
-        work = copy.deepcopy(model)
+        log = getattr(model, LOG_ATTR, None)  # the original's update log: read, not copied
+        work = copy.deepcopy(model, {id(log): log} if log is not None else None)
         t0 = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(params.seed, 0x0FF))
             new_model, details = self.body(work, forget, retain, params)
         seconds = time.perf_counter() - t0
+        for m in new_model.modules():  # an unlearned model never carries the log
+            m.__dict__.pop(LOG_ATTR, None)
         new_model.eval()
         return new_model, UnlearnReport(
             method=self.name, params=params.model_dump(), seconds=seconds,
@@ -148,7 +156,7 @@ class Method:
 _REGISTRY: dict[str, Method] = {}
 # Display order of the built-in methods: the reference first, then by family.
 _ORDER = ("retrain", "finetune", "neggrad", "neggrad+", "random_label", "bad_teacher",
-          "scrub", "salun", "mi_reg", "neural_mask",
+          "scrub", "salun", "mi_reg", "amnesiac", "neural_mask",
           "ga", "grad_diff", "npo", "simnpo", "rmu", "kl_retain")
 TASKS = ("classify", "lm")
 
@@ -160,11 +168,11 @@ def _check_task(task: str) -> str:
 
 
 def register_method(name: str, params_cls: type[MethodParams], changes_weights: bool,
-                    summary: str, space: Space | None = None,
-                    task: str = "classify") -> Callable[[Body], Method]:
+                    summary: str, space: Space | None = None, task: str = "classify",
+                    needs_update_log: bool = False) -> Callable[[Body], Method]:
     def deco(body: Body) -> Method:
         method = Method(name, params_cls, changes_weights, summary, body, space=space,
-                        task=_check_task(task))
+                        task=_check_task(task), needs_update_log=needs_update_log)
         _REGISTRY[name] = method
         return method
 
@@ -175,7 +183,7 @@ def register_variant(name: str, base: str, preset: Mapping[str, Any], summary: s
     """A named preset of a registered method, e.g. ``neggrad+`` = neggrad with plus=true."""
     b = get_method(base)
     method = Method(name, b.params_cls, b.changes_weights, summary, b.body,
-                    tuple(sorted(preset.items())), b.space, b.task)
+                    tuple(sorted(preset.items())), b.space, b.task, b.needs_update_log)
     _REGISTRY[name] = method
     return method
 

@@ -194,14 +194,18 @@ def outputs_of(model: nn.Module, data: Data) -> Outputs:
                    predict_proba(model, data.test.x))
 
 
-def train_original(template: nn.Module, data: Data, recipe: TrainRecipe,
-                   seed: int) -> tuple[nn.Module, OriginalInfo]:
-    """The original model on D_r ∪ D_f, its outputs, and a random model's outputs on D_f."""
+def train_original(template: nn.Module, data: Data, recipe: TrainRecipe, seed: int, *,
+                   record_updates: bool = False) -> tuple[nn.Module, OriginalInfo]:
+    """The original model on D_r ∪ D_f, its outputs, and a random model's outputs on D_f.
+
+    ``record_updates``: the model carries its update log (for ``amnesiac``)."""
     with torch_threads(1):
+        ids = (None if data.retain.ids is None or data.forget.ids is None
+               else np.concatenate([data.retain.ids, data.forget.ids]))
         full = Split(torch.cat([data.retain.x, data.forget.x]),
-                     torch.cat([data.retain.y, data.forget.y]))
+                     torch.cat([data.retain.y, data.forget.y]), ids)
         t0 = time.perf_counter()
-        model = train_from_scratch(template, full, recipe, seed)
+        model = train_from_scratch(template, full, recipe, seed, record_updates=record_updates)
         seconds = time.perf_counter() - t0
         incompetent = reinitialize(model, derive_seed(seed, SALT_ZRF)).eval()
         return model, OriginalInfo(seed, outputs_of(model, data),
@@ -252,11 +256,12 @@ def execute(spec: CompareSpec, todo: list[tuple[str, str, dict]], data: Data,
             results.append(value)
             tick("compare: methods", len(results), len(seeds) * len(todo))
 
+    record = any(m == "amnesiac" for _, m, _ in todo)  # the update log only when needed
     tick("compare: original models", 0, len(seeds))
     tick("compare: methods", 0, len(seeds) * len(todo))
     if spec.backend == "local":
         for s in seeds:
-            model, info = train_original(template, data, spec.recipe, s)
+            model, info = train_original(template, data, spec.recipe, s, record_updates=record)
             finished(info)
             for label, m, params in todo:
                 finished(run_method(model, data, m, params, s, label))
@@ -271,7 +276,8 @@ def execute(spec: CompareSpec, todo: list[tuple[str, str, dict]], data: Data,
     data_ref = ray.put(data)
     labels: dict[Any, str] = {}
     for s in seeds:
-        model_ref, info_ref = train_task.remote(template, data_ref, spec.recipe, s)
+        model_ref, info_ref = train_task.remote(template, data_ref, spec.recipe, s,
+                                                record_updates=record)
         labels[info_ref] = f"original (seed {s})"
         for label, m, params in todo:
             ref = method_task.remote(model_ref, data_ref, m, params, s, label)

@@ -23,6 +23,7 @@ from ..hashing import derive_seed
 from ..models import Standardize
 from .base import Split
 from .params import Bool, NonNegative, NonNegInt, OptimFields
+from .update_log import LOG_ATTR, UpdateRecorder
 
 # Salts of derive_seed, one per purpose, so no two random streams coincide.
 SALT_INIT = 1
@@ -132,9 +133,12 @@ def begin_epoch(seed: int, *parts: int) -> int:
 def reinitialize(model: nn.Module, seed: int) -> nn.Module:
     """A copy of ``model`` with every parameterised submodule freshly initialised.
 
-    Buffers of the standardiser are kept (callers refit them where the data allows).
+    Buffers of the standardiser are kept (callers refit them where the data allows); an
+    update log the model carries is neither copied nor kept.
     """
-    fresh = copy.deepcopy(model)
+    log = model.__dict__.get(LOG_ATTR)
+    fresh = copy.deepcopy(model, {id(log): None} if log is not None else None)
+    fresh.__dict__.pop(LOG_ATTR, None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for m in fresh.modules():
@@ -152,24 +156,37 @@ def fit_standardizer(model: nn.Module, x: torch.Tensor) -> None:
 
 
 def train_supervised(model: nn.Module, data: Split, p: OptimFields, seed: int,
-                     weight_decay: float = 0.0) -> nn.Module:
-    """Cross-entropy training in place, ``p.epochs`` seeded passes over ``data``."""
+                     weight_decay: float = 0.0,
+                     recorder: UpdateRecorder | None = None) -> nn.Module:
+    """Cross-entropy training in place, ``p.epochs`` seeded passes over ``data``; with a
+    ``recorder``, every step's update is recorded (the training itself is unchanged)."""
+    def loss(idx, _):
+        return F.cross_entropy(model(data.x[idx]), data.y[idx])
+
     run_epochs(model, p.optimizer_for(model.parameters(), weight_decay), seed, p.epochs,
-               len(data), p.batch_size,
-               lambda idx, _: F.cross_entropy(model(data.x[idx]), data.y[idx]))
+               len(data), p.batch_size, loss if recorder is None else recorder.loss(loss),
+               after_step=None if recorder is None else recorder.after_step)
     model.eval()
     return model
 
 
-def train_from_scratch(template: nn.Module, data: Split, recipe: TrainRecipe,
-                       seed: int) -> nn.Module:
-    """Fresh weights (seeded), standardiser fitted on ``data``, then the recipe's training."""
+def train_from_scratch(template: nn.Module, data: Split, recipe: TrainRecipe, seed: int, *,
+                       record_updates: bool = False) -> nn.Module:
+    """Fresh weights (seeded), standardiser fitted on ``data``, then the recipe's training.
+
+    ``record_updates``: attach every step's update and batch ids to the model, as
+    ``model.update_log`` (:mod:`.update_log`; needs ``data.ids``), for ``amnesiac``.
+    """
     model = reinitialize(template, derive_seed(seed, SALT_INIT))
+    recorder = UpdateRecorder(model, data.ids) if record_updates else None
     if recipe.normalize:
         fit_standardizer(model, data.x)
     with torch.random.fork_rng(devices=[]):
-        return train_supervised(model, data, recipe, derive_seed(seed, SALT_EPOCH),
-                                recipe.weight_decay)
+        train_supervised(model, data, recipe, derive_seed(seed, SALT_EPOCH),
+                         recipe.weight_decay, recorder)
+    if recorder is not None:
+        setattr(model, LOG_ATTR, recorder.log())
+    return model
 
 
 @torch.no_grad()

@@ -318,11 +318,11 @@ class Pipeline:
                 seed: int = 0) -> dict:
         """Forget a scenario's rows approximately: edit the affected shards' models with
         ``method`` instead of retraining (see :mod:`.approximate`). A new version."""
-        from ...unlearn import get_method
+        from ...unlearn.api import check_for_root
         from ..compute.approximate import resolve_forget
 
         t0 = time.perf_counter()
-        get_method(method).make_params(params or {}, seed=seed)  # refuse bad params early
+        check_for_root(method, params or {}, seed)  # refuse a bad method or params early
         cfg, _ = self.config, self.state  # (refuses a root with no trained model)
         # (the shard edits are Ray tasks)
         with self._command(None, needs_ray=True, cfg=cfg), self.writing(f"unlearn {method}"):
