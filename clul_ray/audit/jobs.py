@@ -81,10 +81,13 @@ def full_split(data: Data) -> Split:
                  else np.concatenate([data.retain.ids, data.forget.ids]))
 
 
-def fit_original(template: nn.Module, data: Data, recipe: TrainRecipe, seed: int) -> nn.Module:
-    """The one original model an approximate method unlearns from."""
+def fit_original(template: nn.Module, data: Data, recipe: TrainRecipe, seed: int,
+                 record_updates: bool = False) -> nn.Module:
+    """The one original model an approximate method unlearns from (with its update log when
+    a method needs it: ``amnesiac``)."""
     with torch_threads(1):
-        return train_from_scratch(template, full_split(data), recipe, seed)
+        return train_from_scratch(template, full_split(data), recipe, seed,
+                                  record_updates=record_updates)
 
 
 def trained(template: nn.Module, data: Data, recipe: TrainRecipe, seed: int,

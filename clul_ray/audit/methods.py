@@ -16,8 +16,8 @@ from torch import nn
 from ..unlearn.compare import CompareSpec, Data, run_compare
 from . import epsilon as E
 from .cache import ScoreCache
-from .jobs import trained, unlearned
-from .run import Job, Progress, epsilons, execute, reference_jobs
+from .jobs import trained
+from .run import Job, Progress, epsilons, execute, method_job, reference_jobs
 from .spec import AuditSpec, side_seeds
 from .summary import means, row
 
@@ -40,8 +40,7 @@ def audit_methods(spec: CompareSpec, todo: list[tuple[str, str, dict[str, Any]]]
             jobs += [Job(f"unlearned:{label}", s, trained, (template, data, spec.recipe, s,
                                                             False)) for s in seeds]
         else:
-            jobs += [Job(f"unlearned:{label}", s, unlearned, (data, method, params, s),
-                         needs_original=True) for s in seeds]
+            jobs += [method_job(f"unlearned:{label}", data, method, params, s) for s in seeds]
     sides = execute(audit, jobs, data, template, ScoreCache(audit.cache_dir()), tick)
     reference = sides.signals("reference")
     ref = means(sides.scores["reference"])

@@ -49,6 +49,7 @@ class Job:
     args: tuple
     needs_original: bool = False
     key: str | None = None  # a reference model's cache key
+    needs_log: bool = False  # the original must carry its update log (amnesiac)
 
 
 @dataclass
@@ -82,6 +83,14 @@ def reference_jobs(spec: AuditSpec, data: Data, template: Any) -> list[Job]:
     return jobs
 
 
+def method_job(side: str, data: Data, method: str, params: dict[str, Any], seed: int) -> Job:
+    """One run of an approximate method from the original model."""
+    from ..unlearn.base import get_method
+
+    return Job(side, seed, unlearned, (data, method, params, seed), needs_original=True,
+               needs_log=get_method(method).needs_update_log)
+
+
 def plan_jobs(spec: AuditSpec, data: Data, template: Any) -> list[Job]:
     """Every model of every side (pure: nothing runs here)."""
     jobs = reference_jobs(spec, data, template)
@@ -96,8 +105,8 @@ def plan_jobs(spec: AuditSpec, data: Data, template: Any) -> list[Job]:
                                                spec.method == "original"))
                  for s in side_seeds(spec, side)]
     else:
-        jobs += [Job("unlearned", s, unlearned, (data, spec.method, spec.params, s),
-                     needs_original=True) for s in side_seeds(spec, "unlearned")]
+        jobs += [method_job("unlearned", data, spec.method, spec.params, s)
+                 for s in side_seeds(spec, "unlearned")]
     return jobs
 
 
@@ -127,13 +136,14 @@ def execute(spec: AuditSpec, jobs: list[Job], data: Data, template: Any, cache: 
 
     t0 = time.perf_counter()
     needs_original = any(j.needs_original for j in todo)
+    record = any(j.needs_log for j in todo)
     if spec.backend == "local":
-        original = fit_original(template, data, spec.recipe, spec.seed) if needs_original \
-            else None
+        original = (fit_original(template, data, spec.recipe, spec.seed, record)
+                    if needs_original else None)
         for job in todo:
             finished(job, job.fn(original, *job.args) if job.needs_original else job.fn(*job.args))
     else:
-        _on_ray(spec, todo, data, template, finished)
+        _on_ray(spec, todo, data, template, finished, record)
     out.phases["models"] = time.perf_counter() - t0
     order = {j.seed: i for i, j in enumerate(jobs)}
     for side in sides:
@@ -142,7 +152,7 @@ def execute(spec: AuditSpec, jobs: list[Job], data: Data, template: Any, cache: 
 
 
 def _on_ray(spec: AuditSpec, todo: list[Job], data: Data, template: Any,
-            finished: Callable[[Job, ModelScore], None]) -> None:
+            finished: Callable[[Job, ModelScore], None], record: bool) -> None:
     import ray
 
     from ..runtime import ensure_ray, gather
@@ -153,7 +163,7 @@ def _on_ray(spec: AuditSpec, todo: list[Job], data: Data, template: Any,
     if any(j.needs_original for j in todo):
         original_ref = ray.remote(fit_original).options(
             num_cpus=1, name="clul_ray.audit.original").remote(template, data_ref, spec.recipe,
-                                                                spec.seed)
+                                                                spec.seed, record)
     labels: dict[Any, str] = {}
     by_ref: dict[Any, Job] = {}
     for job in todo:
