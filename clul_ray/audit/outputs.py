@@ -24,6 +24,8 @@ TABLE = (("F", "F", 3), ("F_rel", "F / F_null", 2), ("score", "final score", 3),
          ("eps_median", "median ε", 2), ("RA", "RA", 4), ("FA", "FA", 4), ("TA", "TA", 4),
          ("precision", "P(test)", 4), ("recall", "R(test)", 4), ("F1", "F1(test)", 4),
          ("RA_ratio", "RA ratio", 3), ("TA_ratio", "TA ratio", 3), ("seconds", "seconds", 2))
+# The terminal's table: the columns that fit 80 characters (audit.md has them all).
+TERMINAL = ("F", "F_rel", "score", "eps_median", "FA", "TA", "F1", "seconds")
 
 
 class AuditRecordWarning(UserWarning):
@@ -59,8 +61,9 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "F: mean points of the forget examples' ε (NeurIPS 2023 challenge). final score: F × "
         "RA ratio × TA ratio (unlearned / reference means). F / F_null: F against the F of "
-        "N more retrained models scored the same way — the best any method can reach at "
-        "this N (the estimator's ε of two samples of one distribution is not 0 at finite N). "
+        "the null row: N more retrained models scored the same way — the best any method "
+        "can reach at this N (the estimator's ε of two samples of one distribution is not 0 "
+        "at finite N). "
         "P/R/F1: macro over classes on the test rows.",
         "",
         f"Params: `{json.dumps(meta['params'], sort_keys=True)}`; recipe: "
@@ -93,19 +96,21 @@ def plot(result: dict[str, Any], sides: Any, eps: np.ndarray, eps_null: np.ndarr
 
     meta = result["meta"]
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2), constrained_layout=True)
-    bins = np.arange(0, min(E.CAP, max(4.0, float(np.max(eps)) + 0.5)) + 0.5, 0.25)
-    axes[0].hist(np.minimum(eps, bins[-1]), bins=bins, alpha=0.7, label=meta["method"])
+    edge = float(math.ceil(math.log(max(meta["models"] - 1, 2)))) + 1.0  # past the buckets
+    bins = np.arange(0, edge + 0.26, 0.25)
+    axes[0].hist(np.minimum(eps, edge), bins=bins, alpha=0.7, label=meta["method"])
     if eps_null is not None:
-        axes[0].hist(np.minimum(eps_null, bins[-1]), bins=bins, alpha=0.5, label="null")
+        axes[0].hist(np.minimum(eps_null, edge), bins=bins, alpha=0.5, label="null")
     axes[0].set_title(f"ε per forget example (N = {meta['models']})")
-    axes[0].set_xlabel("ε (clipped to the plot)")
+    axes[0].set_xlabel(f"ε (the last bar: ε ≥ {edge:g}, up to the cap {E.CAP:g})")
     axes[0].legend()
     u, r = sides.signals("unlearned"), sides.signals("reference")
     order = np.argsort(eps, kind="stable")
     for ax, (name, i) in zip(axes[1:], [("lowest", order[0]), ("median", order[len(order) // 2]),
                                         ("highest", order[-1])], strict=True):
-        ax.hist(r[:, i], bins=16, alpha=0.6, label="reference (retrained)")
-        ax.hist(u[:, i], bins=16, alpha=0.6, label=meta["method"])
+        both = np.histogram_bin_edges(np.concatenate([r[:, i], u[:, i]]), bins=24)
+        ax.hist(r[:, i], bins=both, alpha=0.6, label="reference (retrained)")
+        ax.hist(u[:, i], bins=both, alpha=0.6, label=meta["method"])
         ax.set_title(f"{name} ε = {eps[i]:.2f} (forget row {i})")
         ax.set_xlabel("logit-scaled confidence")
         ax.legend(fontsize=8)

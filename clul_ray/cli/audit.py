@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from .common import (
     Address,
@@ -94,14 +94,15 @@ def audit(
 
 
 def show_audit(result: dict[str, Any]) -> None:
-    from ..audit.outputs import TABLE, cell
+    from ..audit.outputs import TABLE, TERMINAL, cell
 
     meta = result["meta"]
-    t = Table("side", *(h for _, h, _ in TABLE),
+    cols = [c for c in TABLE if c[0] in TERMINAL]
+    t = Table(Column("side", no_wrap=True), *(h for _, h, _ in cols),
               title=f"ε-score audit: {meta['method']} on {meta['dataset']} / forget "
                     f"{meta['forget']} (N = {meta['models']})")
     for r in result["rows"]:
-        t.add_row(r["method"], *(cell(r.get(k), d) for k, _, d in TABLE))
+        t.add_row(r["method"], *(cell(r.get(k), min(d, 3)) for k, _, d in cols))
     out.print(t)
     for k, p in result["files"].items():
         out.print(f"{k}: {p}", highlight=False)
