@@ -77,6 +77,18 @@ def _ray_unless_pure(request):
         request.getfixturevalue("ray_session")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module, as in the compare tasks (2 threads thrash on a busy
+    2-core box); its tests name it with ``pytest.mark.usefixtures``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_config(**kw):
     return make_config(**{"dataset": "digits", **TINY, **kw})
 

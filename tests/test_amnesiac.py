@@ -31,18 +31,10 @@ from clul_ray.unlearn.training import (
 )
 from clul_ray.unlearn.update_log import LOG_ATTR, UpdateLog, update_log_of
 
-pytestmark = pytest.mark.pure
+pytestmark = [pytest.mark.pure, pytest.mark.usefixtures("one_torch_thread")]
 
 N, D, C, BATCH, EPOCHS = 50, 6, 3, 8, 3
 STEPS = EPOCHS * math.ceil(N / BATCH)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def rows() -> Split:

@@ -39,6 +39,8 @@ MIN_PROGRESS = 0.75
 # Test accuracy on the other classes may fall at most this much below the original's.
 TA_TOLERANCE = 0.06
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def sha(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
@@ -46,15 +48,6 @@ def sha(model: torch.nn.Module) -> str:
         h.update(k.encode())
         h.update(v.detach().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread here, as in the compare tasks (2 threads thrash on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,12 @@ from . import epsilon as E
 from .cache import ScoreCache
 from .jobs import trained
 from .run import Job, Progress, epsilons, execute, method_job, reference_jobs
-from .spec import AuditSpec, side_seeds
+from .spec import AuditSpec, scenario_of, side_seeds
 from .summary import means, row
 
 
 def audit_spec(spec: CompareSpec) -> AuditSpec:
-    return AuditSpec(dataset=spec.dataset, model=spec.model, model_args=spec.model_args,
-                     forget=spec.forget, method="retrain", models=spec.audit, seed=spec.seed,
-                     test_fraction=spec.test_fraction, recipe=spec.recipe, null=False,
-                     backend=spec.backend, data_dir=spec.data_dir)
+    return AuditSpec(**scenario_of(spec), method="retrain", models=spec.audit, null=False)
 
 
 def audit_methods(spec: CompareSpec, todo: list[tuple[str, str, dict[str, Any]]], data: Data,

@@ -219,7 +219,7 @@ def load_checked(spec: AuditSpec) -> Data:
     """The spec checked and its scenario's rows loaded; refused in one line when bad or when
     the forget set holds no training row."""
     check_spec(spec)
-    data = load_data(spec.scenario())
+    data = load_data(spec)
     if len(data.forget) == 0:
         raise ClulError(f"the forget set '{spec.forget}' holds no training rows: nothing to "
                         "audit")

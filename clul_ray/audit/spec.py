@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import Field
 
 from ..errors import ClulError
 from ..hashing import derive_seed
-from ..unlearn.compare import CompareSpec
+from ..unlearn.compare import ScenarioSpec
 from ..unlearn.params import Int, Settings
 from ..unlearn.scenarios import parse_scenario
-from ..unlearn.training import TrainRecipe
 
 BASELINES = ("retrain", "original", "sisa")  # audited sides that are not registered methods
 SALT_UNLEARNED, SALT_REFERENCE, SALT_ORIGINALS = 0xA1, 0xA2, 0xA3
@@ -46,31 +45,15 @@ class SisaShape(Settings):
     slices: Int = Field(2, ge=1, le=64)
 
 
-class AuditSpec(Settings):
+class AuditSpec(ScenarioSpec):
     label: ClassVar[str] = "audit"
 
-    dataset: str = "digits"
-    model: str = "mlp"
-    model_args: dict[str, Any] = Field(default_factory=dict)
-    forget: str = "class:3"
     method: str = "finetune"
     params: dict[str, Any] = Field(default_factory=dict)
     models: Int = Field(8, description="N: models per side")
-    seed: Int = 0
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    recipe: TrainRecipe = Field(default_factory=TrainRecipe)
     sisa: SisaShape = Field(default_factory=SisaShape)
     null: bool = True
-    backend: Literal["ray", "local"] = "ray"
-    data_dir: str | None = None
     cache: str | None = None
-
-    def scenario(self) -> CompareSpec:
-        """The data split of the comparison harness (same dataset, split and forget set)."""
-        return CompareSpec(dataset=self.dataset, model=self.model, model_args=self.model_args,
-                           forget=self.forget, methods=["retrain"], seed=self.seed,
-                           test_fraction=self.test_fraction, recipe=self.recipe,
-                           backend=self.backend, data_dir=self.data_dir)
 
     def cache_dir(self) -> Path:
         """Where reference models' scores are kept: ``cache``, else ``$CLUL_RAY_CACHE/audit``,
@@ -79,6 +62,11 @@ class AuditSpec(Settings):
             return Path(self.cache)
         base = os.environ.get("CLUL_RAY_CACHE") or Path.home() / ".cache" / "clul-ray"
         return Path(base) / "audit"
+
+
+def scenario_of(spec: ScenarioSpec) -> dict[str, Any]:
+    """The scenario fields of a compare or sweep spec, to audit that scenario."""
+    return spec.model_dump(include=set(ScenarioSpec.model_fields))
 
 
 def check_spec(spec: AuditSpec) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 from ..audit import epsilon as E
 from ..audit.jobs import unlearned
 from ..audit.spec import AuditSpec, side_seeds
-from ..unlearn.compare import Data
+from ..unlearn.compare import Data, ScenarioSpec
 from .objective import Weights
 
 EPS_KEYS = ("F", "eps_score", "RA_ratio", "TA_ratio")
@@ -41,10 +41,9 @@ class EpsReference:
 
 def audit_spec(spec: Any) -> AuditSpec:
     """The audit of a sweep's scenario (a :class:`~.sweep.SweepSpec`), N = audit_models."""
-    return AuditSpec(dataset=spec.dataset, model=spec.model, model_args=spec.model_args,
-                     forget=spec.forget, method="retrain", models=spec.audit_models,
-                     seed=spec.seed, test_fraction=spec.test_fraction, recipe=spec.recipe,
-                     null=False, backend="ray", data_dir=spec.data_dir)
+    return AuditSpec(**{k: getattr(spec, k) for k in ScenarioSpec.model_fields
+                        if k != "backend"}, method="retrain", models=spec.audit_models,
+                     null=False, backend="ray")
 
 
 def eps_reference(spec: Any, data: Data, template: nn.Module, tick: Any) -> EpsReference:

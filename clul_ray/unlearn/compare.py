@@ -53,23 +53,28 @@ def _silent(description: str, done: int, total: int) -> None:
     """The progress callback of a caller that gave none."""
 
 
-class CompareSpec(Settings):
-    """What to compare. ``params`` maps a method to its overrides (``{"salun": {"lr": 0.1}}``)."""
-
-    label: ClassVar[str] = "compare"
+class ScenarioSpec(Settings):
+    """One forget scenario: the data, its split, the model and how the original trains."""
 
     dataset: str = "digits"
     model: str = "mlp"
     model_args: dict[str, Any] = Field(default_factory=dict)
     forget: str = "class:3"
-    methods: list[str] = Field(default_factory=lambda: ["all"])
-    seeds: Int = Field(1, ge=1)
     seed: Int = 0
     test_fraction: float = Field(0.2, gt=0, lt=1)
     recipe: TrainRecipe = Field(default_factory=TrainRecipe)
-    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     backend: Literal["ray", "local"] = "ray"
     data_dir: str | None = None
+
+
+class CompareSpec(ScenarioSpec):
+    """What to compare. ``params`` maps a method to its overrides (``{"salun": {"lr": 0.1}}``)."""
+
+    label: ClassVar[str] = "compare"
+
+    methods: list[str] = Field(default_factory=lambda: ["all"])
+    seeds: Int = Field(1, ge=1)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tuned: dict[str, dict[str, Any]] = Field(default_factory=dict)  # from `clul-ray tune`
     audit: Int = Field(0, ge=0)  # N > 1: add the ε-score audit of every method (N per side)
 
@@ -167,7 +172,7 @@ def runs(spec: CompareSpec, methods: list[str]) -> list[tuple[str, str, dict[str
     return out
 
 
-def load_data(spec: CompareSpec) -> Data:
+def load_data(spec: ScenarioSpec) -> Data:
     src = open_source(spec.dataset, data_dir=spec.data_dir)
     tables = [t.select(["id", "label", "x"]) for t in src.iter_tables()]
     if not tables:
