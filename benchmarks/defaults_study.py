@@ -30,7 +30,7 @@ from clul_ray.unlearn.compare import TUNED, CompareSpec, run_compare
 
 # The defaults before this study, as params of the current code (which reproduce them).
 BEFORE: dict[str, dict] = {
-    "bad_teacher": {"temperature": 5.0, "min_steps": 0},
+    "bad_teacher": {"temperature": 5.0, "min_steps": 0, "until_forgotten": False},
     "scrub": {"msteps": 3, "min_max_steps": 0},
     "neggrad": {"epochs": 5, "partial_epochs": 5, "until_forgotten": False},
     "neggrad+": {"epochs": 5, "partial_epochs": 5, "until_forgotten": False},

@@ -213,7 +213,7 @@ def test_bad_teacher_method_trains_on_that_loss(digits, monkeypatch):
     monkeypatch.setattr(bt, "bad_teacher_loss", spy)
     data, original, _ = digits
     _, report = unlearn_model(original, data["forget"], data["retain"], "bad_teacher",
-                              {"min_steps": 0})  # one epoch: one pass of the loader
+                              {"min_steps": 0, "until_forgotten": False})  # one pass
     n_retain = round(bt.BadTeacherParams().retain_fraction * len(data["retain"]))
     assert report.details["retain_rows_used"] == n_retain
     assert len(calls) == report.details["steps"] == math.ceil(

@@ -11,7 +11,13 @@ import torch
 from test_unlearn import acc, digits, one_torch_thread  # noqa: F401 (fixtures)
 
 from clul_ray.unlearn import Split, unlearn_model
-from clul_ray.unlearn.strength import epochs_for, forget_fraction, whole_classes
+from clul_ray.unlearn.strength import (
+    epochs_for,
+    forget_accuracy,
+    forget_fraction,
+    run_until_forgotten,
+    whole_classes,
+)
 
 
 def split(labels: list[int]) -> Split:
@@ -36,6 +42,42 @@ def test_epochs_for_raises_epochs_to_reach_min_steps(epochs, min_steps, n, batch
     assert epochs_for(epochs, min_steps, n, batch) == want
 
 
+FORGET_1D = Split(torch.tensor([[1.0], [2.0], [3.0]]), torch.zeros(3, dtype=torch.long))
+
+
+def scripted(moves: list[float]) -> tuple[torch.nn.Linear, int]:
+    """``run_until_forgotten`` on a 1-d, 2-class linear model whose step k adds ``moves[k]``
+    to the class-0 weight w (SGD, lr 1; one row per batch), the forget rows x = 1, 2, 3 of
+    class 0, biases 1 and 0: a row is right while 1 + w·x >= 0. Returns the model and the
+    steps it made."""
+    model = torch.nn.Linear(1, 2)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.copy_(torch.tensor([1.0, 0.0]))
+    step = iter(moves)
+    steps, _ = run_until_forgotten(model, torch.optim.SGD(model.parameters(), lr=1.0), 0, 1,
+                                   len(moves), 1, lambda idx: -model.weight[0, 0] * next(step),
+                                   FORGET_1D)
+    return model, steps
+
+
+def test_run_until_forgotten_stops_at_zero_or_ends_on_the_best_step():
+    # margins 1 + w·x, x = 1..3: w = -0.4 -> x=3 wrong (FA 2/3); w = 0.1 -> all right
+    model, steps = scripted([-0.4, 0.5, 0.0])
+    assert steps == 3
+    assert model.weight[0, 0].item() == pytest.approx(-0.4)  # back to the best step
+    assert forget_accuracy(model, FORGET_1D) == pytest.approx(2 / 3)
+    # w = -2 leaves every margin below 0: stop there, the later moves never run
+    model, steps = scripted([-0.4, -1.6, 5.0, 5.0])
+    assert steps == 2 and model.weight[0, 0].item() == pytest.approx(-2.0)
+    # without a forget set: every step, no check
+    lin = torch.nn.Linear(1, 2)
+    moves = iter([1.0, 1.0])
+    steps, epochs = run_until_forgotten(lin, torch.optim.SGD(lin.parameters(), lr=1.0), 0, 1,
+                                        2, 1, lambda idx: -lin.weight[0, 0] * next(moves), None)
+    assert (steps, epochs) == (2, 1)
+
+
 def random_half(data: dict, frac: float = 0.1) -> tuple[Split, Split]:
     """A seeded random ``frac`` of the retain rows as a forget set (not whole classes)."""
     r = data["retain"]
@@ -52,7 +94,7 @@ def test_neggrad_stops_once_a_whole_class_is_forgotten(digits):  # noqa: F811
     assert d["whole_classes"] and 1 <= d["epochs"] < 30
     assert acc(model, data["forget"]) == 0.0
     per_epoch = math.ceil(len(data["forget"]) / 64)
-    assert d["steps"] == d["epochs"] * per_epoch
+    assert (d["epochs"] - 1) * per_epoch < d["steps"] <= d["epochs"] * per_epoch
     # without the stop it runs every epoch
     _, full = unlearn_model(original, data["forget"], data["retain"], "neggrad",
                             {"epochs": d["epochs"] + 2, "until_forgotten": False})
@@ -96,14 +138,26 @@ def test_neural_mask_contrast_masks_the_class_units_not_a_random_sample(digits):
 
 @pytest.mark.parametrize("method", ["bad_teacher", "random_label"])
 def test_min_steps_raise_epochs_on_small_data(digits, method):  # noqa: F811
-    """On 40 forget and 60 retain rows one epoch is one batch (bad_teacher) or two
-    (random_label): the epochs are raised until min_steps steps are made."""
+    """On 40 forget and 60 retain rows one epoch is two batches of 64: the epochs are
+    raised until min_steps steps are made."""
     data, original, _ = digits
     forget = Split(data["forget"].x[:40], data["forget"].y[:40])
     retain = Split(data["retain"].x[:60], data["retain"].y[:60])
-    _, report = unlearn_model(original, forget, retain, method,
-                              {"epochs": 1, "min_steps": 7, "batch_size": 64})
+    params = {"epochs": 1, "min_steps": 7, "batch_size": 64}
+    if method == "bad_teacher":
+        params["until_forgotten"] = False  # every step, no stop on this whole class
+    _, report = unlearn_model(original, forget, retain, method, params)
     n = 40 + (round(0.65 * 60) if method == "bad_teacher" else 60)
     per_epoch = math.ceil(n / 64)
     assert report.details["epochs"] == math.ceil(7 / per_epoch) > 1
     assert report.details["steps"] == report.details["epochs"] * per_epoch
+
+
+def test_bad_teacher_stops_once_a_whole_class_is_forgotten(digits):  # noqa: F811
+    data, original, _ = digits
+    model, report = unlearn_model(original, data["forget"], data["retain"], "bad_teacher")
+    d = report.details
+    assert d["whole_classes"] and acc(model, data["forget"]) == 0.0
+    _, full = unlearn_model(original, data["forget"], data["retain"], "bad_teacher",
+                            {"until_forgotten": False})
+    assert d["steps"] < full.details["steps"] == 32  # 4 batches an epoch, 8 epochs

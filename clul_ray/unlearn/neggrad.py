@@ -8,7 +8,8 @@ Gradient ascent is unbounded: keep epochs and lr small, and compare with retrain
 
 Scenario-dependent strength (:mod:`.strength`), defaults chosen on several scenarios
 (benchmarks/defaults_study.py): on a forget set of whole classes the passes go on until
-the model's accuracy on D_f is 0 (what retraining gives there), at most ``epochs``; on any
+a step leaves the model's accuracy on D_f at 0 (what retraining gives there), at most
+``epochs`` (then it ends on the step with the lowest); on any
 other forget set (e.g. a random sample, where retraining's forget accuracy is about its
 test accuracy and ascent soon costs test accuracy) they run ``partial_epochs`` epochs.
 Defaults: Adam lr 1e-3, batch 64, ``epochs`` 30, ``partial_epochs`` 1; chosen on digits
@@ -28,21 +29,15 @@ from torch import nn
 from ..hashing import derive_seed
 from .base import Split, register_method, register_variant
 from .params import BatchSize, Bool, Fraction, NonNegInt, OptimParams
-from .strength import forget_accuracy, whole_classes
-from .training import (
-    SALT_EPOCH,
-    SALT_FORGET,
-    begin_epoch,
-    cycled_batches,
-    end_epoch,
-    shuffled_batches,
-)
+from .strength import run_until_forgotten, whole_classes
+from .training import SALT_FORGET, cycled_batches
 
 
 class NegGradParams(OptimParams):
-    """``epochs``: the passes on a whole-class forget set, where they stop early once the
-    accuracy on D_f is 0 (unless ``until_forgotten`` is false); ``partial_epochs``: the
-    passes on any other forget set."""
+    """``epochs``: the passes on a whole-class forget set, where they stop after the first
+    step that leaves the accuracy on D_f at 0, else end on the step with the lowest
+    (unless ``until_forgotten`` is false);
+    ``partial_epochs``: the passes on any other forget set."""
 
     epochs: NonNegInt = 30
     partial_epochs: NonNegInt = 1
@@ -80,19 +75,10 @@ def neggrad(model: nn.Module, forget: Split, retain: Split,
             return (p.beta * F.cross_entropy(model(retain.x[idx]), retain.y[idx])
                     - (1.0 - p.beta) * F.cross_entropy(model(forget.x[fidx]), forget.y[fidx]))
 
-    steps = epochs = 0
-    for epoch in range(p.epochs if whole else p.partial_epochs):
-        s = begin_epoch(p.seed, SALT_EPOCH, epoch)
-        model.train()
-        for idx in shuffled_batches(n, p.batch_size, s):
-            opt.zero_grad(set_to_none=True)
-            loss(idx).backward()
-            opt.step()
-            steps += 1
-        epochs = epoch + 1
-        end_epoch(epochs, model)
-        if whole and p.until_forgotten and forget_accuracy(model, forget) == 0.0:
-            break
+    stop = forget if whole and p.until_forgotten else None
+    steps, epochs = run_until_forgotten(model, opt, p.seed,
+                                        p.epochs if whole else p.partial_epochs, n,
+                                        p.batch_size, loss, stop)
     return model, {"variant": "neggrad+" if use_plus else "neggrad", "steps": steps,
                    "epochs": epochs, "whole_classes": whole}
 

@@ -8,18 +8,22 @@ some hold only if the strength follows the scenario:
   may push until the model's forget accuracy is 0. On any other forget set (a random
   sample) retraining's forget accuracy is about its test accuracy: a method must move the
   model only a little.
+  :func:`run_until_forgotten` is the methods' loop with that stop.
 - :func:`epochs_for`: a small data set (wine: ~140 training rows) gives few batches per
   epoch; a method that needs ``min_steps`` optimiser steps runs more epochs there.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from .base import Split
+from .training import SALT_EPOCH, begin_epoch, end_epoch, shuffled_batches
 
 
 def whole_classes(forget: Split, retain: Split) -> bool:
@@ -52,3 +56,36 @@ def forget_accuracy(model: nn.Module, forget: Split) -> float:
     acc = float((model(forget.x).argmax(1) == forget.y).float().mean())
     model.train(was)
     return acc
+
+
+def run_until_forgotten(model: nn.Module, opt: torch.optim.Optimizer, seed: int, epochs: int,
+                        n: int, batch_size: int,
+                        batch_loss: Callable[[torch.Tensor], torch.Tensor],
+                        forget: Split | None) -> tuple[int, int]:
+    """``training.run_epochs`` (the same seeded batches, epoch by epoch) that, given
+    ``forget``, checks the model's accuracy on it after every optimiser step: it stops at the
+    first step that leaves it at 0 and otherwise ends on the weights of the step with the
+    lowest (the first such), as SCRUB+R keeps the checkpoint whose forget error is closest
+    to the target. ``forget`` None: every step, no check. Returns (steps, epochs begun)."""
+    steps = 0
+    best, best_state = forget_accuracy(model, forget) if forget is not None else 0.0, None
+    for epoch in range(epochs):
+        s = begin_epoch(seed, SALT_EPOCH, epoch)
+        model.train()
+        for idx in shuffled_batches(n, batch_size, s):
+            opt.zero_grad(set_to_none=True)
+            batch_loss(idx).backward()
+            opt.step()
+            steps += 1
+            if forget is None:
+                continue
+            acc = forget_accuracy(model, forget)
+            if acc == 0.0:
+                end_epoch(epoch + 1, model)
+                return steps, epoch + 1
+            if acc < best:
+                best, best_state = acc, copy.deepcopy(model.state_dict())
+            elif best_state is not None and steps == epochs * math.ceil(n / batch_size):
+                model.load_state_dict(best_state)  # the last step: back to the best
+        end_epoch(epoch + 1, model)
+    return steps, epochs
