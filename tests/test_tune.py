@@ -135,7 +135,10 @@ def test_sweep_writes_its_files_and_ranks_trials(sweep):
     assert best["batch_size"] == 256 and best["optimizer"] == "adam", "defaults filled in"
     s = result["summary"]["bad_teacher"]
     assert s["trials"] == 8 and 0 < s["parallel_efficiency"] <= 1
-    assert s["tuned_gap"] <= s["default_gap"] or s["default_gap"] < 0.02
+    # the tuned gap is the best trial's; the defaults (chosen on several scenarios) may beat
+    # all 8 random trials, so their gap is only checked to be a gap
+    assert s["tuned_gap"] == pytest.approx(float(top["gap"]), abs=1e-4)  # csv: 4 decimals
+    assert 0 <= s["default_gap"] <= 1
     assert "| default |" in (out / "best.md").read_text()
     assert ("tune bad_teacher: trials", 8, 8) in ticks
 
