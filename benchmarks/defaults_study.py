@@ -66,13 +66,15 @@ def dataset_spec(name: str, data_dir: Path) -> str:
 
 
 def scenario_rows(result: dict, dataset: str, forget: str, methods: list[str]) -> list[dict]:
-    """Per method: before and after deltas to retrain (means over seeds)."""
+    """Per method: before and after deltas to retrain (means over seeds); ``original`` (the
+    model before unlearning, the same both times) first, as the do-nothing baseline."""
     by = {r["method"]: r for r in result["rows"]}
     ref = by["retrain"]
     out = []
-    for m in methods:
+    for m in ["original", *methods]:
         row = {"dataset": dataset, "forget": forget, "method": m}
-        for when, label in (("before", m), ("after", m + TUNED)):
+        after = m if m == "original" else m + TUNED
+        for when, label in (("before", m), ("after", after)):
             r = by[label]
             row[f"{when}_dFA"] = r["FA"] - ref["FA"]
             row[f"{when}_dTA"] = r["TA"] - ref["TA"]
@@ -96,8 +98,26 @@ def summary(rows: list[dict], methods: list[str]) -> list[dict]:
     return out
 
 
+def pivot(rows: list[dict], part: str) -> list[str]:
+    """Method x scenario of one set: FA − FA_retrain before → after (TA − TA_retrain after)."""
+    mine = [r for r in rows if r["set"] == part]
+    scen = list(dict.fromkeys(f"{r['dataset']} {r['forget']}" for r in mine))
+    lines = ["| method | " + " | ".join(scen) + " |", "|---" * (len(scen) + 1) + "|"]
+    for m in dict.fromkeys(r["method"] for r in mine):
+        cells = [next(r for r in mine if r["method"] == m
+                      and f"{r['dataset']} {r['forget']}" == sc) for sc in scen]
+        lines.append(f"| {m} | " + " | ".join(
+            f"{c['before_dFA']:+.2f} → {c['after_dFA']:+.2f} ({c['after_dTA']:+.2f})"
+            for c in cells) + " |")
+    return lines
+
+
 def markdown(rows: list[dict], summ: list[dict]) -> str:
-    lines = ["| set | scenario | method | ΔFA before | ΔFA after | ΔTA before | ΔTA after "
+    lines = []
+    for part in ("train", "held_out"):
+        lines += [f"{part}: FA − FA_retrain before → after (TA − TA_retrain after)", "",
+                  *pivot(rows, part), ""]
+    lines += ["| set | scenario | method | ΔFA before | ΔFA after | ΔTA before | ΔTA after "
              "| gap before | gap after |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['set']} | {r['dataset']} {r['forget']} | {r['method']} | "
@@ -150,7 +170,7 @@ def main() -> None:
             result = run_compare(spec, args.out / "runs" / f"{dataset}_{forget.replace(':', '_')}")
             print(f"{part} {dataset} {forget}: {time.perf_counter() - t:.1f} s", flush=True)
             rows += [{"set": part, **r} for r in scenario_rows(result, dataset, forget, methods)]
-    summ = summary(rows, methods)
+    summ = summary(rows, ["original", *methods])
     md = markdown(rows, summ)
     (args.out / "defaults_study.md").write_text(md)
     (args.out / "defaults_study.json").write_text(json.dumps(

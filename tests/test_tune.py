@@ -109,7 +109,8 @@ def sweep(tmp_path_factory):
     spec = SweepSpec(methods=["bad_teacher"], forget="class:3", seeds=2, num_samples=8,
                      model_args={"hidden": 16}, recipe={"epochs": 4},
                      space={"bad_teacher": {"lr": {"loguniform": [1e-6, 5e-2]},
-                                            "epochs": {"randint": [3, 6]}}})
+                                            "epochs": {"randint": [3, 6]},
+                                            "min_steps": 0}})  # epochs as drawn
     real = sweep_mod.compute_reference
     sweep_mod.compute_reference = counting
     try:

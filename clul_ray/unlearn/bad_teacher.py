@@ -59,7 +59,7 @@ class BadTeacherParams(OptimParams):
 
 def _space(tune):
     return {"temperature": tune.loguniform(0.5, 8.0), "lr": tune.loguniform(1e-5, 1e-2),
-            "epochs": tune.randint(1, 11), "retain_fraction": tune.uniform(0.1, 1.0)}
+            "min_steps": tune.randint(1, 61), "retain_fraction": tune.uniform(0.1, 1.0)}
 
 
 @register_method("bad_teacher", BadTeacherParams, changes_weights=True,
