@@ -11,6 +11,7 @@ wall seconds, the models' summed seconds and the parallel efficiency (summed sec
 
     python benchmarks/audit.py methods --models 64 --forget class:3 --forget random:0.1
     python benchmarks/audit.py scaling --models 16 --cpus 1 --cpus 2
+    python benchmarks/audit.py null    (the estimator on two samples of one distribution)
 """
 
 from __future__ import annotations
@@ -86,9 +87,27 @@ def scaling(models: int, cpus: list[int], work: Path) -> None:
         sys.stdout.flush()
 
 
+def null(models: list[int], examples: int = 200) -> None:
+    """The estimator on two samples of one distribution (and of a shifted one): what a
+    perfect method scores at N."""
+    import numpy as np
+
+    from clul_ray.audit import epsilon as E
+
+    print("\n| N | median ε, same distribution | F, same distribution | F, shifted by 1 sd |")
+    print("|---:|---:|---:|---:|")
+    rng = np.random.default_rng(0)
+    for n in models:
+        a, b = rng.normal(0, 1, (n, examples)), rng.normal(0, 1, (n, examples))
+        eps = E.epsilons(a, b)
+        shifted = E.epsilons(rng.normal(1, 1, (n, examples)), b)
+        print(f"| {n} | {np.median(eps):.2f} | {E.forgetting_quality(eps, n):.3f} | "
+              f"{E.forgetting_quality(shifted, n):.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["methods", "scaling"])
+    ap.add_argument("what", choices=["methods", "scaling", "null"])
     ap.add_argument("--models", type=int, default=64)
     ap.add_argument("--forget", action="append", default=None)
     ap.add_argument("--num-samples", type=int, default=8)
@@ -96,7 +115,9 @@ def main() -> None:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="clul-audit-bench-") as tmp:
         os.environ["CLUL_RAY_CACHE"] = str(Path(tmp) / "cache")  # a cold cache of references
-        if a.what == "methods":
+        if a.what == "null":
+            null(a.cpus or [8, 16, 64, 512])
+        elif a.what == "methods":
             methods(a.models, a.forget or ["class:3", "random:0.1"], a.num_samples, Path(tmp))
         else:
             scaling(a.models, a.cpus or [1, 2], Path(tmp))

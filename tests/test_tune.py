@@ -109,7 +109,8 @@ def sweep(tmp_path_factory):
     spec = SweepSpec(methods=["bad_teacher"], forget="class:3", seeds=2, num_samples=8,
                      model_args={"hidden": 16}, recipe={"epochs": 4},
                      space={"bad_teacher": {"lr": {"loguniform": [1e-6, 5e-2]},
-                                            "epochs": {"randint": [3, 6]}}})
+                                            "epochs": {"randint": [3, 6]},
+                                            "min_steps": 0}})  # epochs as drawn
     real = sweep_mod.compute_reference
     sweep_mod.compute_reference = counting
     try:
@@ -135,7 +136,10 @@ def test_sweep_writes_its_files_and_ranks_trials(sweep):
     assert best["batch_size"] == 256 and best["optimizer"] == "adam", "defaults filled in"
     s = result["summary"]["bad_teacher"]
     assert s["trials"] == 8 and 0 < s["parallel_efficiency"] <= 1
-    assert s["tuned_gap"] <= s["default_gap"] or s["default_gap"] < 0.02
+    # the tuned gap is the best trial's; the defaults (chosen on several scenarios) may beat
+    # all 8 random trials, so their gap is only checked to be a gap
+    assert s["tuned_gap"] == pytest.approx(float(top["gap"]), abs=1e-4)  # csv: 4 decimals
+    assert 0 <= s["default_gap"] <= 1
     md = (out / "best.md").read_text()
     assert "| default |" in md and "| default TF1 | tuned TF1 |" in md
     assert s["tuned_TF1"] == pytest.approx(float(top["TF1"]), abs=1e-4) and 0 < s["tuned_TF1"] <= 1
