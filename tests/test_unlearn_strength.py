@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_unlearn import acc, digits, one_torch_thread  # noqa: F401 (fixtures)
+from test_unlearn import acc, digits  # noqa: F401 (fixtures)
 
 from clul_ray.unlearn import Split, unlearn_model
 from clul_ray.unlearn.strength import (
@@ -18,6 +18,8 @@ from clul_ray.unlearn.strength import (
     run_until_forgotten,
     whole_classes,
 )
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def split(labels: list[int]) -> Split:
