@@ -101,10 +101,11 @@ def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     calls = out / "reference_calls.txt"
 
-    def counting(template, data, recipe, seed, _real=compute_reference, _log=str(calls)):
+    def counting(template, data, recipe, seed, *rest, _real=compute_reference,
+                 _log=str(calls)):
         with open(_log, "a") as f:
             f.write(f"{seed}\n")
-        return _real(template, data, recipe, seed)
+        return _real(template, data, recipe, seed, *rest)
 
     spec = SweepSpec(methods=["bad_teacher"], forget="class:3", seeds=2, num_samples=8,
                      model_args={"hidden": 16}, recipe={"epochs": 4},
