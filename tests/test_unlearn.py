@@ -273,6 +273,8 @@ def test_scenarios(tmp_path):
     r2 = split_forget(parse_scenario("random:0.1"), ids, labels, test_ids, test_labels, 10, 0)
     r3 = split_forget(parse_scenario("random:0.1"), ids, labels, test_ids, test_labels, 10, 1)
     assert r1.forget.sum() == 10 and np.array_equal(r1.forget, r2.forget)
+    pct = split_forget(parse_scenario("random:10%"), ids, labels, test_ids, test_labels, 10, 0)
+    assert np.array_equal(pct.forget, r1.forget)
     assert not np.array_equal(r1.forget, r3.forget) and r1.test_keep.all()
     f = tmp_path / "ids.txt"
     f.write_text("105\n\n150\n")
@@ -287,6 +289,7 @@ def test_scenarios(tmp_path):
     refused("class:x", "integer classes")
     refused("random:1.5", "in \\(0, 1\\)")
     refused("random:abc", "fraction")
+    refused("random:150%", "in \\(0, 1\\)")
     refused("stripes:3", "unknown forget scenario")
     refused("class:", "bad forget scenario")
     refused(f"ids:{tmp_path / 'missing.txt'}", "not found")

@@ -88,7 +88,7 @@ Dataset = Annotated[str | None, typer.Option(
 DataDir = Annotated[str | None, typer.Option(help="folder of torchvision datasets")]
 Model = Annotated[str | None, typer.Option(help="mlp, cnn, resnet18, gpt-tiny, module:fn")]
 Forget = Annotated[str, typer.Option(
-    help="class:C | random:P | ids:FILE | people:P or bias (text)")]
+    help="class:C | random:P (0.1 or 10%) | ids:FILE | people:P or bias (text)")]
 
 
 # ---- help width ---------------------------------------------------------------------------

@@ -54,10 +54,10 @@ def parse_scenario(spec: str) -> Scenario:
             raise ClulError(f"class scenario names no class: '{spec}'")
         return Scenario("class", classes=classes)
     if kind == "random":
-        try:
-            p = float(arg)
+        try:  # a fraction, or a percentage: random:0.1 = random:10%
+            p = float(arg[:-1]) / 100 if arg.endswith("%") else float(arg)
         except ValueError:
-            raise ClulError(f"random scenario needs a fraction: 'random:0.1', got "
+            raise ClulError(f"random scenario needs a fraction: 'random:0.1' or 'random:10%', got "
                             f"'{spec}'") from None
         if not 0.0 < p < 1.0:
             raise ClulError(f"random scenario fraction must be in (0, 1), got {p}")
