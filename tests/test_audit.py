@@ -26,7 +26,9 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def retrain_audit(cache, tmp_path_factory):
+def retrain_audit(ray_session, cache, tmp_path_factory):
+    """(The session's Ray first: a module fixture runs before the per-test one that starts
+    it, and a Ray started here would lack the session's S3 endpoint in its workers.)"""
     out = tmp_path_factory.mktemp("audit") / "retrain"
     res = runner.invoke(app, ["audit", "--forget", "class:3", "--method", "retrain",
                               "--models", str(N), "--epochs", "10", "--cache", cache,

@@ -22,7 +22,6 @@ from .common import (
     run,
     verbose_ray,
 )
-from .unlearn import tuned_params
 
 
 def audit(
@@ -69,6 +68,7 @@ def audit(
     written with a table of utility (RA/FA/TA, test precision/recall/F1)."""
     from ..audit.run import load_checked, run_audit
     from ..audit.spec import BASELINES, AuditSpec, SisaShape
+    from ..tune.outputs import tuned_params
     from ..unlearn.training import TrainRecipe
 
     def body() -> None:

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..errors import ClulError
 from .common import (
     Address,
     AsJson,
@@ -28,18 +27,6 @@ from .common import (
     run,
     verbose_ray,
 )
-
-
-def tuned_params(path: Path | None, method: str) -> dict[str, Any]:
-    """A method's params from a sweep's best.yaml (none when ``path`` is None)."""
-    if path is None:
-        return {}
-    from ..tune.outputs import load_best
-
-    best = load_best(path)
-    if method not in best:
-        raise ClulError(f"{path} has no params for {method} (it has: {', '.join(best)})")
-    return best[method]
 
 
 def compare(
@@ -174,6 +161,8 @@ def unlearn(
     A new version, marked approximate, goes through the deletion ledger like `delete`."""
 
     def body() -> None:
+        from ..tune.outputs import tuned_params
+
         params = {**tuned_params(params_from, method), **parse_model_args(param or [])}
         verbose_ray(verbose)
         emit_progress(lambda prog: open_root(root, address, prog).unlearn(

@@ -209,3 +209,13 @@ def load_best(path: str | Path) -> dict[str, dict[str, Any]]:
     for m, params in raw.items():
         get_method(m).make_params(params)
     return raw
+
+
+def tuned_params(path: str | Path | None, method: str) -> dict[str, Any]:
+    """A method's params from a sweep's best.yaml (none when ``path`` is None)."""
+    if path is None:
+        return {}
+    best = load_best(path)
+    if method not in best:
+        raise ClulError(f"{path} has no params for {method} (it has: {', '.join(best)})")
+    return best[method]
