@@ -15,7 +15,9 @@ object (S3 stores it whole or not at all), and the root's lock is a ``PutObject`
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -28,6 +30,11 @@ MAX_ATTEMPTS = 3
 DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
           "InvalidToken", "ExpiredToken", "AllAccessDisabled"}
 NO_BUCKET = {"404", "NoSuchBucket"}
+# The answers a conditional request expects (not failures): the object exists (a create
+# with If-None-Match), it is absent, it changed since it was read (If-Match).
+CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+ABSENT = ("NoSuchKey", "404")
+CHANGED = ("PreconditionFailed", "412")
 
 
 def is_s3(root: str) -> bool:
@@ -113,56 +120,40 @@ def probe(root: str) -> None:
                         f"{endpoint() or 'of AWS'} ({type(e).__name__})") from None
 
 
-def put(bucket: str, key: str, data: bytes) -> None:
-    """One ``PutObject`` of the whole object: the old version until it succeeds."""
+def _request(op: str, bucket: str, key: str, expected: tuple[str, ...] = (),
+             then: Callable[[Any], Any] = lambda r: r, **params: Any) -> tuple[bool, Any]:
+    """``client().<op>(Bucket=bucket, Key=key, **params)``, its response passed to ``then``:
+    ``(True, what then returns)``, or ``(False, None)`` when S3 answers one of the
+    ``expected`` error codes; any other failure is an OSError naming the request."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    what = f"{''.join(w.title() for w in op.split('_'))} s3://{bucket}/{key}"
     try:
-        client().put_object(Bucket=bucket, Key=key, Body=data)
-    except (BotoCoreError, ClientError) as e:
-        raise _os_error(e, f"PutObject s3://{bucket}/{key}") from None
+        return True, then(getattr(client(), op)(Bucket=bucket, Key=key, **params))
+    except ClientError as e:
+        if _code(e) in expected:
+            return False, None
+        raise _os_error(e, what) from None
+    except BotoCoreError as e:
+        raise _os_error(e, what) from None
+
+
+def put(bucket: str, key: str, data: bytes) -> None:
+    """One ``PutObject`` of the whole object: the old version until it succeeds."""
+    _request("put_object", bucket, key, Body=data)
 
 
 def create(bucket: str, key: str, data: bytes) -> bool:
     """Create the object only if absent (``If-None-Match: *``); False when it exists."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
-    except ClientError as e:
-        if _code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-            return False
-        raise _os_error(e, f"PutObject s3://{bucket}/{key}") from None
-    except BotoCoreError as e:
-        raise _os_error(e, f"PutObject s3://{bucket}/{key}") from None
-    return True
+    return _request("put_object", bucket, key, CONFLICT, Body=data, IfNoneMatch="*")[0]
 
 
 def get(bucket: str, key: str) -> tuple[bytes, str] | None:
     """(content, ETag) of an object, None when absent."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        r = client().get_object(Bucket=bucket, Key=key)
-        return r["Body"].read(), r["ETag"]
-    except ClientError as e:
-        if _code(e) in ("NoSuchKey", "404"):
-            return None
-        raise _os_error(e, f"GetObject s3://{bucket}/{key}") from None
-    except BotoCoreError as e:
-        raise _os_error(e, f"GetObject s3://{bucket}/{key}") from None
+    return _request("get_object", bucket, key, ABSENT,
+                    then=lambda r: (r["Body"].read(), r["ETag"]))[1]
 
 
 def delete_if(bucket: str, key: str, etag: str) -> bool:
     """Delete the object only while its ETag is ``etag`` (``If-Match``); False otherwise."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        client().delete_object(Bucket=bucket, Key=key, IfMatch=etag)
-    except ClientError as e:
-        if _code(e) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
-            return False
-        raise _os_error(e, f"DeleteObject s3://{bucket}/{key}") from None
-    except BotoCoreError as e:
-        raise _os_error(e, f"DeleteObject s3://{bucket}/{key}") from None
-    return True
+    return _request("delete_object", bucket, key, CHANGED + ABSENT, IfMatch=etag)[0]
