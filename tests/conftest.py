@@ -102,8 +102,10 @@ def digits_parquet(path, drop=()):
 
 
 @pytest.fixture(scope="session")
-def trained_base(tmp_path_factory):
-    """A trained digits root (S=3, R=3), copied by tests that change it."""
+def trained_base(ray_session, tmp_path_factory):
+    """A trained digits root (S=3, R=3), copied by tests that change it. (Session fixtures
+    that train take the session's Ray first: the per-test fixture that starts it runs after
+    them, and a Ray they started would lack the S3 endpoint in its workers.)"""
     from clul_ray import Pipeline
 
     root = tmp_path_factory.mktemp("base") / "root"
@@ -120,7 +122,7 @@ def trained_root(trained_base, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def deletion_case(tmp_path_factory):
+def deletion_case(ray_session, tmp_path_factory):
     """Ids D to delete and the reference: a fresh training on digits without D."""
     base = tmp_path_factory.mktemp("ids")
     from clul_ray import Pipeline

@@ -40,6 +40,7 @@ from ..errors import ClulError, first_line
 from ..faults import NONE as NO_FAULTS
 from ..faults import Faults
 from . import state
+from .http import answered
 
 APP_NAME = "clul-ray"
 api = FastAPI(title="clul-ray deletion service")
@@ -98,12 +99,8 @@ class DeletionApp:
             raise HTTPException(400, first_line(e)) from None
         if len(x) == 0:
             raise HTTPException(400, "rows must be a non-empty list of rows")
-        try:
+        with answered(bad_input=(ValueError,)):
             out = await self._predict(x)
-        except state.NoServableShard as e:
-            raise HTTPException(503, str(e)) from None
-        except ValueError as e:
-            raise HTTPException(400, first_line(e)) from None
         if isinstance(out, state.NoServableShard):
             raise HTTPException(503, str(out))
         if isinstance(out, Exception):
@@ -119,12 +116,8 @@ class DeletionApp:
         return await self._text("generate", body.prompt, body.max_tokens)
 
     async def _text(self, work: str, *args):
-        try:
+        with answered():
             return await asyncio.to_thread(self.svc.text, work, *args)
-        except state.NoServableShard as e:
-            raise HTTPException(503, str(e)) from None
-        except ClulError as e:
-            raise HTTPException(400, first_line(e)) from None
 
     @api.post("/delete")
     async def delete(self, body: DeleteBody):

@@ -37,6 +37,7 @@ from ..faults import NONE as NO_FAULTS
 from ..faults import Faults
 from . import state, voting
 from .board import find_board, open_board
+from .http import answered
 
 log = logging.getLogger("clul_ray.serve")
 BOARD_TIMEOUT_S = 2.0  # a board call slower than this: the reader answers 503
@@ -265,12 +266,8 @@ class Reader:
             if work == "score":
                 return {"scores": score_texts(models, tok, context, *args)}
             return generate(models, tok, context, *args)
-        try:
+        with answered(BoardUnreachable):
             return await self.answer(compute)
-        except (state.NoServableShard, BoardUnreachable) as e:
-            raise HTTPException(503, str(e)) from None
-        except ClulError as e:
-            raise HTTPException(400, first_line(e)) from None
 
     # ---- forwarded to the writer -------------------------------------------------------
     @reader_api.post("/delete")
