@@ -123,7 +123,8 @@ def test_compare_refusals(tmp_path, dataset, forget, says):
 
 def test_compare_refuses_classifier_methods_and_models_on_text(tmp_path):
     for extra, says in ((["--methods", "salun"], "unlearns classifiers"),
-                        (["--methods", "ga", "--model", "mlp"], "needs a language model")):
+                        (["--methods", "ga", "--model", "mlp"], "needs a language model"),
+                        (["--methods", "ga", "--audit", "4"], "scores classifiers")):
         res = CliRunner().invoke(app, ["compare", "--dataset", "tofu-synth:12", "--forget",
                                        "people:10%", "--backend", "local", "--out",
                                        str(tmp_path / "o"), *extra])

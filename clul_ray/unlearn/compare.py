@@ -139,9 +139,8 @@ def parse_param_overrides(items: Sequence[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def check_spec(spec: CompareSpec) -> list[str]:
-    """Refuse a bad spec before any work starts; returns the methods to run."""
-    methods = resolve_methods(spec.methods)
+def check_params(spec: CompareSpec, methods: list[str]) -> None:
+    """Refuse ``--param`` and tuned params that no compared method takes, in one line."""
     if "retrain" in spec.params:
         raise ClulError("retrain follows the original model's recipe; change it with "
                         "--epochs / --lr / --batch-size instead of --param retrain.*")
@@ -155,6 +154,12 @@ def check_spec(spec: CompareSpec) -> list[str]:
     if spec.tuned and not set(spec.tuned) & set(methods):
         raise ClulError(f"the tuned params are for {', '.join(spec.tuned)}, none of which is "
                         "compared")
+
+
+def check_spec(spec: CompareSpec) -> list[str]:
+    """Refuse a bad spec before any work starts; returns the methods to run."""
+    methods = resolve_methods(spec.methods)
+    check_params(spec, methods)
     parse_scenario(spec.forget)
     if spec.audit == 1:
         raise ClulError("--audit must be 0 (off) or at least 2 models per side, got 1")

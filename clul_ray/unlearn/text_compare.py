@@ -37,7 +37,7 @@ from ..runtime import ensure_ray, gather
 from ..text.evaluate import EvalSet, ModelEval, evaluate_model, scores
 from .api import unlearn_model
 from .base import Split, get_method
-from .compare import TUNED, CompareSpec, Progress, _silent
+from .compare import TUNED, CompareSpec, Progress, _silent, check_params
 from .text_data import TextData, load_text_data, parse_text_scenario, resolve_lm_methods
 from .training import (
     SALT_EPOCH,
@@ -60,19 +60,10 @@ def check_text_spec(spec: CompareSpec) -> tuple[list[str], TextData, nn.Module]:
     methods = resolve_lm_methods(spec.methods)
     if spec.seeds != 1:
         raise ClulError("compare on a text dataset runs one seed (--seeds 1)")
-    if "retrain" in spec.params:
-        raise ClulError("retrain follows the original model's recipe; change it with "
-                        "--epochs / --lr / --batch-size instead of --param retrain.*")
-    for m, values in spec.params.items():
-        if m not in methods:
-            raise ClulError(f"--param for '{m}', which is not among the methods "
-                            f"({', '.join(methods)})")
-        get_method(m).make_params(values)
-    for m, values in spec.tuned.items():
-        get_method(m).make_params(values)
-    if spec.tuned and not set(spec.tuned) & set(methods):
-        raise ClulError(f"the tuned params are for {', '.join(spec.tuned)}, none of which is "
-                        "compared")
+    if spec.audit:
+        raise ClulError("the ε-score audit (--audit) scores classifiers; drop it on a text "
+                        "dataset")
+    check_params(spec, methods)
     parse_text_scenario(spec.forget)
     data = load_text_data(spec)
     template = build_model(spec.model, (data.context,), data.vocab, spec.model_args)
