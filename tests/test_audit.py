@@ -4,6 +4,7 @@ like retraining; its files, MLflow run, cache and refusals."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pyarrow.parquet as pq
@@ -125,6 +126,10 @@ def test_compare_audit_scores_every_method_beside_its_gap(tmp_path):
     assert set(audit) == {"retrain", "neggrad"}
     assert all(0 <= r["F"] <= 1 and r["score"] <= r["F"] * 1.05 for r in audit.values())
     assert "ε-score audit" in (tmp_path / "c" / "compare.md").read_text()
+    with open(tmp_path / "c" / "compare.csv") as f:  # the score beside each run's gap
+        csv_rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert float(csv_rows["neggrad"]["eps_score"]) == pytest.approx(audit["neggrad"]["score"])
+    assert csv_rows["original"]["F"] == ""  # the original is not audited
     res = runner.invoke(app, ["compare", "--forget", "class:3", "--methods", "neggrad",
                               "--audit", "1", "--out", str(tmp_path / "d")])
     assert res.exit_code == 2 and "--audit must be 0" in res.output

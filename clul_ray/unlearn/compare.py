@@ -340,6 +340,9 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, progress: Progress | Non
 
     tick = progress or _silent
     methods = check_spec(spec)
+    if spec.audit and auditor is None:
+        raise ClulError("compare with audit > 0 runs through clul_ray.audit.methods."
+                        "compare_with_audit")
     tick("compare: loading data", 0, 1)
     data = load_data(spec)
     template = build_model(spec.model, data.input_shape, data.num_classes, spec.model_args)
@@ -352,6 +355,11 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, progress: Progress | Non
     order = ["retrain", "original"] + [m for m in methods if m != "retrain"]
     order = [x for m in order for x in (m, m + TUNED)]
     rows = aggregate(per_seed, order)
+    audit, audit_md = auditor(spec, todo, data, template, tick) if spec.audit else ([], "")
+    scored = {a["method"]: a for a in audit}
+    for r in rows:  # the ε-score beside each run's gap (compare.csv / .json)
+        if r["method"] in scored:
+            r.update(F=scored[r["method"]]["F"], eps_score=scored[r["method"]]["score"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -371,14 +379,9 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, progress: Progress | Non
         "md": write_markdown(rows, meta, out / "compare.md"),
         "png": write_plot(rows, meta, out / "compare.png"),
     }
-    audit: list[dict[str, Any]] = []
-    if spec.audit:
-        if auditor is None:
-            raise ClulError("compare with audit > 0 runs through clul_ray.audit.methods."
-                            "compare_with_audit")
-        audit, text = auditor(spec, todo, data, template, tick)
+    if audit_md:
         with open(paths["md"], "a") as f:
-            f.write("\n" + text)
+            f.write("\n" + audit_md)
     paths["json"] = write_json({"meta": meta, "rows": rows, "per_seed": per_seed,
                                 "reports": [r.report for r in results], "audit": audit},
                                out / "compare.json")
