@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from torch import nn
 
 from ..metrics import accuracy
@@ -73,20 +72,12 @@ def score_model(model: nn.Module, data: Data, seconds: float, seed: int) -> Mode
                        predict_proba(model, data.test.x), data, seconds, seed)
 
 
-def full_split(data: Data) -> Split:
-    """D_r ∪ D_f: what the original models train on."""
-    return Split(torch.cat([data.retain.x, data.forget.x]),
-                 torch.cat([data.retain.y, data.forget.y]),
-                 None if data.retain.ids is None or data.forget.ids is None
-                 else np.concatenate([data.retain.ids, data.forget.ids]))
-
-
 def fit_original(template: nn.Module, data: Data, recipe: TrainRecipe, seed: int,
                  record_updates: bool = False) -> nn.Module:
     """The one original model an approximate method unlearns from (with its update log when
     a method needs it: ``amnesiac``)."""
     with torch_threads(1):
-        return train_from_scratch(template, full_split(data), recipe, seed,
+        return train_from_scratch(template, data.full(), recipe, seed,
                                   record_updates=record_updates)
 
 
@@ -96,7 +87,7 @@ def trained(template: nn.Module, data: Data, recipe: TrainRecipe, seed: int,
     ``on_full``, on D_r ∪ D_f (``original``: no unlearning at all)."""
     with torch_threads(1):
         t0 = time.perf_counter()
-        model = train_from_scratch(template, full_split(data) if on_full else data.retain,
+        model = train_from_scratch(template, data.full() if on_full else data.retain,
                                    recipe, seed)
         return score_model(model, data, time.perf_counter() - t0, seed)
 
@@ -130,7 +121,7 @@ def sisa_ensemble(data: Data, recipe: TrainRecipe, model: str, model_args: dict[
     from ..sisa.driver.pipeline import Pipeline
 
     with torch_threads(1), tempfile.TemporaryDirectory(prefix="clul-audit-") as tmp:
-        rows = full_split(data) if delete else data.retain
+        rows = data.full() if delete else data.retain
         cfg = make_config(
             dataset=_parquet(Path(tmp) / "rows.parquet", rows),
             input_shape=list(data.input_shape), num_classes=data.num_classes,

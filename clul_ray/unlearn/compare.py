@@ -91,6 +91,13 @@ class Data:
     def labels(self) -> Labels:
         return Labels(self.retain.y.numpy(), self.forget.y.numpy(), self.test.y.numpy())
 
+    def full(self) -> Split:
+        """D_r ∪ D_f (with the rows' ids when both have them): what the original trains on."""
+        ids = (None if self.retain.ids is None or self.forget.ids is None
+               else np.concatenate([self.retain.ids, self.forget.ids]))
+        return Split(torch.cat([self.retain.x, self.forget.x]),
+                     torch.cat([self.retain.y, self.forget.y]), ids)
+
 
 @dataclass
 class OriginalInfo:
@@ -210,12 +217,9 @@ def train_original(template: nn.Module, data: Data, recipe: TrainRecipe, seed: i
 
     ``record_updates``: the model carries its update log (for ``amnesiac``)."""
     with torch_threads(1):
-        ids = (None if data.retain.ids is None or data.forget.ids is None
-               else np.concatenate([data.retain.ids, data.forget.ids]))
-        full = Split(torch.cat([data.retain.x, data.forget.x]),
-                     torch.cat([data.retain.y, data.forget.y]), ids)
         t0 = time.perf_counter()
-        model = train_from_scratch(template, full, recipe, seed, record_updates=record_updates)
+        model = train_from_scratch(template, data.full(), recipe, seed,
+                                   record_updates=record_updates)
         seconds = time.perf_counter() - t0
         incompetent = reinitialize(model, derive_seed(seed, SALT_ZRF)).eval()
         return model, OriginalInfo(seed, outputs_of(model, data),
