@@ -64,9 +64,9 @@ class AuditSpec(ScenarioSpec):
         return Path(base) / "audit"
 
 
-def scenario_of(spec: ScenarioSpec) -> dict[str, Any]:
-    """The scenario fields of a compare or sweep spec, to audit that scenario."""
-    return spec.model_dump(include=set(ScenarioSpec.model_fields))
+def scenario_of(spec: Any) -> dict[str, Any]:
+    """The scenario fields a compare or sweep spec has, to audit that scenario."""
+    return {k: getattr(spec, k) for k in ScenarioSpec.model_fields if hasattr(spec, k)}
 
 
 def check_spec(spec: AuditSpec) -> None:

@@ -18,11 +18,10 @@ from torch import nn
 
 from ..audit import epsilon as E
 from ..audit.jobs import unlearned
-from ..audit.spec import AuditSpec, side_seeds
-from ..unlearn.compare import Data, ScenarioSpec
+from ..audit.spec import AuditSpec, scenario_of, side_seeds
+from ..audit.summary import means, row
+from ..unlearn.compare import Data
 from .objective import Weights
-
-EPS_KEYS = ("F", "eps_score", "RA_ratio", "TA_ratio")
 
 
 @dataclass
@@ -31,8 +30,7 @@ class EpsReference:
 
     seeds: list[int]  # the unlearned runs' seeds
     signals: np.ndarray  # (N, forget rows)
-    RA: float
-    TA: float
+    means: dict[str, float]  # the reference models' RA, TA, ... (audit.summary.means)
 
     @property
     def models(self) -> int:
@@ -41,8 +39,7 @@ class EpsReference:
 
 def audit_spec(spec: Any) -> AuditSpec:
     """The audit of a sweep's scenario (a :class:`~.sweep.SweepSpec`), N = audit_models."""
-    return AuditSpec(**{k: getattr(spec, k) for k in ScenarioSpec.model_fields
-                        if k != "backend"}, method="retrain", models=spec.audit_models,
+    return AuditSpec(**scenario_of(spec), method="retrain", models=spec.audit_models,
                      null=False, backend="ray")
 
 
@@ -54,9 +51,8 @@ def eps_reference(spec: Any, data: Data, template: nn.Module, tick: Any) -> EpsR
     audit = audit_spec(spec)
     sides = execute(audit, reference_jobs(audit, data, template), data, template,
                     ScoreCache(audit.cache_dir()), tick)
-    ref = sides.scores["reference"]
     return EpsReference(side_seeds(audit, "unlearned"), sides.signals("reference"),
-                        float(np.mean([s.RA for s in ref])), float(np.mean([s.TA for s in ref])))
+                        means(sides.scores["reference"]))
 
 
 def eps_scores(original: nn.Module, data: Data, method: str, config: dict[str, Any],
@@ -64,8 +60,7 @@ def eps_scores(original: nn.Module, data: Data, method: str, config: dict[str, A
     """N runs of ``method`` with ``config`` from ``original``, audited against ``ref``."""
     runs = [unlearned(original, data, method, config, s) for s in ref.seeds]
     eps = E.epsilons(np.stack([r.signal for r in runs]), ref.signals)
-    f = E.forgetting_quality(eps, ref.models)
-    ra, ta = float(np.mean([r.RA for r in runs])), float(np.mean([r.TA for r in runs]))
-    final = E.final_score(f, ra, ref.RA, ta, ref.TA)
-    return {"F": f, "eps_score": final, "RA_ratio": ra / ref.RA, "TA_ratio": ta / ref.TA,
-            "objective": 1.0 - final + weights.gap * gap + weights.cost * cost}
+    r = row(method, eps, ref.models, means(runs), ref.means, None)
+    return {"F": r["F"], "eps_score": r["score"], "RA_ratio": r["RA_ratio"],
+            "TA_ratio": r["TA_ratio"],
+            "objective": 1.0 - r["score"] + weights.gap * gap + weights.cost * cost}
