@@ -86,6 +86,11 @@ class ComputeConfig(_Group):
                     " or Ray's default (fill the local node first); never changes a model")
     cpus_per_shard: float = Field(default=1.0, ge=0)
     gpus_per_shard: float = Field(default=0.0, ge=0)
+    warm_idle_seconds: float = Field(
+        default=900.0, ge=0,
+        description="on a cluster (--address, RAY_ADDRESS) with backend ray, each shard's "
+                    "worker stays warm between commands until it has been idle this long; "
+                    "0: plain Ray tasks")
 
     @model_validator(mode="after")
     def _whole_gpus(self) -> ComputeConfig:

@@ -22,6 +22,18 @@ def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "0").lower() in ("1", "true", "yes", "on")
 
 
+_connected = False  # ensure_ray joined a cluster at an address (it did not start Ray here)
+
+
+def connected_to_cluster() -> bool:
+    """Whether this process's Ray is a connection to a running cluster (``--address``):
+    it owns no Ray processes, so it may end without ``ray.shutdown``."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return _connected and ray is not None and ray.is_initialized()
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Initialise Ray once per process. A local instance unless an address is given.
 
@@ -34,7 +46,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     loud = verbose()
     if not loud:
         os.environ.setdefault(IGNORE_UNHANDLED_ENV, "1")
-    import ray
+    from .phases import note_ray_started, phase
+
+    with phase("ray_start"):
+        import ray
 
     if ray.is_initialized():
         return
@@ -43,15 +58,19 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     kwargs = {"logging_level": level, "log_to_driver": loud}
     for name in ("ray", "ray._private.authentication.authentication_token_setup"):
         logging.getLogger(name).setLevel(level)
-    try:
-        if addr:
-            ray.init(address=addr, **kwargs)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        where = addr or "a local instance"
-        raise ClulError(f"cannot connect to Ray at {where}: {first_line(e)}") from None
-    quiet_ray_data(level)
+    with phase("ray_start"):
+        try:
+            if addr:
+                ray.init(address=addr, **kwargs)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = addr or "a local instance"
+            raise ClulError(f"cannot connect to Ray at {where}: {first_line(e)}") from None
+        global _connected
+        _connected = bool(addr)
+        note_ray_started()
+        quiet_ray_data(level)
 
 
 def quiet_ray_data(level: int = logging.ERROR) -> None:

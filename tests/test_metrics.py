@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clul_ray.metrics import (
     Labels,
@@ -159,3 +161,15 @@ def test_evaluate_reports_macro_scores_on_test_and_forget():
     assert (r["TP"], r["TR"], r["TF1"]) == pytest.approx((2 / 3, 13 / 18, 59 / 90))
     assert r["TA"] == pytest.approx(4 / 6)
     assert r["FF1"] == pytest.approx(1 / 3) and r["FA"] == 0.5 and r["RF1"] == 1.0
+
+
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1, max_size=60))
+@settings(max_examples=150, deadline=None)
+def test_macro_scores_equal_scikit_learns(pairs):
+    """The numpy macro scores are scikit-learn's (zero_division=0), on any labels."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    y, pred = (np.array(c) for c in zip(*pairs, strict=True))
+    p, r, f, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
+    s = classification_scores(pred, y)
+    assert s == pytest.approx({"precision": p, "recall": r, "F1": f}, abs=1e-12)

@@ -13,7 +13,7 @@ from conftest import tiny_config
 
 from clul_ray.sisa.compute import evaluation, site
 from clul_ray.sisa.driver.pipeline import Pipeline
-from clul_ray.sisa.records.certify import verify
+from clul_ray.sisa.records.certificate import verify
 from clul_ray.sisa.records.predcache import (
     ShardPredictions,
     align,

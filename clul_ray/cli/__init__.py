@@ -13,7 +13,19 @@ import warnings
 
 import typer
 
-from . import audit, continual, feature, lineage, pipeline, quickstart, serve, text, tune, unlearn
+from . import (
+    audit,
+    continual,
+    feature,
+    lineage,
+    pipeline,
+    quickstart,
+    serve,
+    text,
+    tune,
+    unlearn,
+    workers,
+)
 from .common import HelpCommand, HelpGroup
 
 app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True,
@@ -37,6 +49,7 @@ for _name, _command in [
     ("audit", audit.audit),
     ("continual", continual.continual),
     ("serve", serve.serve),
+    ("workers", workers.workers),
     ("feature-unlearn", feature.feature_unlearn),
     ("tokenizer", text.tokenizer),
     ("lm-base", text.lm_base),
@@ -66,15 +79,16 @@ def main() -> None:
 
 
 def _exit(code) -> None:
-    """End the process. A command that started no Ray skips the interpreter's teardown of
-    torch, MLflow and scikit-learn (benchmarks/RESULTS.md) once its output is flushed and its
-    files are closed; with Ray started, Ray's own exit hooks must run (they stop the local
-    instance)."""
+    """End the process. A command that started no Ray, or only joined a cluster
+    (``--address``), skips the interpreter's teardown of torch, MLflow and scikit-learn
+    (benchmarks/RESULTS.md) once its output is flushed and its files are closed; with a
+    local Ray it started, Ray's own exit hooks must run (they stop the local instance)."""
     import sys
 
+    from ..runtime import connected_to_cluster
     from ..sisa.compute.site import ray_started
 
-    if ray_started():
+    if ray_started() and not connected_to_cluster():
         sys.exit(code)
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)

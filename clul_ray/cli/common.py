@@ -157,11 +157,15 @@ def fail(msg: str) -> NoReturn:
 
 
 def run(fn: Callable[[], T]) -> T:
-    """Run a command body, turning ClulError into a one-line error and exit code 2."""
-    try:
-        return fn()
-    except ClulError as e:
-        fail(str(e))
+    """Run a command body, turning ClulError into a one-line error and exit code 2; its
+    phases (:mod:`clul_ray.phases`) are measured from the process's start."""
+    from ..phases import measuring
+
+    with measuring(process_seconds() or 0.0):
+        try:
+            return fn()
+        except ClulError as e:
+            fail(str(e))
 
 
 def verbose_ray(verbose: bool) -> None:
@@ -176,7 +180,10 @@ def open_root(root: str, address: str | None = None, progress=None):
     """The pipeline on a storage root, with MLflow lineage recording (imported here so that
     ``--help`` loads neither Ray nor torch). A local path that is a file is refused
     (:func:`checked_root`) for the commands whose ``--root`` is not :data:`Root`."""
-    from ..api import open_pipeline
+    from ..phases import phase
+
+    with phase("imports"):
+        from ..api import open_pipeline
 
     return open_pipeline(probed_root(root), address=address, progress=progress)
 
@@ -220,7 +227,12 @@ def emit_progress(work: Callable[[RichProgress], dict[str, Any]], as_json: bool,
 # ---- output -------------------------------------------------------------------------------
 def emit(result: dict[str, Any], as_json: bool,
          printer: Callable[[dict], None] | None = None) -> None:
-    """One JSON object with --json, else a table (``show``, or the command's own printer)."""
+    """One JSON object with --json, else a table (``show``, or the command's own printer).
+
+    Ray that this command started is stopped first (``teardown``), so the process exits
+    as soon as its output is written; with --json, ``phases`` (:mod:`clul_ray.phases`) then
+    says where the process's wall time went, up to this output."""
+    result = finish(result, as_json)
     if as_json:
         sys.stdout.write(json.dumps(result, default=str) + "\n")
     else:
@@ -278,6 +290,29 @@ def show(r: dict) -> None:
     if r.get("wall_seconds"):
         out.print("seconds: " + ", ".join(f"{k}={v:.2f}" for k, v in r["wall_seconds"].items()),
                   highlight=False)
+
+
+def finish(result: Any, as_json: bool) -> Any:
+    """Stop the local Ray this command started (phase ``teardown``; a connection to a
+    cluster ends with the process) and, with --json, add the command's ``phases`` and
+    ``compute_seconds`` to a dict result."""
+    from ..phases import current, phase
+
+    p = current()
+    if p is None:
+        return result
+    from ..runtime import connected_to_cluster
+
+    if p.started_ray and not connected_to_cluster():  # (a connection just ends)
+        import ray
+
+        with phase("teardown"):
+            ray.shutdown()
+        p.started_ray = False
+    if as_json and isinstance(result, dict) and "phases" not in result:
+        result = {**result, "phases": p.report(), "compute_seconds": {
+            k: round(v, 4) for k, v in p.compute.items()}}
+    return result
 
 
 def process_seconds() -> float | None:

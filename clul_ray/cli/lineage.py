@@ -136,7 +136,7 @@ def verify(
 ) -> None:
     """Re-scan storage: deleted ids, partitions against the index, every served checkpoint
     (key chain, recorded key/shard/slice/rows, file digest); exit 1 on any finding."""
-    from ..sisa.records.certify import verify as scan
+    from ..sisa.records.certificate import verify as scan
     from ..storage.store import Store
 
     result = run(lambda: scan(Store(root), request))

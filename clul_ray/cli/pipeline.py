@@ -11,6 +11,8 @@ import typer
 from ..config import PipelineConfig, make_config
 from ..data.ids import parse_ids
 from ..errors import ClulError
+from ..storage.lock import refuse_if_served
+from ..storage.store import Store
 from .common import (
     Address,
     AsJson,
@@ -145,9 +147,7 @@ def delete(
                 raise ClulError("--group names the rows itself: not with --ids, --ids-file "
                                 "or --service")
             groups = [g.strip() for g in group.split(",") if g.strip()]
-            from ..serve.service import refuse_if_served
-
-            refuse_if_served(probed_root(root))
+            refuse_if_served(Store(probed_root(root)))
             verbose_ray(verbose)
             emit_progress(lambda prog: (p := open_root(root, address, prog)).delete(
                 p.group_ids(groups)), as_json)
@@ -159,9 +159,7 @@ def delete(
             emit(send_deletion(service, id_list, wait), as_json, lambda r: out.print_json(
                 data=r))
             return
-        from ..serve.service import refuse_if_served
-
-        refuse_if_served(probed_root(root))
+        refuse_if_served(Store(probed_root(root)))
         verbose_ray(verbose)
         emit_progress(lambda prog: open_root(root, address, prog).delete(id_list), as_json)
 

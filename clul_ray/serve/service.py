@@ -66,6 +66,7 @@ from ..lineage.recorder import LineageRecorder
 from ..runtime import ensure_ray
 from ..sisa.compute.evaluation import evaluate_committed, unevaluated
 from ..sisa.compute.site import on_ray
+from ..sisa.compute.warm import WarmExecutor
 from ..sisa.decisions.controller import Kind, Stage
 from ..sisa.driver.pipeline import Pipeline
 from ..sisa.records.checkpoint import load_shard_model
@@ -76,7 +77,6 @@ from ..text.ensemble import generate, score_texts
 from . import state
 from .deferred import Deferred
 from .metrics import Metrics
-from .workers import WarmExecutor
 
 log = logging.getLogger("clul_ray.serve")
 
@@ -386,14 +386,3 @@ class DeletionService:
         if self.lineage is not None:
             self.lineage.close()
         self._hold.__exit__(None, None, None)
-
-
-def refuse_if_served(root: str) -> None:
-    """A one-line refusal when a service holds ``root`` (other writers use the lock)."""
-    from ..storage.lock import describe, is_stale, read_lock
-    from ..storage.store import Store
-
-    lock = read_lock(Store(root))
-    if lock and str(lock.get("command", "")).startswith("serve") and not is_stale(lock):
-        raise ClulError(f"{root} is served by {describe(lock)}: send deletions to it "
-                        "(clul-ray delete --service URL)")

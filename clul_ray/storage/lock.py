@@ -156,3 +156,12 @@ def unlock(store: Store) -> dict | None:
         store.delete(LOCK)
         lock.pop("_version", None)
     return lock
+
+
+def refuse_if_served(store: Store) -> None:
+    """A one-line refusal when a deletion service holds the root (other writers use the
+    lock)."""
+    lock = read_lock(store)
+    if lock and str(lock.get("command", "")).startswith("serve") and not is_stale(lock):
+        raise ClulError(f"{store.root} is served by {describe(lock)}: send deletions to it "
+                        "(clul-ray delete --service URL)")

@@ -15,6 +15,27 @@ from ..records.checkpoint import load_shard_model
 from ..records.version import ModelVersion
 
 
+@torch.no_grad()
+def models_proba(cfg: PipelineConfig, models: list, x: np.ndarray, device: str = "cpu",
+                 batch: int = 4096) -> np.ndarray:
+    """(models, n, classes) probabilities; a language model's are (models, n, context -
+    1): each model's probability of each true next token, NaN where the target is padding
+    (:attr:`PipelineConfig.prediction_width`)."""
+    xt = torch.from_numpy(np.require(x, np.float32, ["C", "W"]))
+    lm = cfg.task == "lm"
+    batch = min(batch, 64) if lm else batch
+    out = np.zeros((len(models), len(xt), cfg.prediction_width), np.float32)
+    for i, m in enumerate(models):
+        for j in range(0, len(xt), batch):
+            xb = xt[j:j + batch].to(device)
+            if lm:
+                lp, mask = token_logprobs(m, xb)
+                out[i, j:j + batch] = lp.exp().masked_fill(~mask, float("nan")).cpu().numpy()
+            else:
+                out[i, j:j + batch] = torch.softmax(m(xb), 1).cpu().numpy()
+    return out
+
+
 class Ensemble:
     """Predicts by majority vote of shard labels (default) or mean shard probability."""
 
@@ -27,24 +48,9 @@ class Ensemble:
         self.shards = [s.shard for s in trained]
         self.models = [load_shard_model(cfg, store, s, device) for s in trained]
 
-    @torch.no_grad()
     def shard_proba(self, x: np.ndarray, batch: int = 4096) -> np.ndarray:
-        """(shards, n, classes) probabilities; a language model's are (shards, n,
-        context - 1): each shard's probability of each true next token, NaN where the
-        target is padding (:attr:`PipelineConfig.prediction_width`)."""
-        xt = torch.from_numpy(np.require(x, np.float32, ["C", "W"]))
-        lm = self.cfg.task == "lm"
-        batch = min(batch, 64) if lm else batch
-        out = np.zeros((len(self.models), len(xt), self.cfg.prediction_width), np.float32)
-        for i, m in enumerate(self.models):
-            for j in range(0, len(xt), batch):
-                xb = xt[j:j + batch].to(self.device)
-                if lm:
-                    lp, mask = token_logprobs(m, xb)
-                    out[i, j:j + batch] = lp.exp().masked_fill(~mask, float("nan")).cpu().numpy()
-                else:
-                    out[i, j:j + batch] = torch.softmax(m(xb), 1).cpu().numpy()
-        return out
+        """(shards, n, classes) probabilities (:func:`models_proba`)."""
+        return models_proba(self.cfg, self.models, x, self.device, batch)
 
     def predict(self, x: np.ndarray, method: str | None = None) -> np.ndarray:
         return aggregate(self.shard_proba(x), method or self.cfg.serve.aggregation)

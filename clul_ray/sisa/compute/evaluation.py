@@ -30,8 +30,7 @@ from ..records.predcache import (
     score_probs,
     write_cached,
 )
-from ..records.version import Metrics, ModelVersion, rewrite_version
-from .ensemble import BatchPredictor, Ensemble
+from ..records.version import Metrics, ModelVersion, SliceResult, rewrite_version
 from .site import Site
 
 Progress = Callable[[str, int, int], None]
@@ -64,6 +63,8 @@ def predict_dataset(ds, cfg: PipelineConfig, store: Store, version: ModelVersion
         # argument as deprecated. With restarts on, Ray prints that a restart could not
         # rebuild constructor arguments held in the object store.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        from .ensemble import BatchPredictor
+
         return ds.map_batches(
             BatchPredictor, fn_constructor_kwargs={
                 "cfg": cfg.model_dump(), "root": store.root,
@@ -87,6 +88,8 @@ def predict_shards(cfg: PipelineConfig, store: Store, version: ModelVersion,
     if not ray_data:
         test = store.read_tables(layout.TEST)
         ids = test.column("id").to_numpy()
+        from .ensemble import Ensemble
+
         probs = Ensemble(cfg, store, version, shards=shards).shard_proba(features(test))
         return {k: ShardPredictions(ids, probs[i]) for i, k in enumerate(shards)}
     import ray.data
@@ -99,6 +102,26 @@ def predict_shards(cfg: PipelineConfig, store: Store, version: ModelVersion,
     probs = col.flatten().to_numpy().reshape(len(ids), len(shards), -1)
     return {k: ShardPredictions(ids, np.ascontiguousarray(probs[:, i]))
             for i, k in enumerate(shards)}
+
+
+def cache_test_predictions(cfg: PipelineConfig, store: Store, last: SliceResult) -> float:
+    """Store the test-split predictions of the shard model a training just wrote (its last
+    slice's step ``last``), so the evaluation of the version that serves it reads them
+    instead of predicting; the seconds it took. The warm shard workers do this right after
+    a retrain: the model and the test split are in their memory, and a writer's command
+    (which holds the root's lock) called them."""
+    t0 = time.perf_counter()
+    if not store.list_files(layout.TEST, ".parquet"):
+        return 0.0
+    from ..records.checkpoint import checkpoint_model, read_checkpoint
+    from .ensemble import models_proba
+
+    test = store.read_tables(layout.TEST)
+    ck = read_checkpoint(store, last.shard, last.slice, last.key, sha256=last.file_sha256)
+    probs = models_proba(cfg, [checkpoint_model(cfg, ck)], features(test))[0]
+    write_cached(store, last.shard, last.model_sha256,
+                 ShardPredictions(test.column("id").to_numpy(), probs))
+    return time.perf_counter() - t0
 
 
 def evaluate(cfg: PipelineConfig, store: Store, version: ModelVersion, site: Site,

@@ -21,8 +21,7 @@ from ...runtime import gather, node_id
 from ...storage import layout
 from ...storage.store import Store
 from ..decisions.plan import ShardJob, first_missing
-from ..records.checkpoint import SliceResult, result_from_checkpoint
-from .trainer import train_slice
+from ..records.version import SliceResult
 
 StepCallback = Callable[[SliceResult], None]
 
@@ -32,6 +31,8 @@ class LocalExecutor:
 
     def run(self, cfg: PipelineConfig, store: Store, jobs: list[ShardJob],
             on_step: StepCallback | None = None) -> list[SliceResult]:
+        from .trainer import train_slice
+
         out = []
         for job in jobs:
             prev = job.start_sha
@@ -48,6 +49,8 @@ def _remote_step(cfg: PipelineConfig, store: Store, shard: int, slc: int,
                  keys: list[str], previous: SliceResult | str) -> SliceResult:
     """One slice step; ``previous`` is the previous step's result (Ray orders the steps
     by it) or, for a job's first step, the digest of the checkpoint it starts from."""
+    from .trainer import train_slice
+
     prev_sha = previous.file_sha256 if isinstance(previous, SliceResult) else previous
     return train_slice(cfg, store, shard, slc, keys, node_id(), prev_sha=prev_sha)
 
@@ -82,6 +85,7 @@ def _train_shard_loop(config: dict) -> None:
     import ray.train
 
     from ...config import PipelineConfig
+    from .trainer import train_slice
 
     cfg = PipelineConfig(**config["cfg"])
     store = Store(config["root"])
@@ -166,6 +170,8 @@ class RayTrainExecutor:
             if r in reported:
                 out.append(reported[r])
             else:  # trained by an attempt that failed later: read the stored checkpoint
+                from ..records.checkpoint import result_from_checkpoint
+
                 out.append(result_from_checkpoint(cfg, store, job.shard, r, job.keys[r]))
         return out
 
@@ -236,11 +242,18 @@ class _CheckpointWatcher:
             self.thread.join()
 
 
-def make_executor(backend: str, faults: Faults = NO_FAULTS):
+def make_executor(backend: str, faults: Faults = NO_FAULTS, root: str = "",
+                  idle_seconds: float = 0.0):
+    """The executor a site names (:meth:`.site.Site.backend`); ``warm``: the root's
+    detached shard workers on the cluster (:mod:`.warm`), idle ``idle_seconds`` at most."""
     if backend == "local":
         return LocalExecutor()
+    if backend == "warm":
+        from .warm import WarmExecutor
+
+        return WarmExecutor(root, idle_seconds)
     if backend == "ray":
         return RayExecutor()
     if backend == "ray_train":
         return RayTrainExecutor(faults)
-    raise ClulError(f"unknown backend '{backend}' (ray, ray_train or local)")
+    raise ClulError(f"unknown backend '{backend}' (ray, ray_train, local or warm)")

@@ -29,6 +29,7 @@ from enum import StrEnum
 
 from ...config import PipelineConfig
 from ...data.blocks import IN_PROCESS_MAX_ROWS
+from ...phases import phase
 
 IN_PROCESS_MAX_SAMPLE_EPOCHS = 300_000
 ENV = "CLUL_RAY_IN_PROCESS_MAX"
@@ -66,8 +67,15 @@ class Site:
         return self.where != Where.PROCESS
 
     def backend(self, cfg: PipelineConfig) -> str:
-        """The executor of slice steps: ``local`` in process, else the config's."""
-        return "local" if self.in_process else cfg.compute.backend
+        """The executor of slice steps: ``local`` in process; on a cluster (an address)
+        with backend ``ray``, ``warm`` (the root's detached shard workers, kept between
+        commands; unless ``compute.warm_idle_seconds`` is 0); else the config's."""
+        if self.in_process:
+            return "local"
+        c = cfg.compute
+        if self.where == Where.CLUSTER and c.backend == "ray" and c.warm_idle_seconds > 0:
+            return "warm"
+        return c.backend
 
     def writes_in_process(self, small: bool) -> bool:
         """Whether the partition writer runs in this process: always in process, and for
@@ -96,11 +104,12 @@ class Site:
         ensure_ray(self.address)
         if timings is not None and not started:
             timings["ray_start_seconds"] = time.perf_counter() - t0
-        nodes = node_resources()
-        check_storage_root(root, root_is_local, len(nodes), cfg.compute.shared_storage)
-        if os.environ.get("CLUL_RAY_WAIT_FOR_RESOURCES", "0") not in ("1", "true", "yes"):
-            check_shard_fits(nodes, cfg.compute.cpus_per_shard, cfg.compute.gpus_per_shard,
-                             cfg.ddp_world_size)
+        with phase("checks"):
+            nodes = node_resources()
+            check_storage_root(root, root_is_local, len(nodes), cfg.compute.shared_storage)
+            if os.environ.get("CLUL_RAY_WAIT_FOR_RESOURCES", "0") not in ("1", "true", "yes"):
+                check_shard_fits(nodes, cfg.compute.cpus_per_shard, cfg.compute.gpus_per_shard,
+                                 cfg.ddp_world_size)
 
 
 def in_process_limit(cfg: PipelineConfig, address: str | None) -> int:

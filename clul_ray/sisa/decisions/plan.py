@@ -124,3 +124,13 @@ def sample_epochs(counts: np.ndarray, starts: dict[int, int], eps: int) -> int:
     """
     union = np.cumsum(np.asarray(counts), axis=1)
     return int(sum(union[k, r0:].sum() for k, r0 in starts.items()) * eps)
+
+
+def critical_path(results) -> float:
+    """The compute on a training's critical path: shards train in parallel, a shard's
+    slice steps one after another, so the most any shard's steps took (each result has
+    ``shard`` and ``seconds``)."""
+    per: dict[int, float] = {}
+    for r in results:
+        per[r.shard] = per.get(r.shard, 0.0) + r.seconds
+    return max(per.values(), default=0.0)

@@ -7,10 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import numpy as np
+
 from ...config import PipelineConfig
+from ...errors import ClulError
 from ...storage.store import CorruptFile, Store
 from ..compute.site import Site, on_ray
 from ..decisions.controller import Kind
+from ..records.certify import check_index
 from ..records.ledger import Ledger
 
 
@@ -54,6 +58,37 @@ def root_rows(store: Store) -> int:
         return 1 << 62
 
 
+def deletion_rows(store: Store, ids: np.ndarray) -> int:
+    """The work of deleting ``ids``, in rows: those of the shards that hold any of them
+    (only those retrain; an unreadable index counts as large)."""
+    try:
+        index_ids, shard, _ = store.read_index()
+    except CorruptFile:
+        return 1 << 62
+    affected = np.unique(shard[np.isin(index_ids, ids)])
+    return int(np.isin(shard, affected).sum())
+
+
 def pending_unlearn(ledger: Ledger) -> bool:
     """Whether an unfinished approximate unlearning waits (its edits are Ray tasks)."""
     return any(r.kind == Kind.UNLEARN for r in ledger.pending())
+
+
+def refuse_unlike_index(store: Store, cfg: PipelineConfig) -> None:
+    """Refuse to train on partitions that differ from the index (a lost or truncated
+    file), naming the slice and the rows."""
+    findings: list = []  # certify.Finding; the first file named, with all found there
+    check_index(store, cfg.partition.shards, cfg.partition.total_slices, findings.append)
+    if findings:
+        path = findings[0].path
+        message = "; ".join(f.message for f in findings if f.path == path)
+        raise ClulError(f"{store.path(path)}: {message}; nothing trained (restore the file, "
+                        "or `clul-ray repair` to see what can be rebuilt)")
+
+
+def stored_result(cfg: PipelineConfig, store: Store, shard: int, slc: int, key: str):
+    """A stored step's result, read back from its checkpoint (torch, imported here only
+    when a version needs it)."""
+    from ..records.checkpoint import result_from_checkpoint
+
+    return result_from_checkpoint(cfg, store, shard, slc, key)

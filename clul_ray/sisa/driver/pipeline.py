@@ -24,6 +24,7 @@ from ...data.ids import repeated_ids
 from ...errors import ClulError
 from ...faults import NONE as NO_FAULTS
 from ...faults import Faults
+from ...phases import compute, phase
 from ...storage.lock import describe, is_stale, locked, read_lock
 from ...storage.store import Store
 from ..compute.evaluation import evaluate
@@ -32,24 +33,19 @@ from ..compute.partitioning import partition
 from ..compute.site import Site, decide
 from ..decisions.controller import Current, Kind, Stage, next_step
 from ..decisions.next_version import build_version
-from ..decisions.plan import chained_keys, plan_deletion, plan_training
-from ..records.certify import check_index, commit_findings
-from ..records.checkpoint import SliceResult, result_from_checkpoint
+from ..decisions.plan import chained_keys, critical_path, plan_deletion, plan_training
+from ..records.certify import commit_findings, commit_scope
 from ..records.commit import commit
 from ..records.ledger import Ledger, Request
 from ..records.rootconfig import read_config, require_config, write_config, write_tokenizer
-from ..records.version import ModelVersion, read_current, require_current
-from .commands import CommandSites, pending_unlearn, root_rows
+from ..records.version import ModelVersion, SliceResult, read_current, require_current
+from . import commands as cmd
 from .observers import Observer, ObserverWarning, notify  # noqa: F401 (re-exported)
 from .sources import added_source, check_base, group_ids, training_source
 from .steps import Context, run_step
 from .summary import request_summary, summarize
 
 Progress = Callable[[str, int, int], None]  # (description, done, total)
-
-
-def _noop(desc: str, done: int, total: int) -> None:
-    return None
 
 
 class Pipeline:
@@ -66,14 +62,13 @@ class Pipeline:
         self.ledger = Ledger(self.store)
         self.address = address
         self._executor = executor
-        self.progress = progress or _noop
+        self.progress = progress or (lambda desc, done, total: None)
         self.observers = list(observers)
         self.evaluate_at_commit = evaluate_at_commit
         self.faults = faults
-        self._sites = CommandSites(site, address)
+        self._sites = cmd.CommandSites(site, address)
         self._lock: dict | None = None
 
-    # ---- state -----------------------------------------------------------------------
     @property
     def config(self) -> PipelineConfig:
         return require_config(self.store)
@@ -106,15 +101,15 @@ class Pipeline:
         """Where this command runs (:mod:`.commands`); a pending unlearning needs Ray too."""
         return self._sites.command(lambda address: decide(
             cfg or self.config, address, rows,
-            needs_ray or (lambda: pending_unlearn(self.ledger))))
+            needs_ray or (lambda: cmd.pending_unlearn(self.ledger))))
 
     def _start(self, cfg: PipelineConfig, timings: dict | None = None) -> None:
         self._sites.start(cfg, self.store, timings)
 
     def _notify(self, event: str, *args) -> None:
-        notify(self.observers, self.store, event, *args)
+        with phase("lineage"):
+            notify(self.observers, self.store, event, *args)
 
-    # ---- train -----------------------------------------------------------------------
     def train(self, cfg: PipelineConfig) -> dict:
         """Partition (once per root) and train every shard; reuse matching checkpoints."""
         t_in = time.perf_counter()
@@ -139,8 +134,9 @@ class Pipeline:
                 self.resume()
             else:
                 t0 = time.perf_counter()
-                write_tokenizer(self.store, cfg, tok)
-                partition(self.store, cfg, source, self.progress, self.site)
+                with phase("partition"):
+                    write_tokenizer(self.store, cfg, tok)
+                    partition(self.store, cfg, source, self.progress, self.site)
                 timings["partition_seconds"] = time.perf_counter() - t0
             write_config(self.store, cfg)
             t0 = time.perf_counter()
@@ -175,21 +171,29 @@ class Pipeline:
         if not jobs:
             return [], {}
         self._start(cfg, timings)
-        executor = self._executor or make_executor(self.site.backend(cfg), self.faults)
-        return executor.run(cfg, self.store, jobs, on_step), {j.shard: j.start for j in jobs}
+        executor = self._executor or make_executor(
+            self.site.backend(cfg), self.faults, self.store.root, cfg.compute.warm_idle_seconds)
+        with phase("train"):
+            results = executor.run(cfg, self.store, jobs, on_step)
+        compute("train", critical_path(results))
+        return results, {j.shard: j.start for j in jobs}
 
     def commit_version(self, cfg: PipelineConfig, operation: str, request_id: str | None,
                        starts: dict[int, int], results: list[SliceResult], timings: dict,
                        edited: dict[int, dict] | None = None) -> ModelVersion:
         """Build, evaluate and commit a new version; tell the observers."""
-        keys = {k: self.shard_keys(cfg, k) for k in range(cfg.partition.shards)}
-        v = build_version(cfg, read_current(self.store), keys, results, starts,
-                          operation, request_id, timings, edited,
-                          lambda k, key: result_from_checkpoint(
-                              cfg, self.store, k, cfg.partition.total_slices - 1, key))
-        req = self.ledger.request(request_id) if request_id else None
+        with phase("commit"):
+            keys = {k: self.shard_keys(cfg, k) for k in range(cfg.partition.shards)}
+            v = build_version(cfg, prev := read_current(self.store), keys, results, starts,
+                              operation, request_id, timings, edited,
+                              lambda k, key: cmd.stored_result(
+                                  cfg, self.store, k, cfg.partition.total_slices - 1, key))
+            req = self.ledger.request(request_id) if request_id else None
         removed = req.ids if req and req.kind != Kind.ADD else np.zeros(0, np.int64)
-        findings, digests = commit_findings(self.store, v, removed, cfg.partition.total_slices)
+        with phase("checks"):
+            findings, digests = commit_findings(
+                self.store, v, removed, cfg.partition.total_slices,
+                commit_scope(prev, v, req.plan.affected if req else ()), results)
         if findings:  # the previous version keeps serving
             f = findings[0]
             more = f" (and {len(findings) - 1} more findings)" if len(findings) > 1 else ""
@@ -198,10 +202,12 @@ class Pipeline:
         v = v.with_digests(digests)
         t1 = t0 = time.perf_counter()
         if self.evaluate_at_commit:  # else evaluation.evaluate_committed, after the commit
-            v.metrics = evaluate(cfg, self.store, v, self.site, self.progress)
+            with phase("evaluate"):
+                v.metrics = evaluate(cfg, self.store, v, self.site, self.progress)
             t1 = time.perf_counter()
             v.timings["evaluate_seconds"] = t1 - t0
-        commit(self.store, v)
+        with phase("commit"):
+            commit(self.store, v)
         t2 = time.perf_counter()
         self._notify("version_committed", cfg, v)
         # after the version was written: in the command's output, not in versions/
@@ -209,23 +215,17 @@ class Pipeline:
         return v
 
     def check_data(self, cfg: PipelineConfig) -> None:
-        """Refuse to train on partitions that differ from the index (a lost or truncated
-        file), naming the slice and the rows."""
-        findings: list = []  # certify.Finding; the first file named, with all found there
-        check_index(self.store, cfg.partition.shards, cfg.partition.total_slices, findings.append)
-        if findings:
-            path = findings[0].path
-            message = "; ".join(f.message for f in findings if f.path == path)
-            raise ClulError(f"{self.store.path(path)}: {message}; nothing trained (restore "
-                            "the file, or `clul-ray repair` to see what can be rebuilt)")
+        """Refuse to train on partitions that differ from the index (:func:`.commands.
+        refuse_unlike_index`)."""
+        with phase("checks"):
+            cmd.refuse_unlike_index(self.store, cfg)
 
-    # ---- evaluate --------------------------------------------------------------------
     def evaluate(self) -> dict:
         holder = read_lock(self.store)
         if holder is not None and self._lock is None and not is_stale(holder):
             raise ClulError(f"{self.store.root} is being changed by {describe(holder)}; "
                             "evaluate when it has finished")
-        with self._command(lambda: root_rows(self.store)):
+        with self._command(lambda: cmd.root_rows(self.store)):
             self.resume()
             cfg = self.config
             self._start(cfg)
@@ -245,7 +245,7 @@ class Pipeline:
         t0 = time.perf_counter()
         cfg, _ = self.config, self.state  # refuses a root with no trained model
         rows = read_rows(added_source(self.store, cfg, dataset, data_dir, download), cfg)
-        with self._command(lambda: root_rows(self.store) + rows.num_rows), \
+        with self._command(lambda: cmd.root_rows(self.store) + rows.num_rows), \
                 self.writing("add"):
             self.resume()
             cfg = self.config
@@ -266,7 +266,6 @@ class Pipeline:
         out["wall_seconds"]["add"] = time.perf_counter() - t0
         return out
 
-    # ---- ledgered requests: delete, unlearn, resume ----------------------------------
     def delete(self, ids: Sequence[int]) -> dict:
         """Forget ``ids`` exactly: record, remove, discard, retrain, commit, certify."""
         t0 = time.perf_counter()
@@ -277,9 +276,11 @@ class Pipeline:
         if rep:
             raise ClulError(f"ids repeated in the request: {rep}")
         _ = self.state  # refuses a root with no trained model
-        with self._command(lambda: root_rows(self.store)), self.writing("delete"):
+        with self._command(lambda: cmd.deletion_rows(self.store, req_ids)), \
+                self.writing("delete"):
             self.resume()
-            req, already = self.record_deletion(req_ids)
+            with phase("plan"):
+                req, already = self.record_deletion(req_ids)
             if req is None:
                 out = summarize(self.store.root, self.config, self.state)
                 out.update({"request_id": None, "deleted": 0, "affected": {},
@@ -363,7 +364,8 @@ class Pipeline:
             return None
         step, then = nxt
         result = run_step(step, req, ctx)
-        self.ledger.advance(req, then, **result)
+        with phase("ledger"):
+            self.ledger.advance(req, then, **result)
         if then == Stage.COMMITTED:
             self._notify("request_committed", req)
         self.faults.crash(then)
@@ -376,7 +378,7 @@ class Pipeline:
         if not self.ledger.pending():  # nothing to do: no need for the lock
             return []
         done = []
-        with self._command(lambda: root_rows(self.store)), self.writing("resume"):
+        with self._command(lambda: cmd.root_rows(self.store)), self.writing("resume"):
             for req in self.ledger.pending():  # read again under the lock
                 self._start(self.config)
                 self._drive(req)
@@ -387,10 +389,9 @@ class Pipeline:
         """Rebuild what can be rebuilt under the root (see :mod:`.repair`)."""
         from .repair import repair
 
-        with self._command(lambda: root_rows(self.store)):
+        with self._command(lambda: cmd.root_rows(self.store)):
             return repair(self)
 
-    # ---- status ----------------------------------------------------------------------
     def status(self) -> dict:
         """The current version, the ledger and the lock, and the problems (see
         :mod:`.status`)."""

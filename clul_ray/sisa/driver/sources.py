@@ -14,7 +14,6 @@ from ...config import PipelineConfig
 from ...data.sources import DataSource, open_source
 from ...data.text import is_text
 from ...errors import ClulError
-from ...models import build_model, is_language_model
 from ...storage import layout
 from ...storage.store import Store
 from ...text.tokenizer import load, tokenizer_spec
@@ -74,6 +73,8 @@ def check_base(cfg: PipelineConfig) -> None:
 
 def check_model(cfg: PipelineConfig) -> None:
     """Build the model once (fails early) and refuse a model of the other task."""
+    from ...models import build_model, is_language_model
+
     t = cfg.train
     lm = is_language_model(build_model(t.model, cfg.data.input_shape, cfg.data.num_classes,
                                        t.model_args))

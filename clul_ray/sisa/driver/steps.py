@@ -6,6 +6,7 @@ records with the request's next stage.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from ...config import PipelineConfig
+from ...phases import phase
 from ...storage import layout
 from ...storage.store import Store
-from ..compute.approximate import run_unlearning
 from ..decisions.controller import (
     AddRows,
     AdoptCommitted,
@@ -30,11 +31,10 @@ from ..decisions.controller import (
     Step,
     TrainAdded,
 )
-from ..records.certify import write_certificate
-from ..records.checkpoint import SliceResult
+from ..records.certificate import write_certificate
 from ..records.ledger import Request
 from ..records.predcache import purge_ids
-from ..records.version import ModelVersion, require_current
+from ..records.version import ModelVersion, SliceResult, require_current
 from .grow import add_rows
 
 TrainShards = Callable[[PipelineConfig, list[int]], tuple[list[SliceResult], dict[int, int]]]
@@ -63,10 +63,23 @@ def train_and_commit(ctx: Context, req: Request, operation: str, timing: str
     return {"version": v.version}
 
 
+def step_phase(step: Step) -> str:
+    """The phase (:mod:`clul_ray.phases`) a step's own time counts as: its name in
+    snake case (``RemoveRows`` -> ``remove_rows``)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(step).__name__).lower()
+
+
 def run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
+    with phase(step_phase(step)):
+        return _run_step(step, req, ctx)
+
+
+def _run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
     store, cfg, plan = ctx.store, ctx.cfg, req.plan
     match step:
         case EditModels():
+            from ..compute.approximate import run_unlearning  # (torch, the methods)
+
             m = req.meta
             edited = run_unlearning(cfg, store, require_current(store), sorted(plan.affected),
                                     plan.train_ids, m["method"], m["params"], m["seed"],

@@ -17,8 +17,8 @@ the message, which is for people.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -27,15 +27,15 @@ import numpy as np
 from ...errors import ClulError, first_line
 from ...storage import layout
 from ...storage.store import Store
-from ..decisions.controller import Stage
 from ..decisions.plan import chained_keys
-from .checkpoint import read_checkpoint
-from .ledger import Ledger, Request
-from .predcache import cache_files, served
-from .rootconfig import read_config
-from .version import ModelVersion, read_current, read_version
+from .version import ModelVersion, SliceResult
 
 MAX_SHOWN = 10
+# Every FULL_CHECK_EVERY-th version, a commit (and its certificate) checks every shard and
+# parses every checkpoint, whatever the request changed; `clul-ray verify` always does.
+FULL_CHECK_EVERY = 16
+Scope = frozenset[int] | None  # the shards a check reads; None: all of them
+Known = dict[tuple[int, int, str], tuple[int, str]]  # (shard, slice, key) -> (n, file digest)
 
 
 class FindingKind(StrEnum):
@@ -115,12 +115,30 @@ def _cell(path: str) -> tuple[int | None, int | None]:
     return layout.slice_of(path) or (None, None)
 
 
+def commit_scope(prev: ModelVersion | None, v: ModelVersion, touched: Iterable[int]
+                 ) -> Scope:
+    """The shards the checks of ``v``'s commit read: those whose served model differs from
+    ``prev``'s and those the request ``touched`` (its rows were there); None (all, every
+    checkpoint parsed) for a first version, a changed shard count and every
+    :data:`FULL_CHECK_EVERY`-th version. What no command changed was checked when it
+    was committed; the periodic full check and ``verify`` catch a change from outside."""
+    if prev is None or len(prev.shards) != len(v.shards) or v.version % FULL_CHECK_EVERY == 0:
+        return None
+    before = {s.shard: (s.keys, s.model_sha256, s.artifact) for s in prev.shards}
+    changed = {s.shard for s in v.shards
+               if before.get(s.shard) != (s.keys, s.model_sha256, s.artifact)}
+    return frozenset(changed | set(touched))
+
+
 def check_deleted(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], found: Found,
-                  checked: dict, unreadable_cache: bool = True) -> None:
-    """Deleted ids (``is_deleted(ids)`` is their mask) left in any data, index or cached
-    prediction file. An unreadable file is a finding (a cache file only with
-    ``unreadable_cache``: before a commit, whose evaluation rewrites or deletes it)."""
-    for rel, area, counter in ((layout.TRAIN, Area.DATA, "data_files"),
+                  checked: dict, unreadable_cache: bool = True, only: Scope = None) -> None:
+    """Deleted ids (``is_deleted(ids)`` is their mask) left in any data (of the shards
+    ``only`` names, else all), index or cached prediction file. An unreadable file is a
+    finding (a cache file only with ``unreadable_cache``: before a commit, whose
+    evaluation rewrites or deletes it)."""
+    train = [(layout.TRAIN, Area.DATA, "data_files")] if only is None else [
+        (layout.shard_dir(k), Area.DATA, "data_files") for k in sorted(only)]
+    for rel, area, counter in (*train,
                                (layout.TEST, Area.DATA, "data_files"),
                                (layout.INDEX, Area.INDEX, "index_files"),
                                (layout.PREDICTIONS, Area.CACHE, "cache_files")):
@@ -156,15 +174,19 @@ def ids_by_file(store: Store, rel: str) -> tuple[tuple[str, ...], np.ndarray, np
             tuple(unreadable))
 
 
-def check_index(store: Store, shards: int, slices: int, found: Found) -> None:
-    """Every (shard, slice) partition holds exactly the ids the index places there: a
-    missing or truncated partition file is lost rows, never a smaller training set."""
-    for f in store.memo((layout.INDEX, layout.TRAIN), f"check_index:{shards}:{slices}",
-                        lambda: index_findings(store, shards, slices)):
+def check_index(store: Store, shards: int, slices: int, found: Found,
+                only: Scope = None) -> None:
+    """Every (shard, slice) partition (of the shards ``only`` names, else all) holds exactly
+    the ids the index places there: a missing or truncated partition file is lost rows,
+    never a smaller training set."""
+    tag = f"check_index:{shards}:{slices}:{'all' if only is None else sorted(only)}"
+    for f in store.memo((layout.INDEX, layout.TRAIN), tag,
+                        lambda: index_findings(store, shards, slices, only)):
         found(f)
 
 
-def index_findings(store: Store, shards: int, slices: int) -> tuple[Finding, ...]:
+def index_findings(store: Store, shards: int, slices: int,
+                   only: Scope = None) -> tuple[Finding, ...]:
     """The findings of :func:`check_index`. A slice holding both lost and extra rows has
     one finding of each, each with its ids."""
     out: list[Finding] = []
@@ -184,7 +206,7 @@ def index_findings(store: Store, shards: int, slices: int) -> tuple[Finding, ...
     order = np.lexsort((ids, cell))
     ids, cell = ids[order], cell[order]
     bounds = np.searchsorted(cell, np.arange(shards * slices + 1))
-    for k in range(shards):
+    for k in range(shards) if only is None else sorted(k for k in only if k < shards):
         for r in range(slices):
             c = k * slices + r
             want = ids[bounds[c]:bounds[c + 1]]
@@ -215,23 +237,37 @@ def checkpoint_header(store: Store, shard: int, slc: int, key: str,
     """(recorded sample count, file digest) of a checkpoint, checked by
     :func:`read_checkpoint` (a one-line ClulError when it is not what it claims)."""
     def read() -> tuple[int | None, str]:
+        from .checkpoint import read_checkpoint  # (torch: only where a header is parsed)
+
         ck, digest = read_checkpoint(store, shard, slc, key, sha256=sha256, with_digest=True)
         return ck.get("n_samples"), digest
 
     return store.memo((layout.checkpoint_path(shard, slc, key),), f"header:{sha256}", read)
 
 
-def check_version(store: Store, v: ModelVersion, found: Found,
-                  checked: dict) -> dict[int, list[str]]:
-    """Every model ``v`` serves is what it claims: the checkpoint keys recomputed from the
-    current partitions, and each checkpoint file's recorded key, shard, slice and sample
-    count (and its file digest, where recorded); an edited model's file exists. ``v`` is
-    left as it is: the file digests of each checked shard's checkpoints (those ``v``
-    records, and those it does not record yet, read; "" where neither) are returned per
-    shard, for a caller that commits ``v`` to record."""
+def file_digest(store: Store, rel: str) -> str:
+    return store.memo((rel,), "sha256", lambda: hashlib.sha256(store.read_bytes(rel)).hexdigest())
+
+
+def check_version(store: Store, v: ModelVersion, found: Found, checked: dict,
+                  only: Scope = None, known: Known | None = None) -> dict[int, list[str]]:
+    """Every model ``v`` serves (of the shards ``only`` names, else all) is what it claims:
+    the checkpoint keys recomputed from the current partitions, and each checkpoint file's
+    recorded key, shard, slice and sample count (and its file digest, where recorded); an
+    edited model's file exists. With ``only``, a checkpoint whose file digest is recorded
+    or ``known`` (the step this command ran reported it, with its sample count) is checked
+    by that digest instead of parsed: the same bytes hold the header checked when it was
+    written. ``v`` is left as it is: the file digests of each shard's checkpoints (those
+    ``v`` records, and those it does not record yet, read; "" where neither) are returned
+    per shard, for a caller that commits ``v`` to record."""
     out: dict[int, list[str]] = {}
+    known = known or {}
     for s in v.shards:
         k, keys = s.shard, s.keys
+        if only is not None and k not in only and len(s.checkpoint_sha256) == len(keys) \
+                and all(s.checkpoint_sha256):  # unchanged: checked at an earlier commit
+            out[k] = list(s.checkpoint_sha256)
+            continue
         checked["shards"] += 1
         if s.artifact:  # approximate: the edited model is served; later slices discarded
             if not store.exists(s.artifact):
@@ -259,8 +295,16 @@ def check_version(store: Store, v: ModelVersion, found: Found,
             seen += sizes[r]
             path = layout.checkpoint_path(k, r, key)
             checked["checkpoints"] += 1
+            n_known, digest = known.get((k, r, key), (None, digests[r]))
             try:
-                n, digests[r] = checkpoint_header(store, k, r, key, digests[r] or None)
+                if only is not None and digest:
+                    n = n_known if n_known is not None else seen
+                    if not store.exists(path) or file_digest(store, path) != digest:
+                        raise ClulError(f"{store.path(path)}: missing, or not the file "
+                                        f"whose sha256 {digest[:12]} was recorded")
+                    digests[r] = digest
+                else:
+                    n, digests[r] = checkpoint_header(store, k, r, key, digests[r] or None)
             except ClulError as e:
                 found(Finding(FindingKind.BAD_CHECKPOINT, Area.CHECKPOINT, path,
                               str(e).removeprefix(store.path(path) + ": "), None, k, r))
@@ -273,102 +317,21 @@ def check_version(store: Store, v: ModelVersion, found: Found,
     return out
 
 
-def commit_findings(store: Store, v: ModelVersion, removed: np.ndarray, slices: int
+def commit_findings(store: Store, v: ModelVersion, removed: np.ndarray, slices: int,
+                    only: Scope = None, trained: Iterable[SliceResult] = ()
                     ) -> tuple[list[Finding], dict[int, list[str]]]:
     """What must hold before ``v`` is committed: no removed id left under the root, the
-    partitions equal to the index, and every served model what it claims; and the file
-    digests of its checkpoints read on the way (:func:`check_version`), for the commit to
-    record."""
+    partitions equal to the index, and every served model what it claims — over the
+    shards ``only`` names (:func:`commit_scope`), else all, the checkpoints the command's
+    ``trained`` steps wrote known by what they reported; and the file digests of its
+    checkpoints read on the way (:func:`check_version`), for the commit to record."""
+    known = {(r.shard, r.slice, r.key): (r.n_samples, r.file_sha256) for r in trained
+             if r.file_sha256}
     findings: list[Finding] = []
     checked = {"data_files": 0, "index_files": 0, "shards": 0, "checkpoints": 0}
     found = findings.append
     if len(removed):
         check_deleted(store, lambda ids: np.isin(ids, removed), found, checked,
-                      unreadable_cache=False)
-    check_index(store, len(v.shards), slices, found)
-    return findings, check_version(store, v, found, checked)
-
-
-def scan(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], n_ids: int) -> dict:
-    """Findings of deleted ids (``is_deleted(ids)`` is their mask; ``n_ids`` of them), of
-    partitions that differ from the index, of served models that are not what they claim,
-    and of stray checkpoints; ``ok`` if none."""
-    findings: list[Finding] = []
-    checked = {"data_files": 0, "index_files": 0, "cache_files": 0, "shards": 0,
-               "checkpoints": 0}
-    found = findings.append
-    check_deleted(store, is_deleted, found, checked)
-    state = read_current(store)
-    current: set[str] = set()
-    if state is not None:
-        check_index(store, len(state.shards), len(state.shards[0].keys), found)
-        check_version(store, state, found, checked)
-        current = state.checkpoint_paths()
-    for f in store.checkpoint_files():
-        if f not in current:
-            found(Finding(FindingKind.STALE_CHECKPOINT, Area.STALE_CHECKPOINT, f,
-                          "checkpoint file of no current shard"))
-    for f, shard, digest in cache_files(store):
-        if (shard, digest) not in served(state):
-            found(Finding(FindingKind.STALE_CACHE, Area.STALE_CACHE, f,
-                          "cached predictions of no current shard model", None, shard))
-    return {"ok": not findings, "ids": int(n_ids), "checked": checked,
-            "findings": [f.to_dict() for f in findings], "scanned_at": time.time()}
-
-
-def committed_requests(store: Store, request_id: str | None = None) -> list[Request]:
-    reqs = Ledger(store).requests()
-    if request_id is None:
-        return [r for r in reqs if r.state == Stage.COMMITTED]
-    req = next((r for r in reqs if r.request_id == request_id), None)
-    if req is None:
-        known = ", ".join(r.request_id for r in reqs[-5:]) or "none"
-        raise ClulError(f"no deletion request {request_id} under {store.root} (known: {known})")
-    if req.state != Stage.COMMITTED:
-        raise ClulError(f"request {request_id} is not committed (state {req.state}); any "
-                        "clul-ray command on the root resumes it")
-    return [req]
-
-
-def verify(store: Store, request_id: str | None = None) -> dict:
-    """Re-run the scan for one committed request's ids, or for all committed requests."""
-    if read_config(store) is None:
-        raise ClulError(f"no pipeline under {store.root}: run `clul-ray train` first")
-    reqs = committed_requests(store, request_id)
-    key = Ledger(store).key if reqs else 0
-
-    def is_deleted(ids: np.ndarray) -> np.ndarray:
-        mask = np.zeros(len(ids), dtype=bool)
-        for r in reqs:
-            mask |= r.removed(ids, key)
-        return mask
-
-    out = scan(store, is_deleted, sum(r.n_ids for r in reqs))
-    state = read_current(store)
-    out.update({"root": store.root, "version": state.version if state else None,
-                "requests": [r.request_id for r in reqs]})
-    return out
-
-
-def certificate(store: Store, req: Request, slices: int) -> dict:
-    """The certificate of a request whose new version is committed (before the ledger
-    says so)."""
-    version = int(req.result["version"])
-    v = read_version(store, version)
-    return {
-        "request_id": req.request_id, "ids_sha256": req.ids_sha256, "n_ids": req.n_ids,
-        "n_train_ids": req.n_train, "n_test_ids": req.n_ids - req.n_train,
-        "affected": [{"shard": k, "from_slice": r0, "slices": list(range(r0, slices))}
-                     for k, r0 in sorted(req.plan.affected.items())],
-        "checkpoints_discarded": list(req.result.get("discarded", [])),
-        "parent_version": v.parent if v else None, "version": version, "root": store.root,
-        "requested_at": req.created, "committed_at": req.committed_at() or time.time(),
-        "model_sha256": {str(s.shard): s.model_sha256 for s in (v.shards if v else [])},
-        "verification": scan(store, lambda ids: np.isin(ids, req.ids), req.n_ids),
-    }
-
-
-def write_certificate(store: Store, req: Request, slices: int) -> dict:
-    cert = certificate(store, req, slices)
-    store.write_json(layout.certificate_path(req.request_id), cert)
-    return cert
+                      unreadable_cache=False, only=only)
+    check_index(store, len(v.shards), slices, found, only)
+    return findings, check_version(store, v, found, checked, only, known)

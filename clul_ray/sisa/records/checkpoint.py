@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -18,19 +17,7 @@ from ...errors import first_line
 from ...models import build_model
 from ...storage import layout
 from ...storage.store import CorruptFile, Store
-from .version import ShardState
-
-
-@dataclass
-class SliceResult:
-    shard: int
-    slice: int
-    key: str
-    n_samples: int
-    seconds: float
-    node_id: str
-    model_sha256: str
-    file_sha256: str = ""  # the checkpoint file's digest
+from .version import ShardState, SliceResult  # noqa: F401 (SliceResult re-exported)
 
 
 def model_sha256(model: nn.Module) -> str:

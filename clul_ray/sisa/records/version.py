@@ -8,11 +8,26 @@ read and written here only.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...storage import layout
 from ...storage.store import Store
+
+
+@dataclass
+class SliceResult:
+    """What one slice step of one shard reports: the checkpoint it wrote and its model."""
+
+    shard: int
+    slice: int
+    key: str
+    n_samples: int
+    seconds: float
+    node_id: str
+    model_sha256: str
+    file_sha256: str = ""  # the checkpoint file's digest
 
 
 class ShardState(BaseModel):
