@@ -15,6 +15,7 @@ and ``phase`` does nothing. Pure: no Ray, no torch.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -56,6 +57,11 @@ class Phases:
             self._add(inner[0], now - inner[1])
             if self._stack:
                 self._stack[-1][1] = now
+
+    def output(self) -> dict[str, dict[str, float]]:
+        """What a command's --json adds: ``phases`` and ``compute_seconds``."""
+        return {"phases": self.report(),
+                "compute_seconds": {k: round(v, 4) for k, v in self.compute.items()}}
 
     def report(self) -> dict[str, float]:
         """Seconds per phase, then ``other`` (no phase) and ``total`` (wall time so far).
@@ -113,3 +119,15 @@ def note_ray_started() -> None:
     p = _current.get()
     if p is not None:
         p.started_ray = True
+
+
+def process_seconds() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; None elsewhere): what a
+    command's figures leave out — the interpreter, the imports, Ray's shutdown."""
+    try:
+        with open("/proc/self/stat") as f:
+            start = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0]) - start
+    except (OSError, ValueError, IndexError):
+        return None

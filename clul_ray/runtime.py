@@ -73,6 +73,20 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         quiet_ray_data(level)
 
 
+def stop_started_ray(phases) -> None:
+    """Stop the local Ray the command of ``phases`` started (phase ``teardown``), so the
+    process exits as soon as its output is written; a connection to a cluster just ends
+    with the process (see ``cli.main``)."""
+    if phases.started_ray and not connected_to_cluster():
+        import ray
+
+        from .phases import phase
+
+        with phase("teardown"):
+            ray.shutdown()
+        phases.started_ray = False
+
+
 def quiet_ray_data(level: int = logging.ERROR) -> None:
     import ray.data
 

@@ -24,7 +24,6 @@ err = Console(stderr=True)
 
 T = TypeVar("T")
 
-# ---- storage roots ------------------------------------------------------------------------
 def checked_root(root: str, option: str = "--root") -> str:
     """``root`` unchanged, unless it is a local path that cannot be a folder: the path, or
     the nearest of its parents that exists, is a file (or a broken link). Refused in one line
@@ -74,7 +73,6 @@ def probed_root(root: str, option: str = "--root") -> str:
     return root
 
 
-# ---- options used by more than one command ------------------------------------------------
 Root = Annotated[str, typer.Option("--root", help="storage root: a folder or a pyarrow.fs URI",
                                    callback=root_option)]
 Address = Annotated[str | None, typer.Option(
@@ -91,7 +89,6 @@ Forget = Annotated[str, typer.Option(
     help="class:C | random:P (0.1 or 10%) | ids:FILE | people:P or bias (text)")]
 
 
-# ---- help width ---------------------------------------------------------------------------
 HELP_WIDTH = 110
 
 
@@ -134,7 +131,6 @@ class HelpCommand(_HelpWidth, TyperCommand):
     """A ``clul-ray`` command, with :func:`help_width` help."""
 
 
-# ---- option values --------------------------------------------------------------------------
 def parse_model_args(items: list[str]) -> dict[str, Any]:
     """``["hidden=64", "dropout=0.2"]`` -> ``{"hidden": 64, "dropout": 0.2}``."""
     parsed: dict[str, Any] = {}
@@ -149,8 +145,6 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
     return parsed
 
 
-
-# ---- running a command --------------------------------------------------------------------
 def fail(msg: str) -> NoReturn:
     err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
@@ -159,7 +153,7 @@ def fail(msg: str) -> NoReturn:
 def run(fn: Callable[[], T]) -> T:
     """Run a command body, turning ClulError into a one-line error and exit code 2; its
     phases (:mod:`clul_ray.phases`) are measured from the process's start."""
-    from ..phases import measuring
+    from ..phases import measuring, process_seconds
 
     with measuring(process_seconds() or 0.0):
         try:
@@ -224,14 +218,10 @@ def emit_progress(work: Callable[[RichProgress], dict[str, Any]], as_json: bool,
     emit(with_progress(work, not as_json), as_json, printer)
 
 
-# ---- output -------------------------------------------------------------------------------
 def emit(result: dict[str, Any], as_json: bool,
          printer: Callable[[dict], None] | None = None) -> None:
-    """One JSON object with --json, else a table (``show``, or the command's own printer).
-
-    Ray that this command started is stopped first (``teardown``), so the process exits
-    as soon as its output is written; with --json, ``phases`` (:mod:`clul_ray.phases`) then
-    says where the process's wall time went, up to this output."""
+    """One JSON object with --json, else a table (``show``, or the command's own printer),
+    once the command has :func:`finish`-ed (with --json: its ``phases``)."""
     result = finish(result, as_json)
     if as_json:
         sys.stdout.write(json.dumps(result, default=str) + "\n")
@@ -293,35 +283,13 @@ def show(r: dict) -> None:
 
 
 def finish(result: Any, as_json: bool) -> Any:
-    """Stop the local Ray this command started (phase ``teardown``; a connection to a
-    cluster ends with the process) and, with --json, add the command's ``phases`` and
-    ``compute_seconds`` to a dict result."""
-    from ..phases import current, phase
+    """Stop the local Ray this command started (:func:`clul_ray.runtime.stop_started_ray`)
+    and, with --json, add the command's ``phases`` and ``compute_seconds`` to a dict result."""
+    from ..phases import current
+    from ..runtime import stop_started_ray
 
-    p = current()
-    if p is None:
-        return result
-    from ..runtime import connected_to_cluster
-
-    if p.started_ray and not connected_to_cluster():  # (a connection just ends)
-        import ray
-
-        with phase("teardown"):
-            ray.shutdown()
-        p.started_ray = False
-    if as_json and isinstance(result, dict) and "phases" not in result:
-        result = {**result, "phases": p.report(), "compute_seconds": {
-            k: round(v, 4) for k, v in p.compute.items()}}
+    if (p := current()) is not None:
+        stop_started_ray(p)
+        if as_json and isinstance(result, dict) and "phases" not in result:
+            result = {**result, **p.output()}
     return result
-
-
-def process_seconds() -> float | None:
-    """Seconds since this process started (Linux ``/proc``; None elsewhere): what a
-    command's figures leave out — the interpreter, the imports, Ray's shutdown."""
-    try:
-        with open("/proc/self/stat") as f:
-            start = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
-        with open("/proc/uptime") as f:
-            return float(f.read().split()[0]) - start
-    except (OSError, ValueError, IndexError):
-        return None

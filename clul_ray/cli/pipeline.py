@@ -27,7 +27,6 @@ from .common import (
     out,
     parse_model_args,
     probed_root,
-    process_seconds,
     run,
     verbose_ray,
     with_progress,
@@ -90,6 +89,8 @@ def train(
             "tokenizer": tokenizer, "input_shape": [context] if context else None}
 
     def body() -> None:
+        from ..phases import process_seconds
+
         started = process_seconds()  # the interpreter and the imports so far
         if model_arg:
             flat["model_args"] = parse_model_args(model_arg)

@@ -142,6 +142,7 @@ class ShardWorker:
                 "idle_seconds": round(time.monotonic() - self._last, 1)}
 
     def cache_stats(self) -> dict[str, int]:
+        self._touch(0)
         return {"hits": self.store.hits, "misses": self.store.misses}
 
 

@@ -282,10 +282,9 @@ class Pipeline:
             with phase("plan"):
                 req, already = self.record_deletion(req_ids)
             if req is None:
-                out = summarize(self.store.root, self.config, self.state)
-                out.update({"request_id": None, "deleted": 0, "affected": {},
-                            "already_deleted": already, "retrained": {}})
-                return out
+                return {**summarize(self.store.root, self.config, self.state),
+                        "request_id": None, "deleted": 0, "affected": {},
+                        "already_deleted": already, "retrained": {}}
             out = self._finish(req, t0, "delete")
         out["already_deleted"] = already
         out["retrained"] = {str(s["shard"]): s["retrained_from"] for s in out["per_shard"]
@@ -345,7 +344,8 @@ class Pipeline:
         out.update(request_summary(req.plan.affected, req.request_id, req.n_train
                                    if req.kind == Kind.UNLEARN else req.n_ids,
                                    len(req.result.get("discarded", []))))
-        out["wall_seconds"][what] = time.perf_counter() - t0
+        out["wall_seconds"][what], out["in_process"] = time.perf_counter() - t0, \
+            self.site.in_process
         return out
 
     def _drive(self, req: Request) -> None:

@@ -1,0 +1,126 @@
+"""Warm shard workers on a cluster (``sisa/compute/warm.py``, ``clul-ray workers``): a
+command given an address trains and retrains on the root's detached shard workers, the next
+command finds them, they stop when idle or when told, and what they train is bit for bit
+what any other executor trains.
+
+The session's Ray stands for the cluster: a pipeline whose site is fixed to
+``Where.CLUSTER`` joins it as a command with ``--address`` would."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import tiny_config
+from typer.testing import CliRunner
+
+from clul_ray.cli import app
+from clul_ray.sisa.compute import warm
+from clul_ray.sisa.compute.evaluation import evaluate
+from clul_ray.sisa.compute.site import Site, Where
+from clul_ray.sisa.driver.pipeline import Pipeline
+from clul_ray.sisa.records.predcache import read_cached
+
+CLUSTER = Site(Where.CLUSTER, "auto")
+
+
+def shas(result):
+    return {s["shard"]: s["model_sha256"] for s in result["per_shard"]}
+
+
+@pytest.fixture
+def stop_after():
+    roots: list[str] = []
+    yield roots.append
+    for root in roots:
+        warm.stop_workers(root)
+
+
+def test_worker_names_are_a_pure_function_of_what_they_serve(tmp_path, monkeypatch):
+    root = str(tmp_path / "root")
+    name = warm.worker_name(root, 2, 0.0)
+    assert name == warm.worker_name(root, 2, 0.0)
+    assert name.startswith(warm.root_prefix(root)) and name.endswith(warm.code_digest())
+    others = {warm.worker_name(root, 3, 0.0), warm.worker_name(root, 2, 0.5),
+              warm.worker_name(str(tmp_path / "other"), 2, 0.0)}
+    assert name not in others and len(others) == 3
+    monkeypatch.chdir(tmp_path)
+    assert warm.worker_name("root", 2, 0.0) == name, "a relative root names the same worker"
+
+
+def test_a_deletion_on_warm_workers_equals_training_without_the_data(
+        trained_root, deletion_case, stop_after):
+    root, _ = trained_root
+    d, ref = deletion_case
+    stop_after(str(root))
+    p = Pipeline(str(root), site=CLUSTER)
+    assert p.site.backend(p.config) == "warm"
+    after = p.delete(d)
+    assert shas(after) == shas(ref), "every shard model is bit-for-bit the retrained one"
+    for key in ("ensemble_accuracy", "ensemble_precision", "ensemble_recall", "ensemble_f1"):
+        assert after[key] == ref[key], key
+    names = warm.cluster_workers(str(root))
+    assert sorted(int(n.split(":")[2]) for n in names) == [0, 2], "the affected shards'"
+
+
+def test_the_next_command_finds_the_warm_worker_and_its_predictions(
+        trained_root, stop_after):
+    root, _ = trained_root
+    stop_after(str(root))
+    ids, shard, slc = Pipeline(str(root)).store.read_index()
+    picks = [int(i) for i in ids[(shard == 1) & (slc == 2)][:2]]
+    for i in picks:  # two commands, each its own Pipeline as two processes would be
+        Pipeline(str(root), site=CLUSTER).delete([i])
+    (info,) = warm.worker_info(warm.cluster_workers(str(root)))
+    assert info["shard"] == 1 and info["calls"] == 2, "the second command reused the worker"
+    assert info["hits"] > 0, "slices the deletion did not rewrite came from its memory"
+    p = Pipeline(str(root))
+    v = p.state
+    served = {s.shard: s.model_sha256 for s in v.shards}
+    assert read_cached(p.store, 1, served[1], p.config.prediction_width) is not None, \
+        "the worker stored the new model's test predictions"
+    fresh = evaluate(p.config, p.store, v, Site(Where.PROCESS), lambda *a: None, cache=False)
+    assert fresh.ensemble_accuracy == v.metrics.ensemble_accuracy
+    assert fresh.shard_accuracy == v.metrics.shard_accuracy
+
+
+def test_an_idle_worker_stops_itself_and_stop_ends_the_others(tmp_path, stop_after):
+    root = tmp_path / "root"
+    p = Pipeline(str(root))
+    p.train(tiny_config(backend="local", epochs=1))
+    stop_after(str(root))
+    warm.WarmExecutor(str(root), idle_seconds=600.0).warm_up(p.config, [1])
+    warm.WarmExecutor(str(root), idle_seconds=3.0).warm_up(p.config, [0])
+    assert len(warm.cluster_workers(str(root))) == 2
+    deadline = time.time() + 30
+    while len(warm.cluster_workers(str(root))) == 2 and time.time() < deadline:
+        time.sleep(0.5)
+    (left,) = warm.cluster_workers(str(root))
+    assert left == warm.worker_name(str(root), 1, 0.0), "the idle one stopped, not the other"
+    assert warm.stop_workers(str(root)) == [left] and warm.cluster_workers(str(root)) == []
+
+
+def test_workers_command_starts_shows_and_stops_a_roots_workers(trained_root, stop_after):
+    import json
+
+    root, _ = trained_root
+    stop_after(str(root))
+    runner = CliRunner()
+    args = ["--root", str(root), "--address", "auto", "--json"]
+    r = runner.invoke(app, ["workers", "start", *args])
+    assert r.exit_code == 0, r.output
+    workers = json.loads(r.stdout)["workers"]
+    assert sorted(w["shard"] for w in workers) == [0, 1, 2]
+    assert all(w["misses"] > 0 and w["calls"] == 0 for w in workers), "slices preloaded"
+    r = runner.invoke(app, ["workers", "status", *args])
+    assert len(json.loads(r.stdout)["workers"]) == 3
+    r = runner.invoke(app, ["workers", "stop", *args])
+    assert r.exit_code == 0 and len(json.loads(r.stdout)["stopped"]) == 3
+    assert warm.cluster_workers(str(root)) == []
+
+
+def test_workers_command_refuses_without_a_cluster(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    r = CliRunner().invoke(app, ["workers", "status", "--root", str(tmp_path)])
+    assert r.exit_code == 2 and "give --address" in r.output
+    assert len(r.output.strip().splitlines()) == 1
