@@ -48,11 +48,17 @@ class LocalExecutor:
 def _remote_step(cfg: PipelineConfig, store: Store, shard: int, slc: int,
                  keys: list[str], previous: SliceResult | str) -> SliceResult:
     """One slice step; ``previous`` is the previous step's result (Ray orders the steps
-    by it) or, for a job's first step, the digest of the checkpoint it starts from."""
+    by it) or, for a job's first step, the digest of the checkpoint it starts from. The
+    last slice's step also stores the new model's test-split predictions, so the command's
+    evaluation reads them (:func:`.evaluation.cache_test_predictions`)."""
+    from .evaluation import cache_test_predictions
     from .trainer import train_slice
 
     prev_sha = previous.file_sha256 if isinstance(previous, SliceResult) else previous
-    return train_slice(cfg, store, shard, slc, keys, node_id(), prev_sha=prev_sha)
+    res = train_slice(cfg, store, shard, slc, keys, node_id(), prev_sha=prev_sha)
+    if slc == cfg.partition.total_slices - 1:
+        cache_test_predictions(cfg, store, res)
+    return res
 
 
 class RayExecutor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 
@@ -14,8 +15,10 @@ from ...errors import ClulError
 from ...storage.store import CorruptFile, Store
 from ..compute.site import Site, on_ray
 from ..decisions.controller import Kind
+from ..decisions.plan import ShardJob, plan_training
 from ..records.certify import check_index
 from ..records.ledger import Ledger
+from ..records.version import read_current
 
 
 class CommandSites:
@@ -74,11 +77,13 @@ def pending_unlearn(ledger: Ledger) -> bool:
     return any(r.kind == Kind.UNLEARN for r in ledger.pending())
 
 
-def refuse_unlike_index(store: Store, cfg: PipelineConfig) -> None:
-    """Refuse to train on partitions that differ from the index (a lost or truncated
-    file), naming the slice and the rows."""
+def refuse_unlike_index(store: Store, cfg: PipelineConfig,
+                        only: frozenset[int] | None = None) -> None:
+    """Refuse to train on partitions (of the shards ``only`` names, else all) that differ
+    from the index (a lost or truncated file), naming the slice and the rows."""
     findings: list = []  # certify.Finding; the first file named, with all found there
-    check_index(store, cfg.partition.shards, cfg.partition.total_slices, findings.append)
+    check_index(store, cfg.partition.shards, cfg.partition.total_slices, findings.append,
+                only)
     if findings:
         path = findings[0].path
         message = "; ".join(f.message for f in findings if f.path == path)
@@ -92,3 +97,14 @@ def stored_result(cfg: PipelineConfig, store: Store, shard: int, slc: int, key: 
     from ..records.checkpoint import result_from_checkpoint
 
     return result_from_checkpoint(cfg, store, shard, slc, key)
+
+
+def shard_jobs(store: Store, keys: dict[int, list[str]]) -> list[ShardJob]:
+    """The shard jobs of a training: each shard of ``keys`` from its first slice without a
+    checkpoint under its key, starting from the checkpoint digest the current version
+    records (:func:`..decisions.plan.plan_training`)."""
+    jobs = plan_training(keys, store.has_checkpoint)
+    prev = read_current(store)
+    return [j if j.start == 0 or prev is None else replace(
+        j, start_sha=prev.recorded_digest(j.shard, j.start - 1, j.keys[j.start - 1]))
+        for j in jobs]

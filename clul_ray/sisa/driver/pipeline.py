@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 
 import numpy as np
 
@@ -33,7 +32,7 @@ from ..compute.partitioning import partition
 from ..compute.site import Site, decide
 from ..decisions.controller import Current, Kind, Stage, next_step
 from ..decisions.next_version import build_version
-from ..decisions.plan import chained_keys, critical_path, plan_deletion, plan_training
+from ..decisions.plan import chained_keys, critical_path, plan_deletion
 from ..records.certify import commit_findings, commit_scope
 from ..records.commit import commit
 from ..records.ledger import Ledger, Request
@@ -113,7 +112,8 @@ class Pipeline:
     def train(self, cfg: PipelineConfig) -> dict:
         """Partition (once per root) and train every shard; reuse matching checkpoints."""
         t_in = time.perf_counter()
-        cfg, source, tok = training_source(cfg)  # the model is checked against the data
+        with phase("source"):  # (the model is checked against the data)
+            cfg, source, tok = training_source(cfg)
         timings: dict = {"setup_seconds": time.perf_counter() - t_in}  # source, model check
         with self._command(lambda: source_rows(source), cfg=cfg) as site:
             self._start(cfg, timings)  # before the lock or any writer touch the root
@@ -152,14 +152,12 @@ class Pipeline:
 
     def train_shards(self, cfg: PipelineConfig, shards: list[int], timings: dict | None = None
                      ) -> tuple[list[SliceResult], dict[int, int]]:
-        """Train each shard from its first slice without a matching checkpoint."""
-        self.check_data(cfg)
-        jobs = plan_training({k: self.shard_keys(cfg, k) for k in shards},
-                             self.store.has_checkpoint)
-        prev = read_current(self.store)
-        jobs = [j if j.start == 0 or prev is None else replace(
-            j, start_sha=prev.recorded_digest(j.shard, j.start - 1, j.keys[j.start - 1]))
-            for j in jobs]
+        """Train each shard from its first slice without a matching checkpoint (the data of
+        those shards checked against the index first)."""
+        with phase("plan"):
+            jobs = cmd.shard_jobs(self.store, {k: self.shard_keys(cfg, k) for k in shards})
+        if jobs:
+            self.check_data(cfg, frozenset(j.shard for j in jobs))
         total, done = sum(cfg.partition.total_slices - j.start for j in jobs), 0
         self.progress("training slices", 0, total)
 
@@ -214,11 +212,11 @@ class Pipeline:
         v.timings.update(commit_seconds=t2 - t1, observers_seconds=time.perf_counter() - t2)
         return v
 
-    def check_data(self, cfg: PipelineConfig) -> None:
-        """Refuse to train on partitions that differ from the index (:func:`.commands.
-        refuse_unlike_index`)."""
+    def check_data(self, cfg: PipelineConfig, only: frozenset[int] | None = None) -> None:
+        """Refuse to train on partitions (of the shards ``only`` names, else all) that differ
+        from the index (:func:`.commands.refuse_unlike_index`)."""
         with phase("checks"):
-            cmd.refuse_unlike_index(self.store, cfg)
+            cmd.refuse_unlike_index(self.store, cfg, only)
 
     def evaluate(self) -> dict:
         holder = read_lock(self.store)
@@ -311,7 +309,7 @@ class Pipeline:
             return None, already
         if not checked:
             self._start(self.config)
-            self.check_data(self.config)  # refuse lost rows before anything changes
+            self.check_data(self.config, frozenset(plan.affected))  # (those that retrain)
         return self.ledger.record(plan), already
 
     def unlearn(self, method: str, forget: str, params: dict | None = None,
