@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
+from clul_ray.errors import ClulError
 from clul_ray.sisa.driver.pipeline import Pipeline
 from clul_ray.sisa.records import certify
 from clul_ray.sisa.records.certificate import verify
@@ -43,20 +44,24 @@ def test_scope_is_what_changed_and_what_the_request_touched(base):
     assert certify.commit_scope(v, w, [0]) is None, "the periodic full check"
 
 
-def test_a_deletion_is_certified_over_its_shards_and_verify_sees_the_rest(root):
+def test_a_deletion_is_certified_over_its_shards_and_every_served_file_by_digest(root):
     p = Pipeline(str(root))
     ids, shard, slc = p.store.read_index()
-    victim = next(s for s in p.state.shards if s.shard == 1)
-    path = root / victim.checkpoint_paths()[0]
-    path.write_bytes(b"not a checkpoint")  # damage a shard the request does not touch
     out = p.delete([int(ids[(shard == 0) & (slc == 1)][0])])
     cert = p.store.read_json(f"certificates/{out['request_id']}.json")
     v = cert["verification"]
     assert v["ok"] and v["scope"] == {"shards": [0]}
-    assert v["checked"]["shards"] == 1 and v["checked"]["checkpoints"] == 3
-    full = verify(p.store)
-    assert not full["ok"] and full["scope"] == "full"
-    assert {f["path"] for f in full["findings"]} == {victim.checkpoint_paths()[0]}
+    assert v["checked"]["shards"] == 1, "one shard's chain and partitions read"
+    assert v["checked"]["checkpoints"] == 9, "every served checkpoint, by its file digest"
+    assert v["checked"]["data_files"] < verify(p.store)["checked"]["data_files"]
+    assert verify(p.store)["scope"] == "full"
+    # a served checkpoint of a shard the next request does not touch, damaged: the commit
+    # still refuses it (its digest), without parsing a checkpoint
+    victim = next(s for s in p.state.shards if s.shard == 1)
+    (root / victim.checkpoint_paths()[0]).write_bytes(b"not a checkpoint")
+    with pytest.raises(ClulError, match="file digest"):
+        p.delete([int(ids[(shard == 2) & (slc == 1)][0])])
+    assert p.state.version == out["version"], "not committed"
 
 
 def test_a_checkpoint_is_checked_by_the_digest_its_step_reported(root):

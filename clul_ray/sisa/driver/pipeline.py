@@ -309,7 +309,7 @@ class Pipeline:
             return None, already
         if not checked:
             self._start(self.config)
-            self.check_data(self.config, frozenset(plan.affected))  # (those that retrain)
+            self.check_data(self.config)  # refuse lost rows before anything changes
         return self.ledger.record(plan), already
 
     def unlearn(self, method: str, forget: str, params: dict | None = None,

@@ -251,57 +251,59 @@ def file_digest(store: Store, rel: str) -> str:
 
 def check_version(store: Store, v: ModelVersion, found: Found, checked: dict,
                   only: Scope = None, known: Known | None = None) -> dict[int, list[str]]:
-    """Every model ``v`` serves (of the shards ``only`` names, else all) is what it claims:
-    the checkpoint keys recomputed from the current partitions, and each checkpoint file's
-    recorded key, shard, slice and sample count (and its file digest, where recorded); an
-    edited model's file exists. With ``only``, a checkpoint whose file digest is recorded
-    or ``known`` (the step this command ran reported it, with its sample count) is checked
-    by that digest instead of parsed: the same bytes hold the header checked when it was
-    written. ``v`` is left as it is: the file digests of each shard's checkpoints (those
+    """Every model ``v`` serves is what it claims: the checkpoint keys recomputed from the
+    current partitions, and each checkpoint file's recorded key, shard, slice and sample
+    count (and its file digest, where recorded); an edited model's file exists.
+
+    With ``only`` (the shards a commit changed, :func:`commit_scope`), a checkpoint whose
+    file digest is recorded or ``known`` (the step this command ran reported it, with its
+    sample count) is checked by that digest instead of parsed — the same bytes hold the
+    header checked when it was written — and the shards ``only`` leaves out keep their
+    chains unread (their partitions did not change): only their files' digests are
+    checked. ``v`` is left as it is: the file digests of each shard's checkpoints (those
     ``v`` records, and those it does not record yet, read; "" where neither) are returned
     per shard, for a caller that commits ``v`` to record."""
     out: dict[int, list[str]] = {}
     known = known or {}
     for s in v.shards:
         k, keys = s.shard, s.keys
-        if only is not None and k not in only and len(s.checkpoint_sha256) == len(keys) \
-                and all(s.checkpoint_sha256):  # unchanged: checked at an earlier commit
-            out[k] = list(s.checkpoint_sha256)
-            continue
-        checked["shards"] += 1
+        digests = list(s.checkpoint_sha256) + [""] * (len(keys) - len(s.checkpoint_sha256))
+        whole = only is None or k in only or not all(digests)
+        checked["shards"] += whole
         if s.artifact:  # approximate: the edited model is served; later slices discarded
-            if not store.exists(s.artifact):
+            if whole and not store.exists(s.artifact):
                 found(Finding(FindingKind.MISSING_MODEL, Area.MODEL, s.artifact,
                               "missing edited model of the version", None, k))
             continue
-        try:
-            sizes = [len(store.slice_ids(k, r)) for r in range(len(keys))]
-            chain = chained_keys(v.training_digest, k,
-                                 [store.slice_digest(k, r) for r in range(len(keys))])
-        except ClulError as e:
-            found(Finding(FindingKind.UNREADABLE, Area.CHAIN, layout.shard_dir(k), str(e),
-                          None, k))
-            continue
-        for r, (want, have) in enumerate(zip(chain, keys, strict=True)):
-            if want != have:
-                found(Finding(FindingKind.KEY_MISMATCH, Area.CHAIN, layout.slice_dir(k, r),
-                              f"shard {k} slice {r}: the checkpoint key of version "
-                              f"{v.version} does not match its current partition ids",
-                              None, k, r))
-                break
-        digests = list(s.checkpoint_sha256) + [""] * (len(keys) - len(s.checkpoint_sha256))
+        sizes: list[int] = []
+        if whole:
+            try:
+                sizes = [len(store.slice_ids(k, r)) for r in range(len(keys))]
+                chain = chained_keys(v.training_digest, k,
+                                     [store.slice_digest(k, r) for r in range(len(keys))])
+            except ClulError as e:
+                found(Finding(FindingKind.UNREADABLE, Area.CHAIN, layout.shard_dir(k),
+                              str(e), None, k))
+                continue
+            for r, (want, have) in enumerate(zip(chain, keys, strict=True)):
+                if want != have:
+                    found(Finding(FindingKind.KEY_MISMATCH, Area.CHAIN,
+                                  layout.slice_dir(k, r), f"shard {k} slice {r}: the "
+                                  f"checkpoint key of version {v.version} does not match "
+                                  "its current partition ids", None, k, r))
+                    break
         seen = 0
         for r, key in enumerate(keys):
-            seen += sizes[r]
+            seen += sizes[r] if whole else 0
             path = layout.checkpoint_path(k, r, key)
             checked["checkpoints"] += 1
             n_known, digest = known.get((k, r, key), (None, digests[r]))
             try:
                 if only is not None and digest:
-                    n = n_known if n_known is not None else seen
+                    n = n_known if n_known is not None or not whole else seen
                     if not store.exists(path) or file_digest(store, path) != digest:
                         raise ClulError(f"{store.path(path)}: missing, or not the file "
-                                        f"whose sha256 {digest[:12]} was recorded")
+                                        f"whose file digest {digest[:12]} was recorded")
                     digests[r] = digest
                 else:
                     n, digests[r] = checkpoint_header(store, k, r, key, digests[r] or None)
@@ -309,7 +311,7 @@ def check_version(store: Store, v: ModelVersion, found: Found, checked: dict,
                 found(Finding(FindingKind.BAD_CHECKPOINT, Area.CHECKPOINT, path,
                               str(e).removeprefix(store.path(path) + ": "), None, k, r))
                 continue
-            if n != seen:
+            if whole and n != seen:
                 found(Finding(FindingKind.SAMPLE_COUNT, Area.CHECKPOINT, path,
                               f"records {n} samples, the partitions of slices 0..{r} hold "
                               f"{seen}", None, k, r))
