@@ -20,6 +20,9 @@ Two lives:
 
 Workers reserve no CPU while they wait (``num_cpus=0``), so idle workers never block other
 Ray work; a shard on GPUs reserves its ``gpus_per_shard`` for as long as its worker lives.
+They are spread over the nodes (``compute.placement: spread``, as slice steps are); a
+worker lost with its node restarts elsewhere and its call is retried (``max_restarts``,
+``max_task_retries``), from the job's first slice step (steps are idempotent).
 At most as many shard jobs run at once as the cluster has CPUs for (``cpus_per_shard``
 each), as Ray would schedule the same steps as tasks.
 """
@@ -163,7 +166,8 @@ class WarmExecutor:
 
             gpus = cfg.compute.gpus_per_shard
             opts: dict = {"num_cpus": 0, "num_gpus": gpus, "max_restarts": 1,
-                          "max_task_retries": 1}
+                          "max_task_retries": 1, "scheduling_strategy": "SPREAD"
+                          if cfg.compute.placement == "spread" else "DEFAULT"}
             if self.detached:
                 opts |= {"name": worker_name(self.root, shard, gpus), "namespace": NAMESPACE,
                          "lifetime": "detached", "get_if_exists": True}
