@@ -18,6 +18,7 @@ import pyarrow as pa
 from ...config import PipelineConfig
 from ...data.sources import features
 from ...errors import first_line
+from ...phases import phase
 from ...storage import layout
 from ...storage.lock import read_lock
 from ...storage.store import Store
@@ -132,6 +133,13 @@ def evaluate(cfg: PipelineConfig, store: Store, version: ModelVersion, site: Sit
     (their predictions are stored when ``write_cache``, by default when this process holds
     the root's lock). Evaluation is a pure read: a Ray failure in it (a node lost while Ray
     Data placed an actor there, before the cluster marked the node dead) is retried."""
+    with phase("evaluate"):
+        return _evaluate(cfg, store, version, site, progress, attempts, cache, write_cache)
+
+
+def _evaluate(cfg: PipelineConfig, store: Store, version: ModelVersion, site: Site,
+              progress: Progress, attempts: int, cache: bool,
+              write_cache: bool | None) -> Metrics:
     if not store.list_files(layout.TEST, ".parquet"):
         return Metrics()
     shards = [s.shard for s in version.trained_shards()]

@@ -33,6 +33,7 @@ from ...data.partition import assign, is_test
 from ...data.sources import DataSource
 from ...errors import ClulError
 from ...hashing import sha256_ids
+from ...phases import phase
 from ...storage import layout
 from ...storage.store import Store
 from ..decisions.plan import RequestPlan
@@ -57,6 +58,11 @@ class Addition(BaseModel):
 def read_rows(source: DataSource, cfg: PipelineConfig) -> pa.Table:
     """Every row of ``source``, validated against the root: the root's feature count and
     class count."""
+    with phase("source"):
+        return _read_rows(source, cfg)
+
+
+def _read_rows(source: DataSource, cfg: PipelineConfig) -> pa.Table:
     source.validate()  # features, NaN, duplicate ids, negative labels
     d = int(np.prod(cfg.data.input_shape))
     if int(np.prod(source.input_shape)) != d:
@@ -115,7 +121,8 @@ def staging_path(ids: np.ndarray) -> str:
 def stage(store: Store, placed: pa.Table) -> str:
     """Write the placed rows where a resumed addition finds them; returns the path."""
     rel = staging_path(placed.column("id").to_numpy())
-    store.write_table(rel, placed)
+    with phase("stage"):
+        store.write_table(rel, placed)
     return rel
 
 
