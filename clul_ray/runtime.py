@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -70,6 +71,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         global _connected
         _connected = bool(addr)
         note_ray_started()
+    if "ray.data" in sys.modules:  # (else quieted where first used: :func:`import_ray_data`)
         quiet_ray_data(level)
 
 
@@ -85,6 +87,16 @@ def stop_started_ray(phases) -> None:
         with phase("teardown"):
             ray.shutdown()
         phases.started_ray = False
+
+
+def import_ray_data():
+    """``ray.data``, imported where first used (its import costs about a second, which a
+    command that never reads a Ray Dataset should not pay), quieted as :func:`ensure_ray`
+    would have."""
+    import ray.data
+
+    quiet_ray_data(logging.INFO if verbose() else logging.ERROR)
+    return ray.data
 
 
 def quiet_ray_data(level: int = logging.ERROR) -> None:

@@ -208,10 +208,12 @@ class DataSource:
 
     def ray_dataset(self):
         """Canonical rows as a Ray Dataset, streamed block by block."""
-        import ray.data
+        from ..runtime import import_ray_data
+
+        rdata = import_ray_data()
 
         if self.table is not None:
-            return ray.data.from_arrow(self.table)
+            return rdata.from_arrow(self.table)
         if self.kind in ("synthetic", "synthetic-fair"):
             o, make = self.options, self.options.get("make", synthetic_block)
             n, seed, classes, dim = o["n"], o["seed"], o.get("groups", self.num_classes), o["dim"]
@@ -220,10 +222,10 @@ class DataSource:
                 blocks = batch.column("id").to_numpy()
                 return pa.concat_tables([make(int(b), n, seed, classes, dim) for b in blocks])
 
-            return ray.data.range(o["blocks"], override_num_blocks=o["blocks"]).map_batches(
+            return rdata.range(o["blocks"], override_num_blocks=o["blocks"]).map_batches(
                 gen, batch_size=1, batch_format="pyarrow")
         group, spec = self.group_column, self.spec
-        ds = ray.data.read_parquet(self.options["path"], filesystem=self.options["fs"])
+        ds = rdata.read_parquet(self.options["path"], filesystem=self.options["fs"])
         return ds.map_batches(lambda t: canonicalize(t, group, spec), batch_format="pyarrow")
 
     # ---- checks -----------------------------------------------------------------------

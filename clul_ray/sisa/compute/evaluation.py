@@ -56,7 +56,9 @@ def predict_dataset(ds, cfg: PipelineConfig, store: Store, version: ModelVersion
                     shards: list[int] | None = None, proba: bool = False):
     """Batch prediction through Ray Data: canonical rows -> id, pred, shard_pred (or, with
     ``proba``, id and the probabilities of ``shards``, see ``Ensemble.proba_table``)."""
-    import ray.data
+    from ...runtime import import_ray_data
+
+    rdata = import_ray_data()
 
     with warnings.catch_warnings():
         # ``max_restarts=0`` is the way Ray Data's actor pool documents to turn restarts off
@@ -72,7 +74,7 @@ def predict_dataset(ds, cfg: PipelineConfig, store: Store, version: ModelVersion
                 "version": version.model_dump(mode="json"), "shards": shards,
                 "proba": proba},
             batch_size=4096, batch_format="pyarrow", num_cpus=EVAL_CPUS,
-            compute=ray.data.ActorPoolStrategy(size=1), max_restarts=0)
+            compute=rdata.ActorPoolStrategy(size=1), max_restarts=0)
 
 
 def holds_lock(store: Store) -> bool:
@@ -93,9 +95,11 @@ def predict_shards(cfg: PipelineConfig, store: Store, version: ModelVersion,
 
         probs = Ensemble(cfg, store, version, shards=shards).shard_proba(features(test))
         return {k: ShardPredictions(ids, probs[i]) for i, k in enumerate(shards)}
-    import ray.data
+    from ...runtime import import_ray_data
 
-    ds = ray.data.read_parquet(store.path(layout.TEST), filesystem=store.fs)
+    rdata = import_ray_data()
+
+    ds = rdata.read_parquet(store.path(layout.TEST), filesystem=store.fs)
     out = pa.concat_tables(list(predict_dataset(ds, cfg, store, version, shards, True)
                                 .iter_batches(batch_format="pyarrow", batch_size=None)))
     ids = out.column("id").to_numpy()
