@@ -124,3 +124,26 @@ def test_workers_command_refuses_without_a_cluster(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["workers", "status", "--root", str(tmp_path)])
     assert r.exit_code == 2 and "give --address" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_a_job_sent_to_a_worker_that_died_runs_on_a_new_one(trained_root, tmp_path,
+                                                            stop_after):
+    import shutil
+
+    import ray
+
+    root, _ = trained_root
+    stop_after(str(root))
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    ex = warm.WarmExecutor(str(root), idle_seconds=600.0)
+    p = Pipeline(str(root), executor=ex, site=CLUSTER)
+    ex.warm_up(p.config, [1])
+    ray.kill(ex.workers[1], no_restart=True)  # a handle this executor still holds
+    ids, shard, _ = p.store.read_index()
+    one = [int(ids[shard == 1][3])]
+    after = p.delete(one)
+    ref = Pipeline(str(copy), site=Site(Where.PROCESS)).delete(one)
+    assert shas(after) == shas(ref)
+    (info,) = warm.worker_info(warm.cluster_workers(str(root)))
+    assert info["calls"] == 1, "the new worker ran the job once"
