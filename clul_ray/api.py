@@ -7,15 +7,16 @@ from .faults import Faults
 from .lineage.recorder import LineageRecorder
 from .sisa.compute.site import Site
 from .sisa.driver.pipeline import Pipeline, Progress
+from .storage.store import Store
 
 
 def open_pipeline(root: str, address: str | None = None, progress: Progress | None = None,
                   executor=None, lineage: bool = True, site: Site | None = None,
-                  faults: Faults = NO_FAULTS) -> Pipeline:
+                  faults: Faults = NO_FAULTS, store: Store | None = None) -> Pipeline:
     """The SISA pipeline on ``root`` (a folder or a ``pyarrow.fs`` URI); every committed
     version and request is recorded in MLflow unless ``lineage`` is False (or
     ``CLUL_RAY_LINEAGE=0``). ``site`` fixes where its commands run (else each decides);
-    ``faults`` are a test's."""
+    ``faults`` are a test's; ``store``: the root opened another way (a caching store)."""
     return Pipeline(root, address=address, executor=executor, progress=progress,
                     observers=[LineageRecorder()] if lineage else [], site=site,
-                    faults=faults)
+                    faults=faults, store=store)

@@ -170,16 +170,20 @@ def verbose_ray(verbose: bool) -> None:
         os.environ[VERBOSE_ENV] = "1"
 
 
-def open_root(root: str, address: str | None = None, progress=None):
+def open_root(root: str, address: str | None = None, progress=None, writer: bool = False):
     """The pipeline on a storage root, with MLflow lineage recording (imported here so that
-    ``--help`` loads neither Ray nor torch). A local path that is a file is refused
-    (:func:`checked_root`) for the commands whose ``--root`` is not :data:`Root`."""
+    ``--help`` loads neither Ray nor torch); a ``writer`` command (it holds the root's lock
+    while it changes it) reads through a caching store. A local path that is a file is
+    refused (:func:`checked_root`) for the commands whose ``--root`` is not :data:`Root`."""
     from ..phases import phase
 
     with phase("imports"):
         from ..api import open_pipeline
+        from ..storage.cache import CachingStore
 
-    return open_pipeline(probed_root(root), address=address, progress=progress)
+    path = probed_root(root)
+    return open_pipeline(path, address=address, progress=progress,
+                         store=CachingStore(path) if writer else None)
 
 
 class RichProgress:

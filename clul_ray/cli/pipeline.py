@@ -96,7 +96,7 @@ def train(
             flat["model_args"] = parse_model_args(model_arg)
         cfg = train_config(config, flat, train_seed)
         verbose_ray(verbose)
-        result = with_progress(lambda prog: open_root(root, address, prog).train(cfg),
+        result = with_progress(lambda prog: open_root(root, address, prog, True).train(cfg),
                                not as_json)
         if started is not None:
             result["wall_seconds"].update(startup_seconds=started,
@@ -121,7 +121,7 @@ def add(
 
     def body() -> None:
         verbose_ray(verbose)
-        emit_progress(lambda prog: open_root(root, address, prog).add(
+        emit_progress(lambda prog: open_root(root, address, prog, True).add(
             dataset, data_dir, download), as_json)
 
     run(body)
@@ -150,7 +150,7 @@ def delete(
             groups = [g.strip() for g in group.split(",") if g.strip()]
             refuse_if_served(Store(probed_root(root)))
             verbose_ray(verbose)
-            emit_progress(lambda prog: (p := open_root(root, address, prog)).delete(
+            emit_progress(lambda prog: (p := open_root(root, address, prog, True)).delete(
                 p.group_ids(groups)), as_json)
             return
         id_list = parse_ids(ids, ids_file)
@@ -162,7 +162,8 @@ def delete(
             return
         refuse_if_served(Store(probed_root(root)))
         verbose_ray(verbose)
-        emit_progress(lambda prog: open_root(root, address, prog).delete(id_list), as_json)
+        emit_progress(lambda prog: open_root(root, address, prog, True).delete(id_list),
+                      as_json)
 
     run(body)
 

@@ -10,7 +10,10 @@ within the filesystem's timestamp resolution cannot serve old content.
 
 Only a process that holds the root's lock (or reads files that are never rewritten in
 place, like content-addressed checkpoints) should use it: it trusts (size, mtime) to mean
-unchanged content. ``clul-ray verify`` reads everything again with a plain store.
+unchanged content. The CLI's writing commands (``train``, ``add``, ``delete``) read through
+one for their life, so the index and the slices a command's plan, checks, commit and
+certificate each read come from one read; ``clul-ray verify`` reads everything again with
+a plain store.
 
 Thread-safe: the deletion service reads through one caching store from its request
 threads, its driver thread and its lineage thread while the driver writes. One lock guards
@@ -71,6 +74,11 @@ class CachingStore(Store):
         self._computing: set[_Computing] = set()
         self.hits = 0
         self.misses = 0
+
+    def __reduce__(self):
+        """Sent to another process (a Ray task's argument), a caching store is a plain
+        store of the same root: its memory stays with the process that read it."""
+        return (Store, (self.root,))
 
     def _identity(self, rel: str) -> tuple | None:
         """(size, mtime) of a file, those of every file under a folder, None if absent."""
