@@ -146,3 +146,18 @@ def test_a_write_during_a_computation_is_not_kept(tmp_path):
     t.join(timeout=30)
     assert got == [b"one"]
     assert cached.memo(("f",), "bytes", lambda: cached.read_bytes("f")) == b"two"
+
+
+def test_a_caching_store_travels_as_a_plain_store_of_its_root(tmp_path):
+    """A Ray task's argument: the memory stays with the process that read it."""
+    import pickle
+
+    from clul_ray.storage.cache import CachingStore
+    from clul_ray.storage.store import Store
+
+    cs = CachingStore(str(tmp_path))
+    cs.write_bytes("a.bin", b"x")
+    cs.memo(("a.bin",), "t", lambda: 1)
+    back = pickle.loads(pickle.dumps(cs))
+    assert type(back) is Store and back.root == cs.root
+    assert back.read_bytes("a.bin") == b"x"
