@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..config import PipelineConfig
+from ..errors import first_line
 from ..sisa.records.certify import commit_findings
 from ..sisa.records.checkpoint import load_shard_model
 from ..sisa.records.version import ModelVersion
@@ -74,8 +75,13 @@ def read_for_commit(store: Store, v: ModelVersion, slices: int) -> int:
     """Run the commit checks on the served version ``v`` with no id removed (ids are
     never negative), so a caching store holds what the first commit reads: every data,
     index and prediction file's ids, every slice's digest and every checkpoint's header.
-    Returns the number of findings (the service reports them when it commits)."""
-    findings, _ = commit_findings(store, v, np.asarray([-1], dtype=np.int64), slices)
+    Returns the number of findings (the commit itself reports them), -1 when the reads
+    failed: a warm-up never stops the service (the commit reads again)."""
+    try:
+        findings, _ = commit_findings(store, v, np.asarray([-1], dtype=np.int64), slices)
+    except Exception as e:  # noqa: BLE001 - logged; the commit's own checks decide
+        log.warning("reading for the first commit: %s", first_line(e))
+        return -1
     return len(findings)
 
 

@@ -1,5 +1,7 @@
-"""Warm shard workers: one long-lived Ray actor per shard, so a retrain pays only its
-compute (no process start, no torch import, no re-reading of unchanged slices).
+"""Warm shard workers: long-lived Ray actors, one per shard up to the cluster's CPUs
+(:func:`pool_size`), so a retrain pays only its compute (no process start, no torch
+import, no re-reading of unchanged slices). ``warm_up`` reads a shard's slices and runs a
+throwaway training step before the service's first request.
 
 Each actor keeps the Parquet tables it read in memory, keyed by the file's path, size and
 modification time: a slice a deletion rewrote is read again, every other one comes from
