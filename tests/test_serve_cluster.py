@@ -11,9 +11,11 @@ test instead of skipping it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -76,7 +78,21 @@ class Cluster:
         return f"127.0.0.1:{self.port}"
 
     def kill(self) -> None:
-        """SIGKILL every process of this cluster (its temp dir is in each command line)."""
+        """SIGKILL every process of this cluster at once: those whose command line holds
+        its temp dir (GCS, raylet, ...) and their descendants (the workers, whose titles
+        Ray rewrites), all stopped first so that none runs on while the others die."""
+        import psutil
+
+        procs = []
+        for p in psutil.process_iter(["cmdline"]):
+            if self.tmp in " ".join(p.info["cmdline"] or []):
+                procs.append(p)
+                with contextlib.suppress(psutil.Error):
+                    procs.extend(p.children(recursive=True))
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    p.send_signal(sig)
         subprocess.run(["pkill", "-9", "-f", "--", self.tmp], check=False)
         time.sleep(1)
 

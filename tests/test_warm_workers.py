@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import ray
 from conftest import tiny_config
 from typer.testing import CliRunner
 
@@ -60,7 +61,7 @@ def test_a_deletion_on_warm_workers_equals_training_without_the_data(
     for key in ("ensemble_accuracy", "ensemble_precision", "ensemble_recall", "ensemble_f1"):
         assert after[key] == ref[key], key
     names = warm.cluster_workers(str(root))
-    assert sorted(int(n.split(":")[2]) for n in names) == [0, 2], "the affected shards'"
+    assert 1 <= len(names) <= 2, "the affected shards' workers, no more than the CPUs"
 
 
 def test_the_next_command_finds_the_warm_worker_and_its_predictions(
@@ -72,7 +73,7 @@ def test_the_next_command_finds_the_warm_worker_and_its_predictions(
     for i in picks:  # two commands, each its own Pipeline as two processes would be
         Pipeline(str(root), site=CLUSTER).delete([i])
     (info,) = warm.worker_info(warm.cluster_workers(str(root)))
-    assert info["shard"] == 1 and info["calls"] == 2, "the second command reused the worker"
+    assert info["worker"] == 1 and info["calls"] == 2, "the second command reused the worker"
     assert info["hits"] > 0, "slices the deletion did not rewrite came from its memory"
     p = Pipeline(str(root))
     v = p.state
@@ -89,8 +90,8 @@ def test_an_idle_worker_stops_itself_and_stop_ends_the_others(tmp_path, stop_aft
     p = Pipeline(str(root))
     p.train(tiny_config(backend="local", epochs=1))
     stop_after(str(root))
-    warm.WarmExecutor(str(root), idle_seconds=600.0).warm_up(p.config, [1])
-    warm.WarmExecutor(str(root), idle_seconds=3.0).warm_up(p.config, [0])
+    ray.get(list(warm.WarmExecutor(str(root), idle_seconds=600.0).warm_up(p.config, [1])))
+    ray.get(list(warm.WarmExecutor(str(root), idle_seconds=3.0).warm_up(p.config, [0])))
     assert len(warm.cluster_workers(str(root))) == 2
     deadline = time.time() + 30
     while len(warm.cluster_workers(str(root))) == 2 and time.time() < deadline:
@@ -110,12 +111,13 @@ def test_workers_command_starts_shows_and_stops_a_roots_workers(trained_root, st
     r = runner.invoke(app, ["workers", "start", *args])
     assert r.exit_code == 0, r.output
     workers = json.loads(r.stdout)["workers"]
-    assert sorted(w["shard"] for w in workers) == [0, 1, 2]
+    assert sorted(w["worker"] for w in workers) == [0, 1], "one per CPU of the cluster"
+    assert sorted(k for w in workers for k in w["warmed"]) == [0, 1, 2], "every shard warm"
     assert all(w["misses"] > 0 and w["calls"] == 0 for w in workers), "slices preloaded"
     r = runner.invoke(app, ["workers", "status", *args])
-    assert len(json.loads(r.stdout)["workers"]) == 3
+    assert len(json.loads(r.stdout)["workers"]) == 2
     r = runner.invoke(app, ["workers", "stop", *args])
-    assert r.exit_code == 0 and len(json.loads(r.stdout)["stopped"]) == 3
+    assert r.exit_code == 0 and len(json.loads(r.stdout)["stopped"]) == 2
     assert warm.cluster_workers(str(root)) == []
 
 
@@ -130,15 +132,13 @@ def test_a_job_sent_to_a_worker_that_died_runs_on_a_new_one(trained_root, tmp_pa
                                                             stop_after):
     import shutil
 
-    import ray
-
     root, _ = trained_root
     stop_after(str(root))
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
     ex = warm.WarmExecutor(str(root), idle_seconds=600.0)
     p = Pipeline(str(root), executor=ex, site=CLUSTER)
-    ex.warm_up(p.config, [1])
+    ray.get(list(ex.warm_up(p.config, [1])))
     ray.kill(ex.workers[1], no_restart=True)  # a handle this executor still holds
     ids, shard, _ = p.store.read_index()
     one = [int(ids[shard == 1][3])]

@@ -25,7 +25,7 @@ def workers(
     as_json: AsJson = False,
 ) -> None:
     """A root's warm shard workers on a running cluster: `start` them (each reads its
-    slices), show their `status`, or `stop` them.
+    shards' slices), show their `status`, or `stop` them.
 
     Commands given --address (or RAY_ADDRESS, as in `ray job submit`) with backend ray train
     and retrain on these workers and leave them running for the next command; each stops
@@ -69,10 +69,12 @@ def show(r: dict) -> None:
         return
     from rich.table import Table
 
-    t = Table("shard", "calls", "cache hits", "misses", "idle s", "node", "root")
+    t = Table("worker", "shards warmed", "calls", "cache hits", "misses", "idle s", "node",
+              "root")
     for w in r["workers"]:
-        t.add_row(str(w["shard"]), str(w["calls"]), str(w["hits"]), str(w["misses"]),
-                  f"{w['idle_seconds']:.0f}", w["node_id"][:12], w["root"])
+        t.add_row(str(w["worker"]), ",".join(map(str, w["warmed"])), str(w["calls"]),
+                  str(w["hits"]), str(w["misses"]), f"{w['idle_seconds']:.0f}",
+                  w["node_id"][:12], w["root"])
     out.print(t)
     if not r["workers"]:
         out.print("no warm workers", highlight=False)

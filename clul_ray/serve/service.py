@@ -11,15 +11,15 @@
 - ``submit`` checks the ids, records the request in the ledger and excludes its shards,
   then returns: the acknowledgement comes after both.
 - One background thread drives the ledger (the same controller steps as ``clul-ray
-  delete``) with warm shard workers (:mod:`.workers`). Before a retrain it runs the data
+  delete``) with warm shard workers (:mod:`..sisa.compute.warm`). Before a retrain it runs the data
   steps of every pending deletion, so requests that arrived while a shard retrained are
   all in that shard's next retrain; the later ones then commit without training, each with
   its own version and certificate. After each commit the changed shard models are loaded
   and the request's shards vote again.
 - With prediction replicas (:mod:`.replicas`), ``publish`` sends the serving state to the
   board (:mod:`.board`): at start, in ``submit`` before it returns, after every commit.
-- On start it finishes whatever the ledger holds (a service or a CLI command that died),
-  so a restart loses no acknowledged request.
+- On start it warms everything in parallel (:mod:`.startup`), then finishes whatever the
+  ledger holds (a service or CLI that died): a restart loses no acknowledged request.
 
 Threads, and what each owns:
 
@@ -33,7 +33,7 @@ Threads, and what each owns:
   changed in place), removes committed requests from the exclusion state and appends to
   ``errors``.
 - **The lineage thread** (``clul-ray-lineage``, :class:`Deferred`): observer calls in commit
-  order; it reads the root through the pipeline's store.
+  order, each once the driver is idle; it reads the root through the pipeline's store.
 - The shard workers are Ray actors in other processes, each with a store of its own.
 
 ``_mutex`` guards ``_affected``, ``_excluded_at``, ``models``, ``version`` and ``errors``
@@ -62,19 +62,18 @@ from ..errors import ClulError, first_line
 from ..faults import NONE as NO_FAULTS
 from ..faults import Faults
 from ..lineage.pyfunc import input_contract, raw_features
-from ..lineage.recorder import LineageRecorder
+from ..lineage.recorder import LineageRecorder, mirror
 from ..runtime import ensure_ray
 from ..sisa.compute.evaluation import evaluate_committed, unevaluated
 from ..sisa.compute.site import on_ray
 from ..sisa.compute.warm import WarmExecutor
 from ..sisa.decisions.controller import Kind, Stage
 from ..sisa.driver.pipeline import Pipeline
-from ..sisa.records.checkpoint import load_shard_model
 from ..sisa.records.rootconfig import read_tokenizer
 from ..sisa.records.version import ModelVersion
 from ..storage.cache import CachingStore
 from ..text.ensemble import generate, score_texts
-from . import state
+from . import startup, state
 from .deferred import Deferred
 from .metrics import Metrics
 
@@ -86,58 +85,63 @@ class DeletionService:
                  lineage: bool = True, faults: Faults = NO_FAULTS,
                  publish: Callable[[int, dict[str, Any]], None] | None = None):
         ensure_ray(address)
-        self.publish = publish  # the serving state to the board (prediction replicas)
-        self._published = 0
+        phases = startup.Phases()
+        self.publish, self._published = publish, 0  # the serving state to the board
         self.executor = WarmExecutor(root)
-        # lineage off the commit path (its sync is idempotent), and Parquet reads of files
-        # no step changed served from memory: the checks of every commit read every slice
-        self.lineage = Deferred(LineageRecorder()) if lineage else None
-        # a version is evaluated once its request has committed and its shards vote again
-        # (off the request's path), before the next request changes the root
+        self._wake, self._stop, self._idle = threading.Event(), threading.Event(), threading.Event()
+        self._idle.set()  # (cleared while the driver works: lineage waits for it)
+        # lineage off the commit path (its sync is idempotent); unchanged files from memory
+        self.lineage = Deferred(LineageRecorder(), self._idle) if lineage else None
+        # a version is evaluated after its request committed (off the request's path)
         self.pipeline = Pipeline(root, address, executor=self.executor,
                                  observers=[self.lineage] if self.lineage else [],
                                  store=CachingStore(root), site=on_ray(address),
                                  evaluate_at_commit=False, faults=faults)
         self.url = url
         command = f"serve {url}".strip()
-        self._take_over(command)
+        startup.take_over(self.pipeline.store, command, url)
         self._hold = self.pipeline.writing(command)
         self._hold.__enter__()  # the root's lock, for the service's life
         try:
-            self.cfg = self.pipeline.config
-            v = self.pipeline.state
-            self.pipeline.check_data(self.cfg)  # the data is whole before serving from it
+            self._start(phases)
         except BaseException:
+            self.executor.close()
             self._hold.__exit__(None, None, None)
             raise
-        self._mutex = threading.RLock()
-        self._wake, self._stop, self._idle = (threading.Event(), threading.Event(),
-                                              threading.Event())
-        self.models: dict[int, tuple[str, torch.nn.Module]] = {}
-        self.version: ModelVersion | None = None
-        pending = self.pipeline.ledger.pending()
-        now = time.time()
-        self._affected = {r.request_id: set(r.plan.affected) for r in pending}
-        self._excluded_at = {r.request_id: now for r in pending}
-        self._load(v)
-        self.errors: list[str] = []
-        self.metrics = Metrics()
-        self.executor.warm_up(self.cfg, list(range(self.cfg.partition.shards)))
+        self.start_seconds = phases.done()
         self._thread = threading.Thread(target=self._loop, name="clul-ray-retrain",
                                         daemon=True)
         self._publish()  # before the driver starts: readers see every pending exclusion
         self._thread.start()
         self._wake.set()  # finish what the ledger holds
 
-    def _take_over(self, command: str) -> None:
-        """A lock of this same service (``serve URL``) was left by a replica Serve replaced
-        (on another node its pid cannot be checked): Serve runs one replica, so it is ours."""
-        from ..storage.lock import read_lock, unlock
-
-        held = read_lock(self.pipeline.store)
-        if held is not None and held.get("command") == command and self.url:
-            log.warning("taking over the lock of a previous replica: %s", held)
-            unlock(self.pipeline.store)
+    def _start(self, phases: startup.Phases) -> None:
+        """Check the data and load the served models while every shard's worker starts and
+        reads its slices (:mod:`.startup`); returns once all are done."""
+        self.cfg = self.pipeline.config
+        v = self.pipeline.state
+        shards = list(range(self.cfg.partition.shards))
+        warming = self.executor.warm_up(self.cfg, shards)  # (they start meanwhile)
+        with phases("check data"):
+            self.pipeline.check_data(self.cfg)  # the data is whole before serving from it
+        self._mutex = threading.RLock()
+        self.models: dict[int, tuple[str, torch.nn.Module]] = {}
+        self.version: ModelVersion | None = None
+        pending = self.pipeline.ledger.pending()
+        self._affected = {r.request_id: set(r.plan.affected) for r in pending}
+        self._excluded_at = dict.fromkeys(self._affected, time.time())
+        self.errors: list[str] = []
+        self.metrics = Metrics()
+        with phases("load models"):
+            self._load(v)
+        with phases("read for the first commit"):
+            startup.read_for_commit(self.pipeline.store, v, self.cfg.partition.total_slices)
+            startup.warm_driver()
+        synced = self.lineage.run_soon(mirror, self.pipeline.store) if self.lineage else None
+        with phases("wait for the warm shard workers"):
+            self.warm = startup.warmed(warming)  # {shard: its worker's cache stats}
+        with phases("wait for the lineage sync"):
+            synced is None or synced.wait(startup.LINEAGE_WAIT_S)
 
     # ---- models ------------------------------------------------------------------------
     def _load(self, v: ModelVersion, admitting: str | None = None) -> None:
@@ -149,13 +153,10 @@ class DeletionService:
             skip = state.excluded(self.cfg.partition.shards, [
                 a for r, a in self._affected.items() if r != admitting])
             loaded = self.models
-        models = {}
-        for s in v.trained_shards():
-            have = loaded.get(s.shard)
-            if have and have[0] == s.model_sha256:
-                models[s.shard] = have
-            elif s.shard not in skip:
-                models[s.shard] = (s.model_sha256, load_shard_model(self.cfg, store, s).eval())
+        same = {s.shard: loaded[s.shard] for s in v.trained_shards()
+                if s.shard in loaded and loaded[s.shard][0] == s.model_sha256}
+        models = {**same, **startup.load_models(self.cfg, store, [
+            s for s in v.trained_shards() if s.shard not in same and s.shard not in skip])}
         with self._mutex:
             self.models, self.version = models, v
 
@@ -280,7 +281,7 @@ class DeletionService:
                 "pending": pending, "aggregation": self.cfg.serve.aggregation,
                 "busy": not self._idle.is_set() or self._wake.is_set(),  # retrain or evaluation
                 "model_sha256": {str(k): m[0] for k, m in sorted(models.items())},
-                "errors": errors}
+                "errors": errors, "start_seconds": self.start_seconds}
 
     # ---- the board (prediction replicas) -----------------------------------------------
     def serving_state(self) -> tuple[int, dict[str, Any]]:

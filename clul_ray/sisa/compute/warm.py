@@ -1,5 +1,8 @@
-"""Warm shard workers: one long-lived Ray actor per shard of a root, so a retrain pays only
-its compute (no process start, no torch import, no re-reading of unchanged slices).
+"""Warm shard workers: long-lived Ray actors that train a root's shards, one per shard up
+to the cluster's CPUs (:func:`pool_size`; shard ``k`` on worker ``k % n`` when that one is
+free), so a retrain pays only its compute (no process start, no torch import, no
+re-reading of unchanged slices). ``warm_up`` reads a shard's slices and runs a throwaway
+training step before the first request.
 
 Each actor keeps the Parquet tables it read in memory (``storage/cache.CachingStore``:
 keyed by each file's path, size and modification time, one listing per folder), so a slice
@@ -13,8 +16,8 @@ Two lives:
 - a cluster's workers (``WarmExecutor(root, idle_seconds=T)``, what a command with
   ``--address`` or a job submitted to a cluster uses with backend ``ray``): *detached,
   named* actors that outlive the command, found by the next command or job on the same
-  root (their names hold the root, the shard, the GPUs and the digest of this package's
-  code, so a changed checkout never reuses an old worker). Each stops itself after ``T``
+  root (their names hold the root, the worker's number, the GPUs and the digest of this
+  package's code, so a changed checkout never reuses an old worker). Each stops itself after ``T``
   seconds without work (``compute.warm_idle_seconds``); ``clul-ray workers stop`` stops
   them at once.
 
@@ -39,6 +42,7 @@ from pathlib import Path
 from ...config import PipelineConfig
 from ...phases import compute
 from ...runtime import gather, node_id
+from ...storage import layout
 from ...storage.cache import CachingStore
 from ...storage.store import Store
 from ..decisions.plan import ShardJob
@@ -67,9 +71,21 @@ def absolute(root: str) -> str:
     return root if "://" in root else os.path.abspath(root)
 
 
-def worker_name(root: str, shard: int, gpus: float) -> str:
-    """The detached worker of ``shard`` of ``root``: a pure function of what it serves."""
-    return f"{root_prefix(root)}{shard}:g{gpus:g}:{code_digest()}"
+def worker_name(root: str, worker: int, gpus: float) -> str:
+    """The detached worker number ``worker`` of ``root``: a pure function of what it
+    serves."""
+    return f"{root_prefix(root)}{worker}:g{gpus:g}:{code_digest()}"
+
+
+def pool_size(shards: int, cpus: float, cpus_per_shard: float, gpus_per_shard: float
+              ) -> int:
+    """How many warm workers serve ``shards``: one per shard, but no more than the
+    cluster's CPUs train at once (``cpus / cpus_per_shard``, at least one): a worker beyond
+    that is one more process to start (and one more torch) that could only wait. Shards on
+    GPUs keep a worker each (it holds the shard's GPUs)."""
+    if gpus_per_shard > 0:
+        return shards
+    return max(1, min(shards, int(cpus // (cpus_per_shard or 1.0))))
 
 
 def root_prefix(root: str) -> str:
@@ -85,6 +101,7 @@ class ShardWorker:
 
         self.root = root
         self.store = CachingStore(root)
+        self.warmed: set[int] = set()  # shards whose slices warm_up read
         self.calls = 0
         self._last = time.monotonic()
         self._busy = 0
@@ -131,37 +148,70 @@ class ShardWorker:
         finally:
             self._touch(-1)
 
-    def preload(self, shard: int, slices: int) -> int:
-        """Read the shard's slices into the cache (a later retrain finds them there);
-        the rows read."""
+    def warm_up(self, cfg: PipelineConfig, shard: int) -> dict:
+        """Before the first retrain: read the shard's slices and the test split into the
+        cache (as a retrain and its predictions read them) and run one training step on a
+        throwaway model (torch's first-use costs); nothing is written, and a retrain seeds
+        everything it draws."""
+        import numpy as np
+        import torch
+
+        from ...models import batch_loss
+        from . import trainer
+
         self._touch(0)
-        t = self.store.read_shard(shard, slices - 1, ["id", "label", "x"])
-        return 0 if t is None else t.num_rows
+        torch.set_num_threads(cfg.compute.threads_per_shard)
+        if self.store.list_files(layout.TEST, ".parquet"):  # (a retrain predicts on it)
+            self.store.read_tables(layout.TEST)
+        dim = int(np.prod(cfg.data.input_shape))
+        x, y = trainer.load_union(self.store, shard, cfg.partition.total_slices - 1, dim)
+        if len(y):
+            device = trainer.device_for(cfg, node_id())
+            model = trainer.init_model(cfg, shard).to(device)
+            opt = trainer.make_shard_optimizer(cfg, model)
+            n = min(len(y), cfg.train.batch_size)
+            batch_loss(model, torch.tensor(x[:n], device=device),
+                       torch.tensor(y[:n], device=device)).backward()
+            opt.step()
+        self.warmed.add(shard)
+        return self.cache_stats()
 
     def info(self) -> dict:
-        self._touch(0)
-        return {"root": self.root, "calls": self.calls, "hits": self.store.hits,
-                "misses": self.store.misses, "node_id": node_id(),
-                "idle_seconds": round(time.monotonic() - self._last, 1)}
+        return {"root": self.root, "calls": self.calls, **self.cache_stats(),
+                "node_id": node_id(), "idle_seconds": round(time.monotonic() - self._last, 1)}
 
-    def cache_stats(self) -> dict[str, int]:
-        self._touch(0)
-        return {"hits": self.store.hits, "misses": self.store.misses}
+    def cache_stats(self) -> dict:
+        return {"hits": self.store.hits, "misses": self.store.misses,
+                "warmed": sorted(self.warmed)}
 
 
 class WarmExecutor:
-    """Runs shard jobs on the persistent :class:`ShardWorker` of each shard (created on
-    first use, or found: detached ones): a job's slice steps in order in one call on its
-    worker, different shards in parallel."""
+    """Runs shard jobs on persistent :class:`ShardWorker` actors (created on first use, or
+    found: detached ones): ``n`` workers by :func:`pool_size`, shard ``k``'s job on worker
+    ``k % n`` (the one whose cache holds its slices) when that one is free, else on any free
+    one; a job's slice steps in order in one call, jobs on different workers in
+    parallel."""
 
     def __init__(self, root: str, idle_seconds: float | None = None):
         self.root = absolute(root)
         self.idle_seconds = idle_seconds
         self.detached = bool(idle_seconds)
         self.workers: dict[int, object] = {}
+        self.size: int | None = None  # fixed by the first worker made
 
-    def worker(self, cfg: PipelineConfig, shard: int):
-        if shard not in self.workers:
+    def pool(self, cfg: PipelineConfig) -> int:
+        if self.size is None:
+            import ray
+
+            c = cfg.compute
+            self.size = pool_size(cfg.partition.shards, ray.cluster_resources().get("CPU", 1),
+                                  c.cpus_per_shard, c.gpus_per_shard)
+        return self.size
+
+    def worker(self, cfg: PipelineConfig, shard: int, index: int | None = None):
+        """The worker of ``shard`` (number ``shard % n``, or ``index``), made if needed."""
+        i = shard % self.pool(cfg) if index is None else index
+        if i not in self.workers:
             import ray
 
             gpus = cfg.compute.gpus_per_shard
@@ -169,47 +219,46 @@ class WarmExecutor:
                           "max_task_retries": 1, "scheduling_strategy": "SPREAD"
                           if cfg.compute.placement == "spread" else "DEFAULT"}
             if self.detached:
-                opts |= {"name": worker_name(self.root, shard, gpus), "namespace": NAMESPACE,
+                opts |= {"name": worker_name(self.root, i, gpus), "namespace": NAMESPACE,
                          "lifetime": "detached", "get_if_exists": True}
             actor = ray.remote(ShardWorker).options(**opts)
-            self.workers[shard] = actor.remote(self.root, self.idle_seconds)
-        return self.workers[shard]
-
-    def width(self, cfg: PipelineConfig) -> int:
-        """How many shard jobs run at once: the cluster's CPUs over ``cpus_per_shard``."""
-        import ray
-
-        per = max(cfg.compute.cpus_per_shard, 1e-9)
-        return max(1, int(ray.cluster_resources().get("CPU", 1) // per))
-
-    def _submit(self, cfg: PipelineConfig, job: ShardJob):
-        return self.worker(cfg, job.shard).train_job.remote(
-            cfg, job.shard, job.start, list(job.keys), job.start_sha)
+            self.workers[i] = actor.remote(self.root, self.idle_seconds)
+        return self.workers[i]
 
     def run(self, cfg: PipelineConfig, store: Store, jobs: list[ShardJob],
             on_step=None) -> list[SliceResult]:
         import ray
 
+        n = self.pool(cfg)
         waiting, running, out = list(jobs), {}, []
-        width = self.width(cfg) if len(jobs) > 1 else 1
+        busy: set[int] = set()
         retried: set[int] = set()
         while waiting or running:
-            while waiting and len(running) < width:
-                job = waiting.pop(0)
-                running[self._submit(cfg, job)] = job
+            for job in list(waiting):  # its own worker if free, else any free one
+                free = [i for i in range(n) if i not in busy]
+                if not free:
+                    break
+                i = job.shard % n if job.shard % n in free else free[0]
+                ref = self.worker(cfg, job.shard, i).train_job.remote(
+                    cfg, job.shard, job.start, list(job.keys), job.start_sha)
+                running[ref] = (job, i)
+                busy.add(i)
+                waiting.remove(job)
             ready, _ = ray.wait(list(running), num_returns=1)
-            job = running.pop(ready[0])
+            job, i = running.pop(ready[0])
+            busy.discard(i)
+            label = f"training shard {job.shard} from slice {job.start}"
             try:
                 results, predict_seconds = ray.get(ready[0])
             except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError):
                 if job.shard in retried:  # a second dead worker: report it
-                    gather({ready[0]: f"training shard {job.shard} from slice {job.start}"})
+                    gather({ready[0]: label})
                 retried.add(job.shard)  # (its idle timeout, or its node, ended it): anew
-                self.workers.pop(job.shard, None)
+                self.workers.pop(i, None)
                 waiting.insert(0, job)
                 continue
             except Exception:  # the one-line report of the failure
-                gather({ready[0]: f"training shard {job.shard} from slice {job.start}"})
+                gather({ready[0]: label})
                 raise
             compute("predict", predict_seconds)
             for res in results:
@@ -218,16 +267,11 @@ class WarmExecutor:
                     on_step(res)
         return out
 
-    def warm_up(self, cfg: PipelineConfig, shards: list[int], preload: bool = False) -> None:
-        """Start every shard's worker now (torch imported), not at the first request; with
-        ``preload``, each reads its slices into its cache (all in parallel)."""
-        import ray
-
-        if preload:
-            ray.get([self.worker(cfg, k).preload.remote(k, cfg.partition.total_slices)
-                     for k in shards])
-        else:
-            ray.get([self.worker(cfg, k).cache_stats.remote() for k in shards])
+    def warm_up(self, cfg: PipelineConfig, shards: list[int]) -> dict:
+        """Start every shard's worker now and have it read its shard's slices (all of them
+        at once, in parallel), so the first retrain pays only its compute: {ref to the
+        worker's cache stats once warm: shard} (wait for them before serving)."""
+        return {self.worker(cfg, k).warm_up.remote(cfg, k): k for k in shards}
 
     def close(self) -> None:
         import ray
@@ -261,17 +305,18 @@ def stop_workers(root: str | None = None) -> list[str]:
 
 
 def start_workers(root: str, cfg: PipelineConfig) -> list[str]:
-    """Start (or find) every shard's detached worker of ``root`` and read its slices into
-    its cache, all shards at once; their names."""
+    """Start (or find) the detached workers of ``root`` and have each read its shards'
+    slices into its cache, all at once; their names."""
+    import ray
+
     ex = WarmExecutor(root, cfg.compute.warm_idle_seconds or None)
-    shards = list(range(cfg.partition.shards))
-    ex.warm_up(cfg, shards, preload=True)
-    return [worker_name(ex.root, k, cfg.compute.gpus_per_shard) for k in shards]
+    ray.get(list(ex.warm_up(cfg, list(range(cfg.partition.shards)))))
+    return [worker_name(ex.root, i, cfg.compute.gpus_per_shard) for i in sorted(ex.workers)]
 
 
 def worker_info(names: list[str]) -> list[dict]:
-    """What each named worker reports (its root, calls, cache hits and misses, node, idle
-    seconds); a worker that stopped meanwhile is left out."""
+    """What each named worker reports (its root, calls, cache hits and misses, the shards
+    it warmed, node, idle seconds); a worker that stopped meanwhile is left out."""
     import ray
 
     actors = []
@@ -281,5 +326,5 @@ def worker_info(names: list[str]) -> list[dict]:
         except ValueError:
             continue
     infos = ray.get([a.info.remote() for _, a in actors])
-    return [{"name": name, "shard": int(name.split(":")[2]), **info}
+    return [{"name": name, "worker": int(name.split(":")[2]), **info}
             for (name, _), info in zip(actors, infos, strict=True)]
