@@ -11,11 +11,12 @@ from .sisa.driver.pipeline import Pipeline, Progress
 
 def open_pipeline(root: str, address: str | None = None, progress: Progress | None = None,
                   executor=None, lineage: bool = True, site: Site | None = None,
-                  faults: Faults = NO_FAULTS) -> Pipeline:
+                  faults: Faults = NO_FAULTS, lineage_background: bool = False) -> Pipeline:
     """The SISA pipeline on ``root`` (a folder or a ``pyarrow.fs`` URI); every committed
     version and request is recorded in MLflow unless ``lineage`` is False (or
     ``CLUL_RAY_LINEAGE=0``). ``site`` fixes where its commands run (else each decides);
-    ``faults`` are a test's."""
+    ``faults`` are a test's. ``lineage_background``: each commit starts a detached MLflow
+    sync instead of mirroring before it returns (``clul_ray.lineage.background``)."""
     return Pipeline(root, address=address, executor=executor, progress=progress,
-                    observers=[LineageRecorder()] if lineage else [], site=site,
+                    observers=[LineageRecorder(lineage_background)] if lineage else [], site=site,
                     faults=faults)

@@ -175,10 +175,14 @@ def verbose_ray(verbose: bool) -> None:
 def open_root(root: str, address: str | None = None, progress=None):
     """The pipeline on a storage root, with MLflow lineage recording (imported here so that
     ``--help`` loads neither Ray nor torch). A local path that is a file is refused
-    (:func:`checked_root`) for the commands whose ``--root`` is not :data:`Root`."""
+    (:func:`checked_root`) for the commands whose ``--root`` is not :data:`Root`. The MLflow
+    mirror runs in a detached process unless ``CLUL_RAY_LINEAGE=inline``
+    (``clul_ray.lineage.background``)."""
     from ..api import open_pipeline
+    from ..lineage.tracking import inline
 
-    return open_pipeline(probed_root(root), address=address, progress=progress)
+    return open_pipeline(probed_root(root), address=address, progress=progress,
+                         lineage_background=not inline())
 
 
 class RichProgress:
