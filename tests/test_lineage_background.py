@@ -137,3 +137,19 @@ def test_the_cli_mirrors_in_a_detached_process_unless_inline(mode, background, m
     monkeypatch.setenv("CLUL_RAY_LINEAGE", mode)
     p = open_root(str(tmp_path / "root"))
     assert [o.background for o in p.observers] == [background]
+
+
+def test_lineage_without_sync_waits_for_a_running_sync(tmp_path):
+    import time
+
+    from clul_ray.lineage.background import sync_lock, wait
+
+    store = Store(str(tmp_path / "root"))
+    wait(store)  # no sync ever ran: returns at once
+    with sync_lock(store):
+        t = time.monotonic()
+        wait(store, timeout=0.5)
+        assert time.monotonic() - t >= 0.5, "did not wait for the running sync"
+    t = time.monotonic()
+    wait(store, timeout=5)
+    assert time.monotonic() - t < 1

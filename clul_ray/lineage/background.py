@@ -62,6 +62,28 @@ def sync_lock(store: Store):
         os.close(fd)  # releases the lock
 
 
+def wait(store: Store, timeout: float = 60.0) -> None:
+    """Until no sync of a local ``store`` runs (at most ``timeout`` s): what ``clul-ray
+    lineage`` shows right after a command. It never touches ``queued.lock``, which a
+    command must find free to start its sync."""
+    path = store.path("lineage/sync.lock") if store.is_local else None
+    if fcntl is None or path is None or not os.path.exists(path):
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > end:
+                    return
+                time.sleep(0.1)
+    finally:
+        os.close(fd)
+
+
 def start(store: Store) -> bool:
     """Start a detached sync of ``store`` unless one is queued already. False where this
     platform cannot (no ``flock``): then the caller mirrors inline."""
