@@ -153,3 +153,22 @@ def test_lineage_without_sync_waits_for_a_running_sync(tmp_path):
     t = time.monotonic()
     wait(store, timeout=5)
     assert time.monotonic() - t < 1
+
+
+def test_a_request_is_mirrored_once_and_a_version_observed_again_at_once(trained_root,
+                                                                          monkeypatch):
+    """A delete's version and certificate in one sync (at the request's commit); its
+    version observed again after the request committed (the deletion service, once it
+    evaluated it) is mirrored then."""
+    from clul_ray.sisa.records.rootconfig import read_config
+    from clul_ray.sisa.records.version import read_current
+
+    root, _ = trained_root
+    calls = []
+    monkeypatch.setattr(recorder, "mirror", lambda store, background=False: calls.append(
+        read_current(store).version))
+    open_pipeline(str(root)).delete(train_ids(root, [(1, 1)]))
+    assert calls == [2], "one mirror per request, after its commit"
+    store = Store(str(root))
+    recorder.LineageRecorder().version_committed(store, read_config(store), read_current(store))
+    assert calls == [2, 2]
