@@ -14,6 +14,9 @@ import pytest
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # the audit's cache of reference models: the session's own, never the user's ~/.cache
 os.environ["CLUL_RAY_CACHE"] = __import__("tempfile").mkdtemp(prefix="clul-ray-test-cache-")
+# commands mirror their lineage before they return (tests read it right after); the detached
+# sync of a plain `clul-ray` command is tested in test_lineage_background.py
+os.environ.setdefault("CLUL_RAY_LINEAGE", "inline")
 
 from clul_ray.config import make_config  # noqa: E402
 from clul_ray.data.sources import open_source  # noqa: E402

@@ -171,19 +171,20 @@ def verbose_ray(verbose: bool) -> None:
 
 
 def open_root(root: str, address: str | None = None, progress=None, writer: bool = False):
-    """The pipeline on a storage root, with MLflow lineage recording (imported here so that
-    ``--help`` loads neither Ray nor torch); a ``writer`` command (it holds the root's lock
-    while it changes it) reads through a caching store. A local path that is a file is
-    refused (:func:`checked_root`) for the commands whose ``--root`` is not :data:`Root`."""
+    """The pipeline on a root (imported here: ``--help`` loads neither Ray nor torch); a
+    ``writer`` reads through a caching store; MLflow's mirror is a detached process unless
+    ``CLUL_RAY_LINEAGE=inline``. A file as a local root is refused (:func:`checked_root`)."""
     from ..phases import phase
 
     with phase("imports"):
         from ..api import open_pipeline
+        from ..lineage.tracking import inline
         from ..storage.cache import CachingStore
 
     path = probed_root(root)
     return open_pipeline(path, address=address, progress=progress,
-                         store=CachingStore(path) if writer else None)
+                         store=CachingStore(path) if writer else None,
+                         lineage_background=not inline())
 
 
 class RichProgress:
@@ -287,8 +288,7 @@ def show(r: dict) -> None:
 
 
 def finish(result: Any, as_json: bool) -> Any:
-    """Stop the local Ray this command started (:func:`clul_ray.runtime.stop_started_ray`)
-    and, with --json, add the command's ``phases`` and ``compute_seconds`` to a dict result."""
+    """Stop the local Ray this command started; with --json, add its ``phases``."""
     from ..phases import current
     from ..runtime import stop_started_ray
 

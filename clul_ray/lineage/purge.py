@@ -16,7 +16,7 @@ from ..sisa.records.ledger import Ledger
 from ..sisa.records.version import list_versions, read_current
 from ..storage.store import Store
 from . import history
-from .tracking import TAG, Tracking, enabled
+from .tracking import TAG, enabled, tracking
 
 KEEP = ("certificate",)  # the metadata trail: digests, counts and paths only
 
@@ -57,7 +57,7 @@ def _purge_mlflow(store: Store, tainted: dict[int, str], out: dict) -> None:
     from .recorder import sync
 
     sync(store)  # every version logged and tainted versions tagged before deleting anything
-    t = Tracking(store)
+    t = tracking(store)
     runs, mvs = t.version_runs(), t.model_versions()
     children: dict[str, list] = {}
     for c in t.runs("shard"):

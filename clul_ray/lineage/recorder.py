@@ -7,11 +7,12 @@ observes the pipeline's commits, after ``state.json`` is written; MLflow errors 
 logs every version of ``versions/`` that has no complete run (a crash mid-logging leaves a run
 without the ``clul_ray.recorded`` tag, which is deleted and logged again), so the next commit
 or ``clul-ray lineage --sync`` fills any gap, and a resumed request never logs a version twice.
+Syncs of one root run one at a time (:mod:`.background`'s lock); a ``clul-ray`` command
+leaves its sync to a detached process (:mod:`.background`).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import warnings
@@ -20,16 +21,15 @@ import numpy as np
 
 from ..config import PipelineConfig
 from ..hashing import sha256_ids
-from ..sisa.records.ledger import Ledger, Request
+from ..sisa.records.ledger import Ledger, Request, Stage
 from ..sisa.records.rootconfig import read_config
 from ..sisa.records.version import ModelVersion, list_versions, read_current
 from ..storage.layout import certificate_path, checkpoint_path, note_path
 from ..storage.store import Store
+from . import background as background_sync
 from . import history
 from .mlflow_private import dataset_entity
-from .tracking import ALIAS, TAG, Tracking, enabled, flat_params, recorded, root_uri
-
-MODEL_CODE = os.path.join(os.path.dirname(__file__), "model_code.py")
+from .tracking import ALIAS, TAG, Tracking, enabled, flat_params, recorded, root_uri, tracking
 
 
 class LineageWarning(UserWarning):
@@ -52,7 +52,16 @@ def write_note(store: Store, config: dict, v: ModelVersion) -> dict:
 
 class LineageRecorder:
     """The pipeline's observer: notes each committed version, mirrors it into MLflow, and
-    each committed request's certificate. Never raises (see the failure policy)."""
+    each committed request's certificate. Never raises (see the failure policy).
+
+    ``background``: start a detached sync (:mod:`.background`) instead of mirroring before
+    the command returns (a ``clul-ray`` command's choice, unless ``CLUL_RAY_LINEAGE=inline``).
+    A request's version is mirrored at the request's commit, which follows it, in one sync
+    with its certificate (a committed request's version observed again, as the deletion
+    service does once it has evaluated it, is mirrored at once)."""
+
+    def __init__(self, background: bool = False):
+        self.background = background
 
     def version_committed(self, store: Store, cfg: PipelineConfig, v: ModelVersion) -> None:
         try:
@@ -60,14 +69,25 @@ class LineageRecorder:
         except Exception as e:
             warnings.warn(f"lineage note of version {v.version} not written ({e}); "
                           "its data digests will be unknown", LineageWarning, stacklevel=2)
-        mirror(store)
+        if v.request_id is None or _request_done(store, v.request_id):
+            mirror(store, self.background)  # else the request's commit follows: one sync
+
 
     def request_committed(self, store: Store, request: Request) -> None:
-        mirror(store)  # the certificate, into the version's MLflow run
+        mirror(store, self.background)  # its version and certificate
 
 
-def mirror(store: Store) -> dict | None:
-    """:func:`sync`, turning any MLflow failure into a warning (see the failure policy)."""
+def _request_done(store: Store, request_id: str) -> bool:
+    """Whether the request is committed (a version observed again, once evaluated)."""
+    try:
+        return Ledger(store).request(request_id).state == Stage.COMMITTED
+    except Exception:  # noqa: BLE001 - no record: mirror now
+        return True
+
+
+def mirror(store: Store, background: bool = False) -> dict | None:
+    """:func:`sync` (or, ``background``, a detached one), turning any MLflow failure into a
+    warning (see the failure policy)."""
     if not enabled():
         return None
     if not store.is_local and not os.environ.get("MLFLOW_TRACKING_URI"):
@@ -75,6 +95,12 @@ def mirror(store: Store) -> dict | None:
                       "local folder needs MLFLOW_TRACKING_URI (e.g. sqlite:///PATH/mlflow.db)",
                       LineageWarning, stacklevel=3)
         return None
+    if background:
+        try:
+            if background_sync.start(store):
+                return None
+        except OSError:  # no process started: mirror here
+            pass
     return recorded(lambda: sync(store), f"lineage of {store.root}", "the store is committed, "
                     "and the next commit or `clul-ray lineage --sync` records it", LineageWarning)
 
@@ -82,12 +108,19 @@ def mirror(store: Store) -> dict | None:
 # ---- the MLflow side ------------------------------------------------------------------
 def sync(store: Store) -> dict:
     """Log what the store has and MLflow lacks; mark taint; point ``current`` at the current
-    version. Returns what it did."""
+    version. Returns what it did. One sync of a root at a time (:func:`.background.sync_lock`),
+    each with this process's client of the root (:func:`.tracking.tracking`)."""
+    with background_sync.sync_lock(store):
+        return run_sync(store)
+
+
+def run_sync(store: Store) -> dict:
+    """:func:`sync`, its lock held."""
     vs = list_versions(store)
     done = {"logged": [], "evaluated": [], "certificates": [], "tainted": [], "alias": None}
     if not vs:
         return done
-    t = Tracking(store)
+    t = tracking(store)
     reqs = Ledger(store).requests()
     by_id = {r.request_id: r for r in Ledger(store).all_requests()}
     runs = t.version_runs()
@@ -286,11 +319,11 @@ def _log_model(t: Tracking, store: Store, run_id: str, version: int,
                config: dict) -> tuple[str, str]:
     """Log the pointer-only pyfunc ensemble as an MLflow 3 logged model of ``run_id``, with
     its input contract (the dataset spec, raw row width and dtype) in the model config and as
-    its signature: raw dataset rows in, the predicted class (int64) out."""
-    import mlflow.pyfunc
+    its signature: raw dataset rows in, the predicted class (int64) out. The directory comes
+    from a template saved once (:mod:`.model_dir`)."""
     from mlflow.entities import LoggedModelOutput
-    from mlflow.models import Model
 
+    from .model_dir import write_model_dir
     from .pyfunc import PIP_REQUIREMENTS, input_contract, model_signature
 
     contract = input_contract(config)
@@ -299,26 +332,14 @@ def _log_model(t: Tracking, store: Store, run_id: str, version: int,
         t.experiment_id, name="ensemble", source_run_id=run_id, model_type="sisa-ensemble",
         tags={f"{TAG}version": str(version), f"{TAG}root": root_uri(store)})
     t.client.log_outputs(run_id, [LoggedModelOutput(lm.model_id, step=0)])
-    pyfunc_log = logging.getLogger("mlflow.pyfunc")
-    level = pyfunc_log.level
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/model"
-        pyfunc_log.setLevel(logging.ERROR)  # MLflow's notes on models from code
-        try:
-            with warnings.catch_warnings():
-                # no input example by design: saving one would load the ensemble to check it
-                warnings.filterwarnings("ignore", message=".*input example was not provided")
-                mlflow.pyfunc.save_model(
-                    path, python_model=MODEL_CODE, pip_requirements=PIP_REQUIREMENTS,
-                    model_config={"root": root_uri(store), "version": version,
-                                  "config": config, "dataset": config["data"]["dataset"],
-                                  "input": contract},
-                    signature=model_signature(contract) if contract else None,
-                    mlflow_model=Model(artifact_path=lm.artifact_location,
-                                       model_uuid=lm.model_id, run_id=run_id,
-                                       model_id=lm.model_id))
-        finally:
-            pyfunc_log.setLevel(level)
+        write_model_dir(path, PIP_REQUIREMENTS,
+                        {"root": root_uri(store), "version": version, "config": config,
+                         "dataset": config["data"]["dataset"], "input": contract},
+                        model_signature(contract) if contract else None,
+                        model_id=lm.model_id, run_id=run_id,
+                        artifact_path=lm.artifact_location)
         t.client.log_model_artifacts(lm.model_id, path)
     t.client.finalize_logged_model(lm.model_id, "READY")
     return lm.model_id, lm.artifact_location

@@ -9,6 +9,7 @@ from ..sisa.records.rootconfig import read_config
 from ..sisa.records.version import read_current
 from ..storage.store import Store
 from . import history
+from .background import wait as wait_for_sync
 from .tracking import ALIAS, TAG, Tracking, enabled, experiment_name, model_name, tracking_uri
 
 
@@ -31,6 +32,8 @@ def lineage(store: Store, sync: bool = False) -> dict:
     try:
         out["tracking_uri"] = tracking_uri(store)
         out["experiment"], out["registered_model"] = experiment_name(store), model_name(store)
+        if not sync:
+            wait_for_sync(store)  # a command's detached sync, should one run
         if not sync and "MLFLOW_TRACKING_URI" not in os.environ and not store.exists("mlflow.db"):
             out["mlflow_error"] = "no MLflow records yet (run with --sync)"
             return out

@@ -54,6 +54,12 @@ def enabled() -> bool:
     return os.environ.get("CLUL_RAY_LINEAGE", "1").lower() not in ("0", "false", "off", "no")
 
 
+def inline() -> bool:
+    """``CLUL_RAY_LINEAGE=inline``: a command mirrors its versions into MLflow itself, before
+    it returns, instead of in a detached ``lineage.background`` process."""
+    return os.environ.get("CLUL_RAY_LINEAGE", "1").lower() == "inline"
+
+
 def root_uri(store: Store) -> str:
     """The root as an absolute location: a local path, or the URI as given."""
     return store.base if store.is_local else store.root.rstrip("/")
@@ -157,6 +163,30 @@ def flat_params(d: dict, prefix: str = "") -> dict[str, str]:
         else:
             out[key] = str(v)
     return out
+
+
+_clients: dict[tuple, Tracking] = {}
+
+
+def tracking(store: Store) -> Tracking:
+    """This process's :class:`Tracking` of ``store``, made once per tracking URI, root and
+    SQLite database file (a database replaced on disk gets a new client): importing MLflow's
+    store and opening its engine are paid once per process, not once per version."""
+    uri = tracking_uri(store)
+    db = uri[10:] if uri.startswith("sqlite:///") else None
+    ident = None
+    if db is not None and os.path.exists(db):
+        st = os.stat(db)
+        ident = (st.st_dev, st.st_ino)
+    key = (uri, root_uri(store), ident)
+    t = _clients.get(key)
+    if t is None:
+        t = Tracking(store)
+        if db is not None and ident is None and os.path.exists(db):  # created (seeded) now
+            st = os.stat(db)
+            key = (uri, root_uri(store), (st.st_dev, st.st_ino))
+        _clients[key] = t
+    return t
 
 
 class Tracking:
