@@ -95,7 +95,9 @@ class Cluster:
 
 
 def cli(args: list[str], env: dict) -> dict:
-    """One ``clul-ray`` process: its JSON, and its wall time measured here."""
+    """One ``clul-ray`` process: its JSON, and its wall time measured here; then
+    ``clul-ray lineage --sync`` on its root (timed apart: it completes what the command's
+    detached MLflow sync does, so the next command starts on a quiet machine)."""
     t0 = time.perf_counter()
     r = subprocess.run([str(BIN / "clul-ray"), *args, "--json"], capture_output=True,
                        text=True, env=env, timeout=3600)
@@ -104,6 +106,12 @@ def cli(args: list[str], env: dict) -> dict:
         raise SystemExit(f"clul-ray {' '.join(args)} failed: {r.stderr.strip()[-600:]}")
     out = json.loads(r.stdout.strip().splitlines()[-1])
     out["process_wall"] = wall
+    root = args[args.index("--root") + 1]
+    t0 = time.perf_counter()
+    s = subprocess.run([str(BIN / "clul-ray"), "lineage", "--root", root, "--sync",
+                        "--json"], capture_output=True, text=True, env=env, timeout=900)
+    out["lineage_sync_wall"] = time.perf_counter() - t0
+    out["lineage_sync_ok"] = s.returncode == 0
     return out
 
 
@@ -134,7 +142,8 @@ def row(what: str, r: dict, compute: float | None = None) -> dict:
     ph = r.get("phases", {})
     return {"what": what, "wall": r["process_wall"], "accounted": ph.get("total"),
             "compute": compute, "train_phase": ph.get("train"),
-            "fixed": fixed(ph), "version": r.get("version")}
+            "fixed": fixed(ph), "version": r.get("version"),
+            "lineage_sync": r.get("lineage_sync_wall"), "lineage_ok": r.get("lineage_sync_ok")}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -208,9 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
                       "work_ratio": full_work / add_work,
                       "same_models": [s["model_sha256"] for s in ad["per_shard"]] ==
                       [s["model_sha256"] for s in sc["per_shard"]]}
-        lin = subprocess.run([str(BIN / "clul-ray"), "lineage", "--root", str(root), "--json"],
-                             capture_output=True, text=True, env=env, timeout=600)
-        res["lineage"] = json.loads(lin.stdout) if lin.returncode == 0 else lin.stderr[-400:]
+        res["lineage_complete"] = lineage_complete(root, env)
         stop = subprocess.run([str(BIN / "clul-ray"), "workers", "stop", "--all", *on],
                               capture_output=True, text=True, env=env, timeout=300)
         res["workers_stopped"] = stop.stdout.strip()
@@ -237,13 +244,14 @@ def main(argv: list[str] | None = None) -> dict:
         res["cold_same_models"] = a_shas[0] == a_shas[1]
 
     table = Table("what", "wall s", "accounted s", "compute s", "train phase s",
-                  "largest fixed costs (s)")
+                  "largest fixed costs (s)", "lineage --sync after (s)")
     for x in rows:
         top = sorted(x["fixed"].items(), key=lambda kv: -kv[1])[:6]
         table.add_row(x["what"], f"{x['wall']:.2f}", f"{x['accounted'] or 0:.2f}",
                       "" if x["compute"] is None else f"{x['compute']:.2f}",
                       f"{x['train_phase'] or 0:.2f}",
-                      ", ".join(f"{k} {v:.2f}" for k, v in top))
+                      ", ".join(f"{k} {v:.2f}" for k, v in top),
+                      f"{x['lineage_sync'] or 0:.2f} ({'ok' if x['lineage_ok'] else 'FAILED'})")
     console.print(table)
     t2 = Table("slice", "wall s", "compute s", "over compute s", "train/delete",
                "cost model", "ratio / model")
@@ -252,6 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
                    f"{d['over_compute']:.2f}", f"{d['ratio_to_train']:.2f}",
                    f"{d['cost_model_ratio']:.2f}", f"{d['ratio_vs_model']:.2f}")
     console.print(t2)
+    console.print(f"lineage after the syncs: {res['lineage_complete']}")
     console.print(f"add: wall ratio {res['add']['wall_ratio']:.2f} vs work ratio "
                   f"{res['add']['work_ratio']:.2f} (same models: {res['add']['same_models']})")
     for name, v in res.get("cold", {}).items():
@@ -263,6 +272,30 @@ def main(argv: list[str] | None = None) -> dict:
     console.print(f"wrote {out}")
     shutil.rmtree(work, ignore_errors=True)
     return res
+
+
+def lineage_complete(root: Path, env: dict) -> dict:
+    """Every version of the root has its finished MLflow run and registered model version,
+    every committed request's certificate is logged (read from MLflow after the syncs)."""
+    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+    from clul_ray.lineage.tracking import TAG, Tracking
+    from clul_ray.sisa.records.ledger import Ledger
+    from clul_ray.sisa.records.version import list_versions
+    from clul_ray.storage.store import Store
+
+    store = Store(str(root))
+    t = Tracking(store)
+    runs = t.version_runs()
+    versions = [v.version for v in list_versions(store)]
+    recorded = [n for n in versions if n in runs and
+                runs[n].data.tags.get(f"{TAG}recorded") == "true"]
+    certs = {r.data.tags.get(f"{TAG}certificate") for r in runs.values()}
+    committed = [r.request_id for r in Ledger(store).requests() if r.state == "committed"]
+    return {"versions": versions, "recorded": recorded,
+            "model_versions": len(t.model_versions()),
+            "certificates_logged": sorted(c for c in certs if c),
+            "committed_requests": committed,
+            "complete": recorded == versions and set(committed) <= certs}
 
 
 def _yaml(work: Path, config: dict) -> Path:

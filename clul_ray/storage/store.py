@@ -226,8 +226,9 @@ class Store:
 
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         """One Parquet file; a truncated or garbage file is a one-line ClulError naming it."""
-        try:
-            return pq.read_table(self.path(rel), columns=columns, filesystem=self.fs)
+        try:  # (one file: no dataset discovery, and no import of pyarrow.dataset and pandas)
+            with self.fs.open_input_file(self.path(rel)) as f:
+                return pq.ParquetFile(f).read(columns=columns)
         except (pa.ArrowException, OSError) as e:
             raise CorruptFile(self.path(rel), f"unreadable Parquet ({first_line(e)})") from None
 
