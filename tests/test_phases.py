@@ -112,3 +112,16 @@ def test_a_deletion_runs_in_process_when_its_shards_work_is_small(local_root, mo
         "on a cluster: the warm workers"
     assert site.decide(cfg.updated(warm_idle_seconds=0), "ray://head:10001",
                        lambda: rows).backend(cfg.updated(warm_idle_seconds=0)) == "ray"
+
+
+@pytest.mark.parametrize("command", [["status"], ["verify"], ["evaluate"]])
+def test_every_command_s_json_has_its_phases(local_root, command):
+    from typer.testing import CliRunner
+
+    from clul_ray.cli import app
+
+    r = CliRunner().invoke(app, [*command, "--root", str(local_root), "--json"])
+    assert r.exit_code == 0, r.output
+    ph = json.loads(r.stdout.strip().splitlines()[-1])["phases"]
+    assert sum(v for k, v in ph.items() if k != "total") == pytest.approx(ph["total"],
+                                                                          abs=1e-3)

@@ -46,9 +46,8 @@ def feature_unlearn(
 ) -> None:
     """Remove what the features say about a sensitive column (Wasserstein barycenter)."""
     verbose_ray(verbose)
-    result = run(lambda: _run(dataset, sensitive, out_path, method, t, root, report_dir,
-                              sample_size, report_rows, seed, data_dir, address))
-    emit(result, as_json, _show)
+    run(lambda: emit(_run(dataset, sensitive, out_path, method, t, root, report_dir,
+                          sample_size, report_rows, seed, data_dir, address), as_json, _show))
 
 
 def _checks(sensitive: str, out_path: Path, method: str, t: float, sample_size: int,

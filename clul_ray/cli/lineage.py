@@ -136,11 +136,17 @@ def verify(
 ) -> None:
     """Re-scan storage: deleted ids, partitions against the index, every served checkpoint
     (key chain, recorded key/shard/slice/rows, file digest); exit 1 on any finding."""
+    from ..phases import phase
     from ..sisa.records.certificate import verify as scan
     from ..storage.store import Store
 
-    result = run(lambda: scan(Store(root), request))
-    emit(result, as_json, show_verify)
+    def body() -> dict:
+        with phase("scan"):
+            result = scan(Store(root), request)
+        emit(result, as_json, show_verify)
+        return result
+
+    result = run(body)
     if not result["ok"]:
         shown = "; ".join(f"{f['path']}: {f['message']}" for f in result["findings"][:3])
         more = len(result["findings"]) - 3
