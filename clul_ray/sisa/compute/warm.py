@@ -23,9 +23,10 @@ Two lives:
 
 Workers reserve no CPU while they wait (``num_cpus=0``), so idle workers never block other
 Ray work; a shard on GPUs reserves its ``gpus_per_shard`` for as long as its worker lives.
-They are spread over the nodes (``compute.placement: spread``, as slice steps are); a
-worker lost with its node restarts elsewhere and its call is retried (``max_restarts``,
-``max_task_retries``), from the job's first slice step (steps are idempotent).
+They are spread over the nodes (``compute.placement: spread``: worker ``i`` on the
+``i``-th node able to train a shard, round robin); a worker lost with its node is made
+anew on a node alive and its job runs again from its first slice step (steps are
+idempotent).
 At most as many shard jobs run at once as the cluster has CPUs for (``cpus_per_shard``
 each), as Ray would schedule the same steps as tasks.
 """
@@ -198,6 +199,7 @@ class WarmExecutor:
         self.detached = bool(idle_seconds)
         self.workers: dict[int, object] = {}
         self.size: int | None = None  # fixed by the first worker made
+        self.nodes: list[str] | None = None  # the nodes workers are spread over
 
     def pool(self, cfg: PipelineConfig) -> int:
         if self.size is None:
@@ -215,15 +217,37 @@ class WarmExecutor:
             import ray
 
             gpus = cfg.compute.gpus_per_shard
-            opts: dict = {"num_cpus": 0, "num_gpus": gpus, "max_restarts": 1,
-                          "max_task_retries": 1, "scheduling_strategy": "SPREAD"
-                          if cfg.compute.placement == "spread" else "DEFAULT"}
+            where = self.placement(cfg, i)
+            pinned = not isinstance(where, str)  # (a lost node's worker is made anew)
+            opts: dict = {"num_cpus": 0, "num_gpus": gpus, "max_restarts": 0 if pinned else 1,
+                          "max_task_retries": 0 if pinned else 1,
+                          "scheduling_strategy": where}
             if self.detached:
                 opts |= {"name": worker_name(self.root, i, gpus), "namespace": NAMESPACE,
                          "lifetime": "detached", "get_if_exists": True}
             actor = ray.remote(ShardWorker).options(**opts)
             self.workers[i] = actor.remote(self.root, self.idle_seconds)
         return self.workers[i]
+
+    def placement(self, cfg: PipelineConfig, i: int):
+        """Where worker ``i`` starts: with ``placement: spread``, on the nodes that can
+        train a shard (CPUs and GPUs for one), in a fixed order, round robin (Ray's
+        ``SPREAD``, and a soft node affinity, may put every actor that reserves no CPU on
+        one node); a worker lost with its node is made anew by :meth:`run` on the nodes
+        alive then. Else Ray's default."""
+        if cfg.compute.placement != "spread":
+            return "DEFAULT"
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if self.nodes is None:
+            c = cfg.compute
+            self.nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive") and
+                                n["Resources"].get("CPU", 0) >= c.cpus_per_shard and
+                                n["Resources"].get("GPU", 0) >= c.gpus_per_shard)
+        if not self.nodes:
+            return "SPREAD"
+        return NodeAffinitySchedulingStrategy(self.nodes[i % len(self.nodes)], soft=False)
 
     def run(self, cfg: PipelineConfig, store: Store, jobs: list[ShardJob],
             on_step=None) -> list[SliceResult]:
@@ -250,11 +274,13 @@ class WarmExecutor:
             label = f"training shard {job.shard} from slice {job.start}"
             try:
                 results, predict_seconds = ray.get(ready[0])
-            except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError):
+            except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError,
+                    ray.exceptions.ActorUnschedulableError):
                 if job.shard in retried:  # a second dead worker: report it
                     gather({ready[0]: label})
                 retried.add(job.shard)  # (its idle timeout, or its node, ended it): anew
                 self.workers.pop(i, None)
+                self.nodes = None  # (on the nodes alive now)
                 waiting.insert(0, job)
                 continue
             except Exception:  # the one-line report of the failure
