@@ -29,8 +29,6 @@ _connected = False  # ensure_ray joined a cluster at an address (it did not star
 def connected_to_cluster() -> bool:
     """Whether this process's Ray is a connection to a running cluster (``--address``):
     it owns no Ray processes, so it may end without ``ray.shutdown``."""
-    import sys
-
     ray = sys.modules.get("ray")
     return _connected and ray is not None and ray.is_initialized()
 

@@ -89,18 +89,18 @@ def train(
             "tokenizer": tokenizer, "input_shape": [context] if context else None}
 
     def body() -> None:
-        from ..phases import process_seconds
-
-        started = process_seconds()  # the interpreter and the imports so far
         if model_arg:
             flat["model_args"] = parse_model_args(model_arg)
         cfg = train_config(config, flat, train_seed)
         verbose_ray(verbose)
         result = with_progress(lambda prog: open_root(root, address, prog, True).train(cfg),
                                not as_json)
-        if started is not None:
-            result["wall_seconds"].update(startup_seconds=started,
-                                          process_seconds=process_seconds())
+        from ..phases import current
+
+        p = current()  # (run's: measured from the process's start)
+        if "startup" in p.seconds:  # the interpreter and the imports; the process so far
+            result["wall_seconds"].update(startup_seconds=p.seconds["startup"],
+                                          process_seconds=p.report()["total"])
         emit(result, as_json)
 
     run(body)

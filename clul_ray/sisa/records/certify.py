@@ -300,7 +300,7 @@ def check_version(store: Store, v: ModelVersion, found: Found, checked: dict,
             n_known, digest = known.get((k, r, key), (None, digests[r]))
             try:
                 if only is not None and digest:
-                    n = n_known if n_known is not None or not whole else seen
+                    n = seen if n_known is None else n_known  # (counted if whole)
                     if not store.exists(path) or file_digest(store, path) != digest:
                         raise ClulError(f"{store.path(path)}: missing, or not the file "
                                         f"whose file digest {digest[:12]} was recorded")
