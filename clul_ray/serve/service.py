@@ -63,6 +63,7 @@ from ..faults import NONE as NO_FAULTS
 from ..faults import Faults
 from ..lineage.pyfunc import input_contract, raw_features
 from ..lineage.recorder import LineageRecorder, mirror
+from ..phases import Phases
 from ..runtime import ensure_ray
 from ..sisa.compute.evaluation import evaluate_committed, unevaluated
 from ..sisa.compute.site import on_ray
@@ -85,7 +86,7 @@ class DeletionService:
                  lineage: bool = True, faults: Faults = NO_FAULTS,
                  publish: Callable[[int, dict[str, Any]], None] | None = None):
         ensure_ray(address)
-        phases = startup.Phases()
+        phases = Phases()
         self.publish, self._published = publish, 0  # the serving state to the board
         self.executor = WarmExecutor(root)
         self._wake, self._stop, self._idle = threading.Event(), threading.Event(), threading.Event()
@@ -108,21 +109,21 @@ class DeletionService:
             self.executor.close()
             self._hold.__exit__(None, None, None)
             raise
-        self.start_seconds = phases.done()
+        self.start_seconds = phases.report()
         self._thread = threading.Thread(target=self._loop, name="clul-ray-retrain",
                                         daemon=True)
         self._publish()  # before the driver starts: readers see every pending exclusion
         self._thread.start()
         self._wake.set()  # finish what the ledger holds
 
-    def _start(self, phases: startup.Phases) -> None:
+    def _start(self, phases: Phases) -> None:
         """Check the data and load the served models while every shard's worker starts and
         reads its slices (:mod:`.startup`); returns once all are done."""
         self.cfg = self.pipeline.config
         v = self.pipeline.state
         shards = list(range(self.cfg.partition.shards))
         warming = self.executor.warm_up(self.cfg, shards)  # (they start meanwhile)
-        with phases("check data"):
+        with phases.phase("check data"):
             self.pipeline.check_data(self.cfg)  # the data is whole before serving from it
         self._mutex = threading.RLock()
         self.models: dict[int, tuple[str, torch.nn.Module]] = {}
@@ -132,15 +133,14 @@ class DeletionService:
         self._excluded_at = dict.fromkeys(self._affected, time.time())
         self.errors: list[str] = []
         self.metrics = Metrics()
-        with phases("load models"):
+        with phases.phase("load models"):
             self._load(v)
-        with phases("read for the first commit"):
+        with phases.phase("read for the first commit"):
             startup.read_for_commit(self.pipeline.store, v, self.cfg.partition.total_slices)
-            startup.warm_driver()
         synced = self.lineage.run_soon(mirror, self.pipeline.store) if self.lineage else None
-        with phases("wait for the warm shard workers"):
+        with phases.phase("wait for the warm shard workers"):
             self.warm = startup.warmed(warming)  # {shard: its worker's cache stats}
-        with phases("wait for the lineage sync"):
+        with phases.phase("wait for the lineage sync"):
             synced is None or synced.wait(startup.LINEAGE_WAIT_S)
 
     # ---- models ------------------------------------------------------------------------

@@ -6,23 +6,19 @@ neither its first prediction nor its first deletion pays a cold cost:
   checks the data, loads the models and reads for the first commit;
 - the served version's shard models load on a thread pool (:func:`load_models`);
 - the service's caching store reads what the first commit's checks read
-  (:func:`read_for_commit`), and the driver imports what its first evaluation uses
-  (:func:`warm_driver`);
+  (:func:`read_for_commit`);
 - the lineage thread syncs MLflow with the root (idempotent: it logs what MLflow lacks),
   so its first sync (MLflow's import, its tracking store) is not made beside the first
   requests.
 
-How long each phase took is kept (:class:`Phases`) and reported by ``GET /version``
-(``start_seconds``).
+How long each phase took is kept (:class:`clul_ray.phases.Phases`) and reported by
+``GET /version`` (``start_seconds``).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -37,26 +33,6 @@ from ..storage.store import Store
 log = logging.getLogger("clul_ray.serve")
 LOAD_THREADS = 8
 LINEAGE_WAIT_S = 60.0  # the start waits at most this long for the lineage thread's sync
-
-
-class Phases:
-    """Seconds of each named phase of the start, and of the whole (``total``)."""
-
-    def __init__(self):
-        self.t0 = time.perf_counter()
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
-
-    def done(self) -> dict[str, float]:
-        self.seconds["total"] = time.perf_counter() - self.t0
-        return dict(self.seconds)
 
 
 def load_models(cfg: PipelineConfig, store: Store, shards: list
@@ -92,13 +68,6 @@ def warmed(warming: dict) -> dict[int, dict]:
 
     got = gather({r: f"warming shard {k}'s worker" for r, k in warming.items()})
     return {warming[r]: stats for r, stats in got.items()}
-
-
-def warm_driver() -> None:
-    """Import what the driver's first evaluation imports on first use (the metrics)."""
-    from ..metrics.accuracy import classification_scores
-
-    classification_scores(np.zeros((2, 2), np.float32), np.zeros(2, np.int64))
 
 
 def take_over(store: Store, command: str, url: str) -> None:
