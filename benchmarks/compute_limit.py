@@ -116,9 +116,9 @@ def cli(args: list[str], env: dict) -> dict:
 
 
 def index(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    t = pq.read_table(root / "index")
-    return (t.column("id").to_numpy(), t.column("shard").to_numpy(),
-            t.column("slice").to_numpy())
+    from clul_ray.storage.store import Store
+
+    return Store(str(root)).read_index()
 
 
 def counts(root: Path, shards: int, slices: int) -> np.ndarray:
@@ -126,11 +126,6 @@ def counts(root: Path, shards: int, slices: int) -> np.ndarray:
     c = np.zeros((shards, slices), np.int64)
     np.add.at(c, (shard, slc), 1)
     return c
-
-
-def sample_epochs(c: np.ndarray, starts: dict[int, int], eps: int) -> int:
-    union = np.cumsum(c, axis=1)
-    return int(sum(union[k, r0:].sum() for k, r0 in starts.items()) * eps)
 
 
 def fixed(ph: dict) -> dict:
@@ -154,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     env.pop("RAY_ADDRESS", None)
     env.pop("CLUL_RAY_LINEAGE", None)
     from clul_ray.data.sources import open_source  # (the benchmark's own data)
+    from clul_ray.sisa.decisions.plan import epochs_per_slice, sample_epochs
 
     t = pa.concat_tables(open_source(f"synthetic:{a.n + a.added}").iter_tables())
     ids = t.column("id").to_numpy()
@@ -172,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "--shards", str(a.shards), "--slices", str(a.slices),
                   "--model", "mlp", "--epochs", str(a.epochs), *on], env)
         rows.append(row("train (cluster)", tr, tr["compute_seconds"].get("train")))
-        eps = max(a.epochs // a.slices, 1)
+        eps = epochs_per_slice(a.epochs, a.slices)
         c = counts(root, a.shards, a.slices)
         train_work = sample_epochs(c, {k: 0 for k in range(a.shards)}, eps)
         parallel = min(a.shards, a.cpus)
