@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from ..errors import ClulError, first_line
 from ..hashing import sha256_ids
 from . import layout, s3
+from .columns import from_numpy, table, to_numpy
 
 T = TypeVar("T")
 
@@ -250,7 +251,7 @@ class Store:
         """The ids of one slice, sorted (treat as read-only)."""
         def read() -> np.ndarray:
             t = self.read_slice(shard, slc, ["id"])
-            return t.column("id").to_numpy() if t is not None else np.zeros(0, np.int64)
+            return to_numpy(t.column("id")) if t is not None else np.zeros(0, np.int64)
 
         return self.memo((layout.slice_dir(shard, slc),), "ids", read)
 
@@ -264,12 +265,12 @@ class Store:
         removed = 0
         for f in self.list_files(rel_dir, ".parquet"):
             t = self.read_parquet(f)
-            keep = ~np.isin(t.column("id").to_numpy(), ids)
+            keep = ~np.isin(to_numpy(t.column("id")), ids)
             if keep.all():
                 continue
             removed += int((~keep).sum())
             if keep.any():
-                self.write_table(f, t.filter(pa.array(keep)))
+                self.write_table(f, t.filter(from_numpy(keep)))
             else:
                 self.delete(f)
         return removed
@@ -284,23 +285,23 @@ class Store:
         if t is None:
             z = np.zeros(0, np.int64)
             return z, z, z
-        ids = t.column("id").to_numpy()
+        ids = to_numpy(t.column("id"))
         _, first = np.unique(ids, return_index=True)  # a resumed rewrite may leave twins
-        t = t.take(pa.array(np.sort(first)))
-        return (t.column("id").to_numpy(), t.column("shard").to_numpy().astype(np.int64),
-                t.column("slice").to_numpy().astype(np.int64))
+        t = t.take(from_numpy(np.sort(first)))
+        return (to_numpy(t.column("id")), to_numpy(t.column("shard")).astype(np.int64),
+                to_numpy(t.column("slice")).astype(np.int64))
 
     def rewrite_index(self, ids: np.ndarray, shard: np.ndarray, slc: np.ndarray) -> None:
         old = self.list_files(layout.INDEX, ".parquet")
         name = f"{layout.INDEX}/index-{uuid.uuid4().hex[:12]}.parquet"
-        self.write_table(name, pa.table({"id": ids, "shard": shard, "slice": slc}))
+        self.write_table(name, table({"id": ids, "shard": shard, "slice": slc}))
         for f in old:
             if f != name:
                 self.delete(f)
 
     def test_ids(self) -> np.ndarray:
         t = self.read_tables(layout.TEST, ["id"])
-        return t.column("id").to_numpy() if t is not None else np.zeros(0, np.int64)
+        return to_numpy(t.column("id")) if t is not None else np.zeros(0, np.int64)
 
     # ---- checkpoints -----------------------------------------------------------------
     def has_checkpoint(self, shard: int, slc: int, key: str) -> bool:

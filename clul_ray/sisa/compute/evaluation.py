@@ -20,6 +20,7 @@ from ...data.sources import features
 from ...errors import first_line
 from ...phases import phase
 from ...storage import layout
+from ...storage.columns import to_numpy
 from ...storage.lock import read_lock
 from ...storage.store import Store
 from ..records.predcache import (
@@ -149,7 +150,7 @@ def _evaluate(cfg: PipelineConfig, store: Store, version: ModelVersion, site: Si
     shards = [s.shard for s in version.trained_shards()]
     digest = {s.shard: s.model_sha256 for s in version.trained_shards()}
     test = store.read_tables(layout.TEST, ["id", "label"])
-    test_ids, labels = test.column("id").to_numpy(), test.column("label").to_numpy()
+    test_ids, labels = to_numpy(test.column("id")), to_numpy(test.column("label"))
     classes = cfg.prediction_width
     cached = {k: p for k in shards if cache and (
         p := read_cached(store, k, digest[k], classes)) is not None}

@@ -24,6 +24,7 @@ from ...errors import ClulError
 from ...faults import NONE as NO_FAULTS
 from ...faults import Faults
 from ...phases import compute, phase
+from ...storage.columns import to_numpy
 from ...storage.lock import describe, is_stale, locked, read_lock
 from ...storage.store import Store
 from ..compute.evaluation import evaluate
@@ -246,7 +247,7 @@ class Pipeline:
                 self.writing("add"):
             self.resume()
             cfg = self.config
-            ids = rows.column("id").to_numpy()
+            ids = to_numpy(rows.column("id"))
             refuse_known(ids, np.concatenate([self.store.read_index()[0],
                                               self.store.test_ids()]), self.ledger.deleted(ids))
             placed, addition = place(cfg, rows)

@@ -26,6 +26,7 @@ import numpy as np
 
 from ...errors import ClulError, first_line
 from ...storage import layout
+from ...storage.columns import to_numpy
 from ...storage.store import Store
 from ..decisions.plan import chained_keys
 from .version import ModelVersion, SliceResult
@@ -165,7 +166,7 @@ def ids_by_file(store: Store, rel: str) -> tuple[tuple[str, ...], np.ndarray, np
     files, parts, unreadable = [], [], []
     for f in store.list_files(rel, ".parquet"):
         try:
-            parts.append(store.read_parquet(f, ["id"]).column("id").to_numpy())
+            parts.append(to_numpy(store.read_parquet(f, ["id"]).column("id")))
             files.append(f)
         except (ClulError, KeyError) as e:  # an unreadable file is a finding
             unreadable.append((f, str(e), first_line(e)))

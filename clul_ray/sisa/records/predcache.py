@@ -18,16 +18,15 @@ The planning and merging are pure functions of arrays (:func:`plan_predictions`,
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ...errors import ClulError
 from ...metrics.accuracy import classification_scores
 from ...storage import layout
+from ...storage.columns import from_numpy, to_numpy
 from ...storage.store import Store
 from ..decisions.aggregate import aggregate, ensemble_token_logprobs, perplexity
 from .version import Metrics, ModelVersion
@@ -125,8 +124,9 @@ def without(p: ShardPredictions, ids: np.ndarray) -> ShardPredictions | None:
 def to_table(p: ShardPredictions, model_sha256: str) -> pa.Table:
     n, c = p.proba.shape
     proba = pa.FixedSizeListArray.from_arrays(
-        pa.array(np.ascontiguousarray(p.proba, np.float32).reshape(-1)), max(1, c))
-    t = pa.table({"id": pa.array(np.asarray(p.ids, np.int64)), "proba": proba})
+        from_numpy(np.ascontiguousarray(p.proba, np.float32).reshape(-1)), max(1, c))
+    t = pa.Table.from_arrays([from_numpy(np.asarray(p.ids, np.int64)), proba],
+                             names=["id", "proba"])
     return t.replace_schema_metadata({MODEL_KEY: model_sha256.encode(),
                                       CONTENT_KEY: content_digest(p.ids, p.proba).encode()})
 
@@ -139,8 +139,8 @@ def from_table(t: pa.Table, model_sha256: str, classes: int) -> ShardPredictions
     col = t.column("proba").combine_chunks()
     if not pa.types.is_fixed_size_list(col.type) or col.type.list_size != classes:
         return None
-    ids = np.asarray(t.column("id").to_numpy(), np.int64)  # (copies only when it must)
-    proba = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32)
+    ids = np.asarray(to_numpy(t.column("id")), np.int64)  # (copies only when it must)
+    proba = np.asarray(to_numpy(col.flatten()), np.float32)
     proba = proba.reshape(len(ids), classes)
     if meta.get(CONTENT_KEY) != content_digest(ids, proba).encode():
         return None
@@ -157,8 +157,7 @@ def read_cached(store: Store, shard: int, model_sha256: str,
         try:
             if not model_sha256 or not store.exists(rel):
                 return None
-            return from_table(pq.read_table(io.BytesIO(store.read_bytes(rel))), model_sha256,
-                              classes)
+            return from_table(store.read_parquet(rel), model_sha256, classes)
         except (ClulError, pa.ArrowException, OSError, ValueError):
             return None
 
@@ -204,7 +203,7 @@ def purge_ids(store: Store, ids: np.ndarray) -> int:
     removed = 0
     for f, shard, digest in cache_files(store):
         try:
-            t = pq.read_table(io.BytesIO(store.read_bytes(f)))
+            t = store.read_parquet(f)
             p = from_table(t, digest or "", t.column("proba").type.list_size)
         except (ClulError, pa.ArrowException, OSError, ValueError, KeyError, AttributeError):
             p = None

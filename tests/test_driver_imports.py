@@ -1,0 +1,93 @@
+"""What a deletion's driver imports: on a cluster the retrain runs on the root's warm
+workers, so the driver reads the index, plans, commits and scores cached predictions —
+numpy and pyarrow, never torch, scikit-learn or pandas (whose import alone costs more
+than the driver's plan: ``clul_ray/storage/columns.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import ray
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from clul_ray.sisa.compute import warm
+from clul_ray.storage.columns import from_numpy, table, to_numpy
+
+DRIVER = """
+import json, sys
+from clul_ray.sisa.driver.pipeline import Pipeline
+p = Pipeline(sys.argv[1], address=sys.argv[2])
+out = p.delete([int(sys.argv[3])])
+print(json.dumps({"backend": p.site.backend(p.config), "version": out["version"],
+                  "loaded": sorted(m for m in ("torch", "sklearn", "pandas")
+                                   if m in sys.modules)}))
+"""
+
+
+def test_a_deletion_driver_on_warm_workers_imports_no_torch_sklearn_or_pandas(trained_root):
+    root, _ = trained_root
+    from clul_ray.storage.store import Store
+
+    ids, shard, slc = Store(str(root)).read_index()
+    one = int(ids[(shard == 1) & (slc == 2)][0])
+    address = ray.get_runtime_context().gcs_address
+    try:
+        r = subprocess.run([sys.executable, "-c", DRIVER, str(root), address, str(one)],
+                           capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "CLUL_RAY_LINEAGE": "inline"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+    finally:
+        warm.stop_workers(str(root))
+    assert out["backend"] == "warm" and out["version"] == 2
+    assert out["loaded"] == [], f"the deletion driver imported {out['loaded']}"
+
+
+numeric = st.sampled_from([np.int8, np.int32, np.int64, np.uint16, np.uint64, np.float16,
+                           np.float32, np.float64])
+
+
+@pytest.mark.pure
+@given(numeric.flatmap(lambda t: hnp.arrays(t, st.integers(0, 40))),
+       st.lists(st.integers(0, 40), max_size=3))
+def test_columns_convert_as_pyarrow_does(values, cuts):
+    """Through DLPack and Arrow buffers, the same arrays pyarrow's own conversion gives,
+    for plain, sliced and chunked columns."""
+    a = from_numpy(values)
+    assert a.equals(pa.array(values)) and a.type == pa.array(values).type
+    np.testing.assert_array_equal(to_numpy(a), a.to_numpy(zero_copy_only=False))
+    bounds = sorted({0, len(values), *[c for c in cuts if c <= len(values)]})
+    chunked = pa.chunked_array([a.slice(x, y - x) for x, y in
+                                zip(bounds, bounds[1:], strict=False)],
+                               type=a.type)
+    got = to_numpy(chunked)
+    assert got.dtype == chunked.to_numpy().dtype
+    np.testing.assert_array_equal(got, chunked.to_numpy())
+
+
+@pytest.mark.pure
+@given(hnp.arrays(np.bool_, st.integers(0, 70)))
+def test_boolean_masks_pack_as_pyarrow_packs_them(mask):
+    assert from_numpy(mask).equals(pa.array(mask))
+    t = table({"id": np.arange(len(mask), dtype=np.int64)})
+    np.testing.assert_array_equal(to_numpy(t.filter(from_numpy(mask)).column("id")),
+                                  np.flatnonzero(mask))
+
+
+@pytest.mark.pure
+def test_columns_with_nulls_or_other_types_fall_back_to_pyarrow():
+    with_null = pa.array([1, None, 3])
+    np.testing.assert_array_equal(to_numpy(with_null), with_null.to_numpy(
+        zero_copy_only=False))
+    strings = pa.chunked_array([["a", "b"]])
+    assert to_numpy(strings).tolist() == ["a", "b"]
+    assert from_numpy(np.array(["x", "y"])).equals(pa.array(["x", "y"]))
+    assert to_numpy(pa.chunked_array([], pa.int32())).dtype == np.int32
