@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -45,6 +44,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
+
+from clul_ray.local_head import LocalHead
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(os.environ.get("VIRTUAL_ENV", HERE.parent / ".venv")) / "bin"
@@ -64,34 +65,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--out", default=None)
     return ap.parse_args(argv)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Cluster:
-    """A one-node ``ray start --head`` with a temp dir and ports of its own (token auth)."""
-
-    def __init__(self, cpus: int, env: dict):
-        self.tmp = tempfile.mkdtemp(prefix="clul_bench_ray.")
-        self.port = free_port()
-        ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
-                 "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-                 "--runtime-env-agent-port", "--ray-client-server-port"]
-        argv = [str(BIN / "ray"), "start", "--head", "--port", str(self.port),
-                "--num-cpus", str(cpus), "--temp-dir", self.tmp, "--include-dashboard",
-                "false", "--disable-usage-stats"] + [a for p in ports for a in
-                                                      (p, str(free_port()))]
-        t0 = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True, env=env, timeout=300)
-        self.start_seconds = time.perf_counter() - t0
-        self.address = f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        subprocess.run(["pkill", "-9", "-f", "--", self.tmp], check=False)
 
 
 def cli(args: list[str], env: dict) -> dict:
@@ -159,7 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
     rows: list[dict] = []
     res: dict = {"machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs)",
                  "args": vars(a), "rows": rows}
-    cluster = Cluster(a.cpus, env)
+    cluster = LocalHead(a.cpus, env, prefix="clul_bench_ray.", ray=str(BIN / "ray"))
+    if not cluster.ok:
+        raise SystemExit(f"ray start --head failed: {cluster.output[-600:]}")
     res["ray_start_head_seconds"] = cluster.start_seconds
     on = ["--address", cluster.address]
     try:
@@ -218,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
                               capture_output=True, text=True, env=env, timeout=300)
         res["workers_stopped"] = stop.stdout.strip()
     finally:
-        cluster.stop()
+        cluster.kill()
 
     if not a.skip_cold:
         k, r = 3, 1

@@ -21,12 +21,9 @@ Figures go to stdout and to ``benchmarks/out/serve_fresh-*.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,35 +32,29 @@ import numpy as np
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_deletion import (  # noqa: E402
-    AFTER,
-    OUT_DIR,
-    config_yaml,
-    free_port,
+from _serve_common import (  # noqa: E402
+    add_root_args,
+    add_run_args,
+    bench_run,
     log,
-    part2,
     pct,
+    request_to_commit,
+    stop_serving,
     train_ids,
-    train_root,
+    train_layout,
 )
+
+from clul_ray.local_head import free_port  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--n", type=int, default=200_000, help="rows of synthetic:N")
-    ap.add_argument("--shards", type=int, default=8)
-    ap.add_argument("--slices", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--batch-size", type=int, default=256)
+    add_root_args(ap)
     ap.add_argument("--fresh-requests", type=int, default=30)
     ap.add_argument("--root", default=None, help="a trained root to copy (default: train "
                     "one of synthetic:N)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", default=None, help="scratch folder (default: a temp dir, "
-                    "removed afterwards)")
-    ap.add_argument("--out", default=None)
+    add_run_args(ap)
     return ap.parse_args(argv)
 
 
@@ -110,23 +101,12 @@ def table(rows: list[tuple[str, str]]) -> None:
 def main(argv: list[str] | None = None) -> dict:
     a = parse_args(argv)
     rng = np.random.default_rng(a.seed)
-    work = Path(a.work or tempfile.mkdtemp(prefix="serve-fresh-"))
-    work.mkdir(parents=True, exist_ok=True)
-    res: dict = {"args": vars(a), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC",
-                                                           time.gmtime()),
-                 "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                             "python": sys.version.split()[0],
-                             "load_avg_at_start": os.getloadavg()}}
-    OUT_DIR.mkdir(exist_ok=True)
-    out_path = Path(a.out or OUT_DIR / f"serve_fresh-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    root = work / "served"
-    try:
+    with bench_run(a, "serve_fresh", load_avg_at_start=os.getloadavg()) as (work, res):
+        root = work / "served"
         if a.root:
             shutil.copytree(a.root, root)
         else:
-            log(f"training {root}")
-            res["train_s"] = train_root(AFTER, root, config_yaml(
-                a, a.shards, a.slices, work / "a.yaml"))
+            res["train_s"] = train_layout(a, root, a.shards, a.slices, work / "a.yaml")
         ids = rng.permutation(train_ids(root))[:a.fresh_requests]
         url, res["start"] = start_service(root)
         log(f"serving {root} at {url}")
@@ -134,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         table([(k, f"{v:.2f}") for k, v in res["start"].items() if k.endswith("_s")]
               + [(f"  service: {k}", f"{v:.2f}")
                  for k, v in res["start"]["service_start_seconds"].items()])
-        commit = part2(a, url, root, ids, "fresh")
+        commit = request_to_commit(url, root, ids, "fresh")
         over = [r["overhead_s"] for r in commit["requests"]]
         res["fresh"] = {
             "n": len(over), "overhead_p50_s": pct(over, 50), "overhead_p90_s": pct(over, 90),
@@ -151,14 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
                ("first three", " ".join(f"{x:.3f}" for x in over[:3])),
                ("compute p50", f"{f['compute_p50_s']:.3f}"),
                ("request-to-commit p50", f"{f['request_to_commit_p50_s']:.3f}")])
-        from ray import serve
-
-        serve.shutdown()
-    finally:
-        out_path.write_text(json.dumps(res, indent=1, default=str))
-        log(f"wrote {out_path}")
-        if not a.work:
-            shutil.rmtree(work, ignore_errors=True)
+        stop_serving()
     return res
 
 

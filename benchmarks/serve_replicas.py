@@ -43,6 +43,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ["RAY_AUTH_MODE"] = "token"
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from clul_ray.local_head import LocalHead, free_port  # noqa: E402
+
 TRAIN = """
 import sys
 from clul_ray import Pipeline
@@ -54,27 +56,6 @@ Pipeline(sys.argv[1]).train(make_config(dataset="digits", shards=3, slices=3, ep
 
 def log(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_cluster(tmp: str) -> str:
-    port = free_port()
-    ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
-             "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-             "--runtime-env-agent-port", "--ray-client-server-port"]
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--port",
-                    str(port), "--num-cpus", "2", "--temp-dir", tmp, "--include-dashboard",
-                    "false", "--disable-usage-stats"]
-                   + [a for p in ports for a in (p, str(free_port()))],
-                   check=True, capture_output=True)
-    return f"127.0.0.1:{port}"
 
 
 def load(url: str, seconds: float, threads: int, rows: list, stop_early=None) -> list:
@@ -190,9 +171,11 @@ def main(argv: list[str] | None = None) -> None:
     log(f"training {base}")
     subprocess.run([sys.executable, "-c", TRAIN, str(base)], check=True,
                    capture_output=True, env={**os.environ, "CLUL_RAY_LINEAGE": "0"})
-    tmp = tempfile.mkdtemp(prefix="clul_bench_ray.")
-    address = start_cluster(tmp)
-    log(f"cluster at {address} ({tmp})")
+    head = LocalHead(2, prefix="clul_bench_ray.")
+    if not head.ok:
+        raise SystemExit(f"ray start --head failed: {head.output[-600:]}")
+    address = head.address
+    log(f"cluster at {address} ({head.temp_dir})")
     rows = load_digits().data[:a.rows].tolist()
     res = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                        "shared": True}, "args": vars(a), "runs": []}
@@ -235,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
             serve.shutdown()
     finally:
         ray.shutdown()
-        subprocess.run(["pkill", "-9", "-f", "--", tmp], check=False)
+        head.kill()
         shutil.rmtree(work, ignore_errors=True)
     out = HERE / "out"
     out.mkdir(exist_ok=True)

@@ -27,6 +27,7 @@ from clul_ray.data.sources import features, open_source
 from clul_ray.faults import Faults
 from clul_ray.lineage import LineageWarning, sync
 from clul_ray.lineage.tracking import TAG, Tracking
+from clul_ray.local_head import free_port
 from clul_ray.sisa.compute.ensemble import Ensemble
 from clul_ray.sisa.records.ledger import Ledger
 from clul_ray.sisa.records.rootconfig import read_config
@@ -312,16 +313,10 @@ def test_purge_removes_tainted_artifacts_and_current_model_predicts(history, tmp
     purge_and_check(root, monkeypatch)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` on localhost: SQLite backend and proxied artifacts in tmp."""
-    port = _free_port()
+    port = free_port()
     art = tmp_path / "server-artifacts"
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import time
 
 import numpy as np
@@ -20,6 +19,7 @@ from clul_ray import Pipeline
 from clul_ray.cli import app
 from clul_ray.data.sources import raw_to_features
 from clul_ray.faults import Faults
+from clul_ray.local_head import free_port
 from clul_ray.serve.client import call
 from clul_ray.serve.client import predict as client_predict
 from clul_ray.sisa.compute.ensemble import Ensemble
@@ -30,12 +30,6 @@ from clul_ray.storage.store import Store
 pytestmark = pytest.mark.serve
 RAW = load_digits().data[:6]  # what /predict takes: the dataset's raw rows
 X = raw_to_features("digits", RAW, (1, 8, 8))  # what the shard models take
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def poll(url: str, rid: str, until: str = "committed", timeout: float = 180.0) -> dict:

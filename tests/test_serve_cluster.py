@@ -11,15 +11,11 @@ test instead of skipping it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +24,7 @@ from serve_exactness import Predictions, poll_committed, saw_deleted_rows, viola
 from test_cluster import skip_unless_ci
 
 from clul_ray.errors import ClulError
+from clul_ray.local_head import LocalHead, free_port
 from clul_ray.serve.client import call
 from clul_ray.sisa.records.ledger import Ledger
 from clul_ray.storage.lock import read_lock
@@ -44,60 +41,22 @@ Pipeline(sys.argv[1]).train(tiny_config())
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
        "CLUL_RAY_LINEAGE": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 ENV.pop("RAY_ADDRESS", None)
 
 
-class Cluster:
-    """A one-node `ray start --head` cluster with a temp dir and ports of its own."""
-
-    def __init__(self, log: Path):
-        self.tmp = tempfile.mkdtemp(prefix="clul_serve_ray.")
-        self.port = free_port()
-        ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
-                 "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-                 "--runtime-env-agent-port", "--ray-client-server-port"]
-        argv = [str(BIN / "ray"), "start", "--head", "--port", str(self.port),
-                "--num-cpus", "2", "--temp-dir", self.tmp, "--include-dashboard", "false",
-                "--disable-usage-stats"] + [a for p in ports for a in (p, str(free_port()))]
-        r = subprocess.run(argv, capture_output=True, text=True, env=ENV, timeout=180)
-        log.write_text(r.stdout + r.stderr)
-        if r.returncode != 0:
-            self.kill()
-            skip_unless_ci(f"ray start --head failed: {(r.stdout + r.stderr)[-500:]}")
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def kill(self) -> None:
-        """SIGKILL every process of this cluster at once: those whose command line holds
-        its temp dir (GCS, raylet, ...) and their descendants (the workers, whose titles
-        Ray rewrites), all stopped first so that none runs on while the others die."""
-        import psutil
-
-        procs = []
-        for p in psutil.process_iter(["cmdline"]):
-            if self.tmp in " ".join(p.info["cmdline"] or []):
-                procs.append(p)
-                with contextlib.suppress(psutil.Error):
-                    procs.extend(p.children(recursive=True))
-        for sig in (signal.SIGSTOP, signal.SIGKILL):
-            for p in procs:
-                with contextlib.suppress(psutil.Error):
-                    p.send_signal(sig)
-        subprocess.run(["pkill", "-9", "-f", "--", self.tmp], check=False)
-        time.sleep(1)
+def start_cluster(log: Path) -> LocalHead:
+    """A one-node `ray start --head` cluster with a temp dir and ports of its own; what
+    `ray start` printed goes to ``log``."""
+    head = LocalHead(2, ENV, prefix="clul_serve_ray.", timeout=180)
+    log.write_text(head.output)
+    if not head.ok:
+        skip_unless_ci(f"ray start --head failed: {head.output[-500:]}")
+    return head
 
 
-def serve_cli(root: Path, cluster: Cluster, port: int, log: Path) -> subprocess.Popen:
+def serve_cli(root: Path, cluster: LocalHead, port: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [str(BIN / "python"), "-m", "clul_ray.cli", "serve", "--root", str(root),
          "--port", str(port), "--address", cluster.address, "--replicas", "2"],
@@ -128,7 +87,7 @@ def test_whole_ray_killed_after_202s_recovers_from_the_ledger(tmp_path):
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    first = Cluster(tmp_path / "ray1.log")
+    first = start_cluster(tmp_path / "ray1.log")
     proc = serve_cli(root, first, port, tmp_path / "serve.log")
     try:
         wait_serving(url, proc)
@@ -151,7 +110,7 @@ def test_whole_ray_killed_after_202s_recovers_from_the_ledger(tmp_path):
     assert pending, "acknowledged requests were pending when Ray died"
 
     restarted = time.time()
-    second = Cluster(tmp_path / "ray2.log")
+    second = start_cluster(tmp_path / "ray2.log")
     proc = serve_cli(root, second, port, tmp_path / "serve.log")
     try:
         wait_serving(url, proc)

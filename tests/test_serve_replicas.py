@@ -8,7 +8,6 @@ commits and predictions stay exact."""
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 
 import pytest
@@ -16,16 +15,11 @@ from serve_exactness import Predictions, poll_committed, saw_deleted_rows, viola
 
 from clul_ray import Pipeline
 from clul_ray.faults import Faults
+from clul_ray.local_head import free_port
 from clul_ray.serve.client import call
 from clul_ray.storage.store import Store
 
 pytestmark = pytest.mark.serve
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
