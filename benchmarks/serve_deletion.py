@@ -23,9 +23,8 @@ One run measures, on fresh storage roots of ``synthetic:N`` (mlp):
     RAY_USAGE_STATS_ENABLED=0 .venv/bin/python benchmarks/serve_deletion.py \\
         --before /path/to/checkout-at-ab4069c
 
-Figures go to stdout and to ``benchmarks/out/serve_deletion-*.json``. On a 2-core machine
-the defaults take about 9.5 min (part 1's 100 requests take 4 min to drain), plus 3 min
-for part 3 with ``--before``.
+Figures go to stdout and to ``benchmarks/out/serve_deletion-*.json`` (its run times in
+``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
