@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .data.text import is_text
@@ -245,6 +244,8 @@ class PipelineConfig(BaseModel):
 def read_yaml(path: str | Path, what: str) -> Any:
     """A YAML file's content; a missing file or bad YAML is a one-line ClulError that calls
     the file ``what``."""
+    import yaml  # (here: a command given no YAML file never imports it)
+
     p = Path(path)
     if not p.is_file():
         raise ClulError(f"{what} not found: {p}")

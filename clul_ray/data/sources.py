@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import ClulError, MissingGroupColumn
 from .text import TEXT_KINDS, open_text
@@ -143,6 +142,8 @@ def canonicalize(table: pa.Table, group_column: str | None, where: str) -> pa.Ta
         if len(rest) != 1:
             raise ClulError(f"{where}: a list feature column must be the only feature column, "
                             f"found {rest}")
+        import pyarrow.compute as pc  # (imported where a list column is read)
+
         col = table.column(list_cols[0]).combine_chunks()
         lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False) if len(col) else []
         if len(col) and (col.null_count or len(set(np.asarray(lengths).tolist())) != 1):
@@ -372,6 +373,8 @@ def _parquet(spec, path, num_classes, input_shape, group_column) -> DataSource:
     if int(np.prod(shape)) != d:
         raise ClulError(f"input_shape {list(shape)} does not match {d} features")
     if num_classes is None:
+        import pyarrow.compute as pc
+
         max_label = -1
         for b in ds.to_batches(columns=["label"]):
             col = b.column(0)

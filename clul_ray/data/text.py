@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import ClulError, MissingGroupColumn
 from ..text.tokenizer import encode, vocab_size
@@ -65,7 +64,7 @@ def read_texts(table: pa.Table, where: str) -> list[str]:
     ids = table.column("id").to_numpy()
     if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
         try:
-            col = pc.cast(col, pa.large_string())
+            col = col.cast(pa.large_string())
         except pa.ArrowInvalid:
             bad = [i for i, v in zip(ids, col.to_pylist(), strict=True)
                    if v is not None and not _utf8(v)]

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ...config import PipelineConfig
 from ...data.sources import DataSource, open_source
@@ -114,7 +113,7 @@ def group_ids(store: Store, cfg: PipelineConfig, groups: Sequence[str]) -> list[
     if not tables:
         raise ClulError(f"{store.root} holds no rows")
     t = pa.concat_tables(tables)
-    values = np.asarray(pc.cast(t.column(col), pa.string()).to_pylist(), dtype=object)
+    values = np.asarray(t.column(col).cast(pa.string()).to_pylist(), dtype=object)
     ids = t.column("id").to_numpy()
     out: list[np.ndarray] = []
     for g in groups:
