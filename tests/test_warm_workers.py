@@ -152,8 +152,9 @@ def test_a_job_sent_to_a_worker_that_died_runs_on_a_new_one(trained_root, tmp_pa
 
 @pytest.fixture(scope="module")
 def unlearn_case(trained_base, tmp_path_factory):
-    """A forget file naming rows of shards 0 and 2, and the reference: the same unlearn
-    on a copy of the trained root through plain Ray tasks (backend ``ray``, no address)."""
+    """A forget scenario naming rows of shards 0 and 2, the reference (the same unlearn on
+    a copy of the trained root through plain Ray tasks: backend ``ray``, no address) and
+    the rows' ids."""
     import shutil
 
     base, _ = trained_base
@@ -167,22 +168,41 @@ def unlearn_case(trained_base, tmp_path_factory):
     assert isinstance(p.executor(p.config), RayExecutor), "no address: plain Ray tasks"
     ref = p.unlearn("neggrad", f"ids:{spec}", {"epochs": 2}, seed=0)
     assert ref["affected"] == {"0": 1, "2": 2}
-    return f"ids:{spec}", ref
+    return f"ids:{spec}", ref, forget
 
 
-def edited(root):
-    """The edits the unlearn request recorded: {shard: model digest}."""
+def unlearn_request(root):
     from clul_ray.sisa.records.ledger import Ledger
     from clul_ray.storage.store import Store
 
     (req,) = [r for r in Ledger(Store(str(root))).requests() if r.kind == "unlearn"]
-    return {int(k): e["model_sha256"] for k, e in req.result["edited"].items()}
+    return req
+
+
+def edited(root):
+    """The edits the unlearn request recorded: {shard: model digest}."""
+    return {int(k): e["model_sha256"]
+            for k, e in unlearn_request(root).result["edited"].items()}
+
+
+def test_in_process_edits_equal_the_ray_tasks_ones(trained_root, unlearn_case):
+    from clul_ray.sisa.compute.approximate import Edit
+    from clul_ray.sisa.compute.executor import LocalExecutor
+
+    root, _ = trained_root
+    _, ref, ids = unlearn_case
+    req = unlearn_request(ref["root"])
+    edit = Edit(ids, req.meta["method"], req.meta["params"], req.meta["seed"], req.request_id)
+    p = Pipeline(str(root))
+    out = LocalExecutor().edit(p.config, p.store, [p.state.shard(0), p.state.shard(2)], edit)
+    assert {k: e["model_sha256"] for k, e in out.items()} == edited(ref["root"])
+    assert {e["node_id"] for e in out.values()} == {"local"}
 
 
 def test_an_unlearn_given_an_address_edits_on_the_warm_workers_as_ray_tasks_do(
         trained_root, unlearn_case, stop_after):
     root, _ = trained_root
-    forget, ref = unlearn_case
+    forget, ref, _ = unlearn_case
     stop_after(str(root))
     cfg = Pipeline(str(root)).config
     names = warm.start_workers(str(root), cfg)  # (each worker has read its shards' slices)
@@ -202,7 +222,7 @@ def test_an_unlearn_given_an_address_edits_on_the_warm_workers_as_ray_tasks_do(
 
 def test_the_services_workers_edit_and_a_dead_one_is_made_anew(trained_root, unlearn_case):
     root, _ = trained_root
-    forget, ref = unlearn_case
+    forget, ref, _ = unlearn_case
     ex = warm.WarmExecutor(str(root))  # the service's: owned by this process, not detached
     p = Pipeline(str(root), executor=ex, site=CLUSTER)
     try:
