@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from clul_ray.cli import app
 from clul_ray.sisa.compute import warm
 from clul_ray.sisa.compute.evaluation import evaluate
+from clul_ray.sisa.compute.executor import RayExecutor
 from clul_ray.sisa.compute.site import Site, Where
 from clul_ray.sisa.driver.pipeline import Pipeline
 from clul_ray.sisa.records.predcache import read_cached
@@ -147,3 +148,90 @@ def test_a_job_sent_to_a_worker_that_died_runs_on_a_new_one(trained_root, tmp_pa
     assert shas(after) == shas(ref)
     (info,) = warm.worker_info(warm.cluster_workers(str(root)))
     assert info["calls"] == 1, "the new worker ran the job once"
+
+
+@pytest.fixture(scope="module")
+def unlearn_case(trained_base, tmp_path_factory):
+    """A forget scenario naming rows of shards 0 and 2, the reference (the same unlearn on
+    a copy of the trained root through plain Ray tasks: backend ``ray``, no address) and
+    the rows' ids."""
+    import shutil
+
+    base, _ = trained_base
+    tmp = tmp_path_factory.mktemp("unlearn-ref")
+    ids, shard, slc = Pipeline(str(base)).store.read_index()
+    forget = [int(ids[(shard == 0) & (slc == 1)][0]), int(ids[(shard == 2) & (slc == 2)][1])]
+    spec = tmp / "forget.txt"
+    spec.write_text("\n".join(map(str, forget)))
+    shutil.copytree(base, tmp / "root")
+    p = Pipeline(str(tmp / "root"))
+    assert isinstance(p.executor(p.config), RayExecutor), "no address: plain Ray tasks"
+    ref = p.unlearn("neggrad", f"ids:{spec}", {"epochs": 2}, seed=0)
+    assert ref["affected"] == {"0": 1, "2": 2}
+    return f"ids:{spec}", ref, forget
+
+
+def unlearn_request(root):
+    from clul_ray.sisa.records.ledger import Ledger
+    from clul_ray.storage.store import Store
+
+    (req,) = [r for r in Ledger(Store(str(root))).requests() if r.kind == "unlearn"]
+    return req
+
+
+def edited(root):
+    """The edits the unlearn request recorded: {shard: model digest}."""
+    return {int(k): e["model_sha256"]
+            for k, e in unlearn_request(root).result["edited"].items()}
+
+
+def test_in_process_edits_equal_the_ray_tasks_ones(trained_root, unlearn_case):
+    from clul_ray.sisa.compute.approximate import Edit
+    from clul_ray.sisa.compute.executor import LocalExecutor
+
+    root, _ = trained_root
+    _, ref, ids = unlearn_case
+    req = unlearn_request(ref["root"])
+    edit = Edit(ids, req.meta["method"], req.meta["params"], req.meta["seed"], req.request_id)
+    p = Pipeline(str(root))
+    out = LocalExecutor().edit(p.config, p.store, [p.state.shard(0), p.state.shard(2)], edit)
+    assert {k: e["model_sha256"] for k, e in out.items()} == edited(ref["root"])
+    assert {e["node_id"] for e in out.values()} == {"local"}
+
+
+def test_an_unlearn_given_an_address_edits_on_the_warm_workers_as_ray_tasks_do(
+        trained_root, unlearn_case, stop_after):
+    root, _ = trained_root
+    forget, ref, _ = unlearn_case
+    stop_after(str(root))
+    cfg = Pipeline(str(root)).config
+    names = warm.start_workers(str(root), cfg)  # (each worker has read its shards' slices)
+    before = {i["worker"]: i for i in warm.worker_info(names)}
+    p = Pipeline(str(root), address="auto")  # a command with --address
+    out = p.unlearn("neggrad", forget, {"epochs": 2}, seed=0)
+    assert shas(out) == shas(ref), "the edited models are bit for bit the Ray tasks' ones"
+    assert edited(root) == edited(ref["root"]) and sorted(edited(root)) == [0, 2]
+    assert out["operation"] == ref["operation"] == "unlearn:neggrad"
+    after = {i["worker"]: i for i in warm.worker_info(warm.cluster_workers(str(root)))}
+    assert sorted(after) == sorted(before), "no new worker: the edits ran on the warm ones"
+    assert sum(a["calls"] - before[w]["calls"] for w, a in after.items()) == 2, \
+        "one call per affected shard"
+    assert sum(a["hits"] - before[w]["hits"] for w, a in after.items()) > 0, \
+        "the shards' rows came from the workers' memory"
+
+
+def test_the_services_workers_edit_and_a_dead_one_is_made_anew(trained_root, unlearn_case):
+    root, _ = trained_root
+    forget, ref, _ = unlearn_case
+    ex = warm.WarmExecutor(str(root))  # the service's: owned by this process, not detached
+    p = Pipeline(str(root), executor=ex, site=CLUSTER)
+    try:
+        ray.get(list(ex.warm_up(p.config, [0, 2])))
+        ray.kill(ex.workers[0], no_restart=True)  # a handle this executor still holds
+        out = p.unlearn("neggrad", forget, {"epochs": 2}, seed=0)
+        assert shas(out) == shas(ref) and edited(root) == edited(ref["root"])
+        infos = ray.get([w.info.remote() for w in ex.workers.values()])
+        assert sum(i["calls"] for i in infos) == 2, "each edit ran once, on the pool"
+        assert warm.cluster_workers(str(root)) == [], "no detached worker was made"
+    finally:
+        ex.close()

@@ -6,6 +6,11 @@ on the previous step's result, so Ray orders them and retries a lost step alone 
 checkpoint of the previous slice is in the store). The Ray Train executor runs one
 ``TorchTrainer`` per shard job (DDP over ``train_workers_per_shard`` workers inside the
 shard); see :class:`RayTrainExecutor`.
+
+An executor also runs an approximate unlearning's shard edits (``edit``,
+:func:`.approximate.unlearn_shard` per shard): in process for the local one, one Ray task
+per shard for the Ray ones (an edit is one process's work, Ray Train's too), and on the
+warm workers for :class:`.warm.WarmExecutor`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from ...runtime import gather, node_id
 from ...storage import layout
 from ...storage.store import Store
 from ..decisions.plan import ShardJob, first_missing
-from ..records.version import SliceResult
+from ..records.version import ShardState, SliceResult
 
 StepCallback = Callable[[SliceResult], None]
 
@@ -44,6 +49,14 @@ class LocalExecutor:
                     on_step(res)
         return out
 
+    def edit(self, cfg: PipelineConfig, store: Store, shards: list[ShardState], edit
+             ) -> dict[int, dict]:
+        """Each shard's approximate edit (``edit``: an :class:`.approximate.Edit`), one
+        after another: {shard: its result}."""
+        from .approximate import unlearn_shard
+
+        return {s.shard: unlearn_shard(cfg, store, s, edit) for s in shards}
+
 
 def _remote_step(cfg: PipelineConfig, store: Store, shard: int, slc: int,
                  keys: list[str], previous: SliceResult | str) -> SliceResult:
@@ -59,6 +72,12 @@ def _remote_step(cfg: PipelineConfig, store: Store, shard: int, slc: int,
     if slc == cfg.partition.total_slices - 1:
         cache_test_predictions(cfg, store, res)
     return res
+
+
+def _remote_edit(cfg: PipelineConfig, store: Store, shard: ShardState, edit) -> dict:
+    from .approximate import unlearn_shard
+
+    return unlearn_shard(cfg, store, shard, edit, node_id())
 
 
 class RayExecutor:
@@ -84,6 +103,18 @@ class RayExecutor:
                 labels[prev] = f"training shard {job.shard} slice {r}"
         results = gather(labels, None if on_step is None else lambda _, res: on_step(res))
         return list(results.values())
+
+    def edit(self, cfg: PipelineConfig, store: Store, shards: list[ShardState], edit
+             ) -> dict[int, dict]:
+        """One Ray task per shard's approximate edit, in parallel: {shard: its result}."""
+        import ray
+
+        task = ray.remote(_remote_edit).options(
+            num_cpus=cfg.compute.cpus_per_shard, num_gpus=cfg.compute.gpus_per_shard,
+            max_retries=3, name="clul_ray.unlearn_shard")
+        refs = {task.remote(cfg, store, s, edit): s.shard for s in shards}
+        done = gather({ref: f"unlearning shard {k}" for ref, k in refs.items()})
+        return {refs[ref]: out for ref, out in done.items()}
 
 
 def _train_shard_loop(config: dict) -> None:
@@ -202,6 +233,11 @@ class RayTrainExecutor:
             progress.stop()
         store.delete("_ray_train")
         return out
+
+    def edit(self, cfg: PipelineConfig, store: Store, shards: list[ShardState], edit
+             ) -> dict[int, dict]:
+        """As Ray tasks, as :meth:`RayExecutor.edit` (an edit is one process's work)."""
+        return RayExecutor().edit(cfg, store, shards, edit)
 
 
 class _CheckpointWatcher:

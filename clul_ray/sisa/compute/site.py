@@ -9,7 +9,7 @@ epochs e0 at most ``IN_PROCESS_MAX_SAMPLE_EPOCHS`` (``CLUL_RAY_IN_PROCESS_MAX`` 
 it; 0 turns the in-process path off). Starting Ray and its workers costs more than such
 work, and the in-process path gives bit-for-bit the models Ray workers give
 (``tests/test_sisa_e2e.py::test_in_process_and_ray_workers_train_identically``). A command
-whose work needs Ray tasks (``unlearn``: its shard edits, and a pending unlearning it
+whose work needs Ray (``unlearn``: its shard edits, and a pending unlearning it
 finishes) never runs in process.
 
 With Ray, the finer choices are also made here: the executor of slice steps, whether a

@@ -1,8 +1,9 @@
 """Warm shard workers: long-lived Ray actors that train a root's shards, one per shard up
 to the cluster's CPUs (:func:`pool_size`; shard ``k`` on worker ``k % n`` when that one is
 free), so a retrain pays only its compute (no process start, no torch import, no
-re-reading of unchanged slices). ``warm_up`` reads a shard's slices and runs a throwaway
-training step before the first request.
+re-reading of unchanged slices); an approximate unlearning's shard edits run on them too
+(``edit_job``: :func:`.approximate.unlearn_shard`). ``warm_up`` reads a shard's slices and
+runs a throwaway training step before the first request.
 
 Each actor keeps the Parquet tables it read in memory (``storage/cache.CachingStore``:
 keyed by each file's path, size and modification time, one listing per folder), so a slice
@@ -17,18 +18,17 @@ Two lives:
   ``--address`` or a job submitted to a cluster uses with backend ``ray``): *detached,
   named* actors that outlive the command, found by the next command or job on the same
   root (their names hold the root, the worker's number, the GPUs and the digest of this
-  package's code, so a changed checkout never reuses an old worker). Each stops itself after ``T``
-  seconds without work (``compute.warm_idle_seconds``); ``clul-ray workers stop`` stops
-  them at once.
+  package's code, so a changed checkout never reuses an old worker). Each stops itself
+  after ``T`` seconds without work (``compute.warm_idle_seconds``); ``clul-ray workers
+  stop`` stops them at once.
 
 Workers reserve no CPU while they wait (``num_cpus=0``), so idle workers never block other
 Ray work; a shard on GPUs reserves its ``gpus_per_shard`` for as long as its worker lives.
 They are spread over the nodes (``compute.placement: spread``: worker ``i`` on the
 ``i``-th node able to train a shard, round robin); a worker lost with its node is made
-anew on a node alive and its job runs again from its first slice step (steps are
-idempotent).
-At most as many shard jobs run at once as the cluster has CPUs for (``cpus_per_shard``
-each), as Ray would schedule the same steps as tasks.
+anew on a node alive and its job runs again from its first slice step (steps and edits
+are idempotent). At most as many shard jobs run at once as the cluster has CPUs for
+(``cpus_per_shard`` each), as Ray would schedule the same steps as tasks.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -47,7 +49,7 @@ from ...storage import layout
 from ...storage.cache import CachingStore
 from ...storage.store import Store
 from ..decisions.plan import ShardJob
-from ..records.version import SliceResult
+from ..records.version import ShardState, SliceResult
 
 NAMESPACE = "clul_ray"
 PREFIX = "clul-ray-worker"
@@ -116,6 +118,15 @@ class ShardWorker:
             self._busy += delta
             self._last = time.monotonic()
 
+    @contextmanager
+    def _working(self) -> Iterator[None]:
+        """Busy for the block (the idle watchdog waits; its clock starts again after)."""
+        self._touch(1)
+        try:
+            yield
+        finally:
+            self._touch(-1)
+
     def _watch(self, idle_seconds: float) -> None:
         while True:
             time.sleep(min(idle_seconds / 4, 5.0))
@@ -136,8 +147,7 @@ class ShardWorker:
         from .evaluation import cache_test_predictions
         from .trainer import train_slice
 
-        self._touch(1)
-        try:
+        with self._working():
             out, prev = [], start_sha
             for r in range(start, cfg.partition.total_slices):
                 out.append(train_slice(cfg, self.store, shard, r, keys, node_id(),
@@ -146,8 +156,16 @@ class ShardWorker:
             self.calls += 1
             seconds = cache_test_predictions(cfg, self.store, out[-1]) if out else 0.0
             return out, seconds
-        finally:
-            self._touch(-1)
+
+    def edit_job(self, cfg: PipelineConfig, shard: ShardState, edit) -> dict:
+        """A shard's approximate edit (``edit``: an :class:`.approximate.Edit`) against the
+        caching store: its rows from memory unless a deletion rewrote them."""
+        from .approximate import unlearn_shard
+
+        with self._working():
+            out = unlearn_shard(cfg, self.store, shard, edit, node_id())
+            self.calls += 1
+            return out
 
     def warm_up(self, cfg: PipelineConfig, shard: int) -> dict:
         """Before the first retrain: read the shard's slices and the test split into the
@@ -160,22 +178,22 @@ class ShardWorker:
         from ...models import batch_loss
         from . import trainer
 
-        self._touch(0)
-        torch.set_num_threads(cfg.compute.threads_per_shard)
-        if self.store.list_files(layout.TEST, ".parquet"):  # (a retrain predicts on it)
-            self.store.read_tables(layout.TEST)
-        dim = int(np.prod(cfg.data.input_shape))
-        x, y = trainer.load_union(self.store, shard, cfg.partition.total_slices - 1, dim)
-        if len(y):
-            device = trainer.device_for(cfg, node_id())
-            model = trainer.init_model(cfg, shard).to(device)
-            opt = trainer.make_shard_optimizer(cfg, model)
-            n = min(len(y), cfg.train.batch_size)
-            batch_loss(model, torch.tensor(x[:n], device=device),
-                       torch.tensor(y[:n], device=device)).backward()
-            opt.step()
-        self.warmed.add(shard)
-        return self.cache_stats()
+        with self._working():  # (a slow warm-up is not idleness)
+            torch.set_num_threads(cfg.compute.threads_per_shard)
+            if self.store.list_files(layout.TEST, ".parquet"):  # (a retrain predicts on it)
+                self.store.read_tables(layout.TEST)
+            dim = int(np.prod(cfg.data.input_shape))
+            x, y = trainer.load_union(self.store, shard, cfg.partition.total_slices - 1, dim)
+            if len(y):
+                device = trainer.device_for(cfg, node_id())
+                model = trainer.init_model(cfg, shard).to(device)
+                opt = trainer.make_shard_optimizer(cfg, model)
+                n = min(len(y), cfg.train.batch_size)
+                batch_loss(model, torch.tensor(x[:n], device=device),
+                           torch.tensor(y[:n], device=device)).backward()
+                opt.step()
+            self.warmed.add(shard)
+            return self.cache_stats()
 
     def info(self) -> dict:
         return {"root": self.root, "calls": self.calls, **self.cache_stats(),
@@ -187,10 +205,10 @@ class ShardWorker:
 
 
 class WarmExecutor:
-    """Runs shard jobs on persistent :class:`ShardWorker` actors (created on first use, or
-    found: detached ones): ``n`` workers by :func:`pool_size`, shard ``k``'s job on worker
-    ``k % n`` (the one whose cache holds its slices) when that one is free, else on any free
-    one; a job's slice steps in order in one call, jobs on different workers in
+    """Runs shard jobs and edits on persistent :class:`ShardWorker` actors (created on first
+    use, or found: detached ones): ``n`` workers by :func:`pool_size`, shard ``k``'s work on
+    worker ``k % n`` (the one whose cache holds its slices) when that one is free, else on
+    any free one; a job's slice steps in order in one call, work on different workers in
     parallel."""
 
     def __init__(self, root: str, idle_seconds: float | None = None):
@@ -233,8 +251,8 @@ class WarmExecutor:
         """Where worker ``i`` starts: with ``placement: spread``, on the nodes that can
         train a shard (CPUs and GPUs for one), in a fixed order, round robin (Ray's
         ``SPREAD``, and a soft node affinity, may put every actor that reserves no CPU on
-        one node); a worker lost with its node is made anew by :meth:`run` on the nodes
-        alive then. Else Ray's default."""
+        one node); a worker lost with its node is made anew (:meth:`_on_pool`) on the
+        nodes alive then. Else Ray's default."""
         if cfg.compute.placement != "spread":
             return "DEFAULT"
         import ray
@@ -251,47 +269,72 @@ class WarmExecutor:
 
     def run(self, cfg: PipelineConfig, store: Store, jobs: list[ShardJob],
             on_step=None) -> list[SliceResult]:
+        out: list[SliceResult] = []
+
+        def done(_: int, value: tuple[list[SliceResult], float]) -> None:
+            compute("predict", value[1])  # (the new models' test predictions)
+            for res in value[0]:
+                out.append(res)
+                if on_step is not None:
+                    on_step(res)
+
+        self._on_pool(cfg, [(j.shard, f"training shard {j.shard} from slice {j.start}",
+                             lambda w, j=j: w.train_job.remote(
+                                 cfg, j.shard, j.start, list(j.keys), j.start_sha))
+                            for j in jobs], done)
+        return out
+
+    def edit(self, cfg: PipelineConfig, store: Store, shards: list[ShardState], edit
+             ) -> dict[int, dict]:
+        """Each shard's approximate edit (``edit``: an :class:`.approximate.Edit`) on the
+        pool, as :meth:`run` places jobs: {shard: its result}."""
+        out: dict[int, dict] = {}
+        self._on_pool(cfg, [(s.shard, f"unlearning shard {s.shard}",
+                             lambda w, s=s: w.edit_job.remote(cfg, s, edit))
+                            for s in shards], out.__setitem__)
+        return out
+
+    def _on_pool(self, cfg: PipelineConfig, tasks: list[tuple[int, str, Callable]],
+                 done: Callable[[int, object], None]) -> None:
+        """Run ``tasks`` — (shard, label, ``call(worker)`` -> its ref), one per shard —
+        each on worker ``shard % n`` if free, else on any free one, one at a time per
+        worker; ``done(shard, value)`` as each finishes. A task whose worker died (its idle
+        timeout, its node) runs once more on a worker made anew; a second death, or any
+        other failure, is reported in one line."""
         import ray
 
         n = self.pool(cfg)
-        waiting, running, out = list(jobs), {}, []
-        busy: set[int] = set()
-        retried: set[int] = set()
+        waiting, running = list(tasks), {}
+        busy, retried = set(), set()  # (workers; shards)
         while waiting or running:
-            for job in list(waiting):  # its own worker if free, else any free one
+            for task in list(waiting):  # its own worker if free, else any free one
                 free = [i for i in range(n) if i not in busy]
                 if not free:
                     break
-                i = job.shard % n if job.shard % n in free else free[0]
-                ref = self.worker(cfg, job.shard, i).train_job.remote(
-                    cfg, job.shard, job.start, list(job.keys), job.start_sha)
-                running[ref] = (job, i)
+                shard, _, call = task
+                i = shard % n if shard % n in free else free[0]
+                running[call(self.worker(cfg, shard, i))] = (task, i)
                 busy.add(i)
-                waiting.remove(job)
+                waiting.remove(task)
             ready, _ = ray.wait(list(running), num_returns=1)
-            job, i = running.pop(ready[0])
+            task, i = running.pop(ready[0])
             busy.discard(i)
-            label = f"training shard {job.shard} from slice {job.start}"
+            shard, label, _ = task
             try:
-                results, predict_seconds = ray.get(ready[0])
+                value = ray.get(ready[0])
             except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError,
                     ray.exceptions.ActorUnschedulableError):
-                if job.shard in retried:  # a second dead worker: report it
+                if shard in retried:  # a second dead worker: report it
                     gather({ready[0]: label})
-                retried.add(job.shard)  # (its idle timeout, or its node, ended it): anew
+                retried.add(shard)  # (its idle timeout, or its node, ended it): anew
                 self.workers.pop(i, None)
                 self.nodes = None  # (on the nodes alive now)
-                waiting.insert(0, job)
+                waiting.insert(0, task)
                 continue
             except Exception:  # the one-line report of the failure
                 gather({ready[0]: label})
                 raise
-            compute("predict", predict_seconds)
-            for res in results:
-                out.append(res)
-                if on_step is not None:
-                    on_step(res)
-        return out
+            done(shard, value)
 
     def warm_up(self, cfg: PipelineConfig, shards: list[int]) -> dict:
         """Start every shard's worker now and have it read its shard's slices (all of them

@@ -73,7 +73,7 @@ def deletion_rows(store: Store, ids: np.ndarray) -> int:
 
 
 def pending_unlearn(ledger: Ledger) -> bool:
-    """Whether an unfinished approximate unlearning waits (its edits are Ray tasks)."""
+    """Whether an unfinished approximate unlearning waits (its edits run on Ray)."""
     return any(r.kind == Kind.UNLEARN for r in ledger.pending())
 
 

@@ -34,7 +34,7 @@ from ..compute.site import Site, decide
 from ..decisions.controller import Current, Kind, Stage, next_step
 from ..decisions.next_version import build_version
 from ..decisions.plan import chained_keys, critical_path, plan_deletion
-from ..records.certify import commit_findings, commit_scope
+from ..records.certify import commit_findings, commit_scope, refuse_commit
 from ..records.commit import commit
 from ..records.ledger import Ledger, Request
 from ..records.rootconfig import read_config, require_config, write_config, write_tokenizer
@@ -170,12 +170,16 @@ class Pipeline:
         if not jobs:
             return [], {}
         self._start(cfg, timings)
-        executor = self._executor or make_executor(
-            self.site.backend(cfg), self.faults, self.store.root, cfg.compute.warm_idle_seconds)
         with phase("train"):
-            results = executor.run(cfg, self.store, jobs, on_step)
+            results = self.executor(cfg).run(cfg, self.store, jobs, on_step)
         compute("train", critical_path(results))
         return results, {j.shard: j.start for j in jobs}
+
+    def executor(self, cfg: PipelineConfig):
+        """The executor of the command's shard work (slice steps, approximate edits): the
+        pipeline's (the service's warm workers), else the one the command's site names."""
+        return self._executor or make_executor(
+            self.site.backend(cfg), self.faults, self.store.root, cfg.compute.warm_idle_seconds)
 
     def commit_version(self, cfg: PipelineConfig, operation: str, request_id: str | None,
                        starts: dict[int, int], results: list[SliceResult], timings: dict,
@@ -193,11 +197,7 @@ class Pipeline:
             findings, digests = commit_findings(
                 self.store, v, removed, cfg.partition.total_slices,
                 commit_scope(prev, v, req.plan.affected if req else ()), results)
-        if findings:  # the previous version keeps serving
-            f = findings[0]
-            more = f" (and {len(findings) - 1} more findings)" if len(findings) > 1 else ""
-            raise ClulError(f"version {v.version} not committed: {self.store.path(f.path)}"
-                            f": {f.message}{more}")
+        refuse_commit(self.store, v.version, findings)  # (the previous version serves on)
         v = v.with_digests(digests)
         t1 = t0 = time.perf_counter()
         if self.evaluate_at_commit:  # else evaluation.evaluate_committed, after the commit
@@ -322,7 +322,7 @@ class Pipeline:
         t0 = time.perf_counter()
         check_for_root(method, params or {}, seed)  # refuse a bad method or params early
         cfg, _ = self.config, self.state  # (refuses a root with no trained model)
-        # (the shard edits are Ray tasks)
+        # (the shard edits run on Ray: its tasks, or on a cluster the root's warm workers)
         with self._command(None, needs_ray=True, cfg=cfg), self.writing(f"unlearn {method}"):
             self.resume()
             ids = resolve_forget(self.store, cfg, forget, seed)
@@ -354,7 +354,8 @@ class Pipeline:
     def step(self, req: Request) -> Stage | None:
         """Run the request's next step (the lock held) and record its stage; None once the
         request is committed."""
-        ctx = Context(self.store, self.config, self.train_shards, self.commit_version)
+        ctx = Context(self.store, self.config, self.train_shards, self.commit_version,
+                      self.executor)
         cur = read_current(self.store)
         nxt = next_step(req.kind, req.state, req.request_id,
                         Current(cur.version, cur.request_id) if cur else Current())

@@ -43,12 +43,14 @@ Commit = Callable[..., ModelVersion]
 
 @dataclass
 class Context:
-    """What the steps work with; the pipeline provides training and committing."""
+    """What the steps work with; the pipeline provides training, committing and the
+    executor of its command's shard work (where an unlearning's edits run)."""
 
     store: Store
     cfg: PipelineConfig
     train_shards: TrainShards  # (cfg, shards) -> (results, start slice per shard)
     commit: Commit  # (cfg, operation, request_id, starts, results, timings, edited)
+    executor: Callable[[PipelineConfig], Any]  # (cfg) -> the command's executor (edits)
 
 
 def train_and_commit(ctx: Context, req: Request, operation: str, timing: str
@@ -78,12 +80,12 @@ def _run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
     store, cfg, plan = ctx.store, ctx.cfg, req.plan
     match step:
         case EditModels():
-            from ..compute.approximate import run_unlearning  # (torch, the methods)
+            from ..compute.approximate import Edit, run_unlearning  # (torch, the methods)
 
             m = req.meta
-            edited = run_unlearning(cfg, store, require_current(store), sorted(plan.affected),
-                                    plan.train_ids, m["method"], m["params"], m["seed"],
-                                    req.request_id)
+            edit = Edit(plan.train_ids, m["method"], m["params"], m["seed"], req.request_id)
+            edited = run_unlearning(ctx.executor(cfg), cfg, store, require_current(store),
+                                    sorted(plan.affected), edit)
             return {"edited": {str(k): v for k, v in edited.items()}}
         case RemoveRows():
             # only the slices the index places the ids in (the index is rewritten last,

@@ -338,3 +338,13 @@ def commit_findings(store: Store, v: ModelVersion, removed: np.ndarray, slices: 
                       unreadable_cache=False, only=only)
     check_index(store, len(v.shards), slices, found, only)
     return findings, check_version(store, v, found, checked, only, known)
+
+
+def refuse_commit(store: Store, version: int, findings: list[Finding]) -> None:
+    """Refuse to commit ``version`` where :func:`commit_findings` found anything (the
+    previous version keeps serving): the first finding, and how many more."""
+    if findings:
+        f = findings[0]
+        more = f" (and {len(findings) - 1} more findings)" if len(findings) > 1 else ""
+        raise ClulError(f"version {version} not committed: {store.path(f.path)}"
+                        f": {f.message}{more}")
