@@ -175,16 +175,15 @@ def test_fast_path_only_where_nothing_asks_for_ray(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv(site.ENV, raising=False)
 
-    def where(cfg, source, address=None, needs_ray=False):
-        return site.decide(cfg, address, lambda: source_rows(source), needs_ray).where
+    def where(cfg, source, address=None):
+        return site.decide(cfg, address, lambda: source_rows(source)).where
 
     digits = open_source("digits")
     cfg = tiny_config()
     assert where(cfg, digits) == site.Where.PROCESS
     assert where(cfg, digits, "ray://head:10001") == site.Where.CLUSTER
-    assert where(cfg, digits, needs_ray=True) == site.Where.RAY, "unlearn's Ray tasks"
     assert where(tiny_config(backend="ray_train"), digits) == site.Where.RAY
-    assert where(tiny_config(backend="local"), digits, needs_ray=True) == site.Where.RAY
+    assert where(tiny_config(backend="local", epochs=1000), digits) == site.Where.PROCESS
     assert where(tiny_config(epochs=1), open_source("synthetic:60000")) == site.Where.PROCESS
     assert where(tiny_config(epochs=1), open_source("synthetic:250000")) == site.Where.RAY, \
         "more rows than IN_PROCESS_MAX_ROWS"
@@ -197,14 +196,10 @@ def test_fast_path_only_where_nothing_asks_for_ray(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS")
     monkeypatch.setattr(site, "ray_started", lambda: True)
     assert where(cfg, digits) == site.Where.RAY, "a started Ray is used"
-    never = site.decide(cfg, None, lambda: pytest.fail("rows read where they cannot matter"),
-                        needs_ray=True)
+    never = site.decide(cfg, None, lambda: pytest.fail("rows read where they cannot matter"))
     assert never.uses_ray and never.backend(cfg) == "ray"
     monkeypatch.setattr(site, "ray_started", lambda: False)
-    assert site.decide(cfg, None, lambda: 10, lambda: True).where == site.Where.RAY, \
-        "a pending unlearning needs Ray"
-    assert site.decide(cfg, None, lambda: 10 ** 6, lambda: pytest.fail(
-        "the ledger read where it cannot matter")).where == site.Where.RAY
+    assert site.decide(cfg, None, lambda: 10 ** 6).where == site.Where.RAY
     assert site.Site(site.Where.PROCESS).backend(cfg) == "local"
 
 
@@ -269,3 +264,32 @@ print(json.dumps({{"ray": "ray" in sys.modules, "retrained": out["retrained"],
     assert out["retrained"] == {"0": 1, "2": 2}
     assert out["shas"] == [s["model_sha256"] for s in ref["per_shard"]]
     assert out["accuracy"] == out["evaluated"] == ref["ensemble_accuracy"]
+
+
+def test_small_root_unlearns_in_process_as_ray_tasks_do(trained_root, deletion_case,
+                                                        tmp_path):
+    """A fresh process, backend ray, a small root: ``unlearn`` edits its shards in this
+    process (no Ray imported), and the edited models are the ones Ray tasks make."""
+    import shutil
+
+    root, _ = trained_root
+    d, _ = deletion_case
+    ids_file = tmp_path / "forget.txt"
+    ids_file.write_text("\n".join(map(str, d)))
+    twin = tmp_path / "twin"
+    shutil.copytree(root, twin)
+    code = f"""
+import json, sys
+from clul_ray.sisa.driver.pipeline import Pipeline
+out = Pipeline({str(twin)!r}).unlearn("neggrad", "ids:{ids_file}", {{"epochs": 2}}, seed=0)
+print(json.dumps({{"in_process": out["in_process"], "ray": "ray" in sys.modules,
+                  "shas": [s["model_sha256"] for s in out["per_shard"]]}}))
+"""
+    res = subprocess.run([sys.executable, "-c", code], check=True, timeout=300,
+                         capture_output=True, text=True,
+                         env={**__import__("os").environ, "CLUL_RAY_LINEAGE": "0"})
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["in_process"] and not out["ray"], "Ray was imported or started"
+    on_ray = Pipeline(str(root)).unlearn("neggrad", f"ids:{ids_file}", {"epochs": 2}, seed=0)
+    assert not on_ray["in_process"]
+    assert out["shas"] == [s["model_sha256"] for s in on_ray["per_shard"]]

@@ -156,7 +156,7 @@ def unlearn(
     as_json: AsJson = False,
     verbose: Verbose = False,
 ) -> None:
-    """Forget rows approximately: edit affected shard models on Ray; `train` heals exactly.
+    """Forget rows approximately: edit the affected shard models; `train` heals exactly.
 
     A new version, marked approximate, goes through the deletion ledger like `delete`."""
 

@@ -4,9 +4,10 @@
 retraining: each affected shard's current model is edited by an approximate method, on
 that shard's own rows (forget = the shard's rows in the scenario, retain = its other
 rows). The edits run where the command's slice steps would (its executor's ``edit``,
-shards in parallel): in this process for backend ``local``, as Ray tasks for ``ray`` and
-``ray_train``, and on the root's warm shard workers (:mod:`.warm`: torch loaded, the
-slices in memory) for a command on a cluster and in the deletion service; each runs
+shards in parallel): in this process for backend ``local`` and a small root, as Ray
+tasks for ``ray`` and ``ray_train``, and on the root's warm shard workers (:mod:`.warm`:
+torch loaded, the slices in memory) for a command on a cluster and in the deletion
+service; each runs
 :func:`unlearn_shard`, so the edited models are the same bit for bit. The request goes
 through the same ledger as an exact deletion: the rows leave the partitions and the
 index, and the checkpoints from each shard's earliest affected slice on are discarded

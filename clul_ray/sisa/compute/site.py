@@ -8,9 +8,9 @@ session's Ray is used), the rows at most ``data.blocks.IN_PROCESS_MAX_ROWS`` and
 epochs e0 at most ``IN_PROCESS_MAX_SAMPLE_EPOCHS`` (``CLUL_RAY_IN_PROCESS_MAX`` overrides
 it; 0 turns the in-process path off). Starting Ray and its workers costs more than such
 work, and the in-process path gives bit-for-bit the models Ray workers give
-(``tests/test_sisa_e2e.py::test_in_process_and_ray_workers_train_identically``). A command
-whose work needs Ray (``unlearn``: its shard edits, and a pending unlearning it
-finishes) never runs in process.
+(``tests/test_sisa_e2e.py::test_in_process_and_ray_workers_train_identically``; and
+``unlearn``'s shard edits the ones Ray tasks make:
+``tests/test_warm_workers.py::test_in_process_edits_equal_the_ray_tasks_ones``).
 
 With Ray, the finer choices are also made here: the executor of slice steps, whether a
 small source is written by this process rather than by Ray writer tasks, and whether an
@@ -128,19 +128,16 @@ def on_ray(address: str | None = None) -> Site:
     return Site(Where.CLUSTER if address else Where.RAY, address)
 
 
-def decide(cfg: PipelineConfig, address: str | None, rows: Callable[[], int] | None,
-           needs_ray: bool | Callable[[], bool] = False) -> Site:
+def decide(cfg: PipelineConfig, address: str | None, rows: Callable[[], int] | None
+           ) -> Site:
     """Where a command runs: ``rows()`` is its work's row count (the source's for a first
-    training, the root's training and test rows after), None when unknown (then Ray);
-    ``needs_ray``: the command runs Ray tasks whatever its size. Each callable is asked
-    only where its answer matters: ``needs_ray`` only when the work would otherwise run in
-    this process."""
-    if needs_ray is True:
-        return on_ray(address)
+    training, the rows of the shards a deletion retrains, the root's training rows for an
+    approximate unlearning), None when unknown (then Ray); asked only where its answer
+    matters."""
     small = cfg.compute.backend == "local"
     if not small and (limit := in_process_limit(cfg, address)) and rows is not None:
         n = rows()
         small = n <= IN_PROCESS_MAX_ROWS and n * cfg.train.epochs <= limit
-    if small and not (needs_ray() if callable(needs_ray) else needs_ray):
+    if small:
         return Site(Where.PROCESS)
     return on_ray(address)

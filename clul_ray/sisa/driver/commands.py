@@ -14,10 +14,8 @@ from ...config import PipelineConfig
 from ...errors import ClulError
 from ...storage.store import CorruptFile, Store
 from ..compute.site import Site, on_ray
-from ..decisions.controller import Kind
 from ..decisions.plan import ShardJob, plan_training
 from ..records.certify import check_index
-from ..records.ledger import Ledger
 from ..records.version import read_current
 
 
@@ -70,11 +68,6 @@ def deletion_rows(store: Store, ids: np.ndarray) -> int:
         return 1 << 62
     affected = np.unique(shard[np.isin(index_ids, ids)])
     return int(np.isin(shard, affected).sum())
-
-
-def pending_unlearn(ledger: Ledger) -> bool:
-    """Whether an unfinished approximate unlearning waits (its edits run on Ray)."""
-    return any(r.kind == Kind.UNLEARN for r in ledger.pending())
 
 
 def refuse_unlike_index(store: Store, cfg: PipelineConfig,

@@ -96,12 +96,9 @@ class Pipeline:
         """Where the running command's work runs (:mod:`.commands`)."""
         return self._sites.current
 
-    def _command(self, rows: Callable[[], int] | None, needs_ray: bool = False,
-                 cfg: PipelineConfig | None = None):
-        """Where this command runs (:mod:`.commands`); a pending unlearning needs Ray too."""
-        return self._sites.command(lambda address: decide(
-            cfg or self.config, address, rows,
-            needs_ray or (lambda: cmd.pending_unlearn(self.ledger))))
+    def _command(self, rows: Callable[[], int] | None, cfg: PipelineConfig | None = None):
+        """Where this command runs (:mod:`.commands`)."""
+        return self._sites.command(lambda address: decide(cfg or self.config, address, rows))
 
     def _start(self, cfg: PipelineConfig, timings: dict | None = None) -> None:
         self._sites.start(cfg, self.store, timings)
@@ -322,8 +319,9 @@ class Pipeline:
         t0 = time.perf_counter()
         check_for_root(method, params or {}, seed)  # refuse a bad method or params early
         cfg, _ = self.config, self.state  # (refuses a root with no trained model)
-        # (the shard edits run on Ray: its tasks, or on a cluster the root's warm workers)
-        with self._command(None, needs_ray=True, cfg=cfg), self.writing(f"unlearn {method}"):
+        # (the shard edits run where slice steps would: this process for a small root)
+        with self._command(lambda: len(self.store.read_index()[0]), cfg=cfg), \
+                self.writing(f"unlearn {method}"):
             self.resume()
             ids = resolve_forget(self.store, cfg, forget, seed)
             plan = plan_deletion(*self.store.read_index(), self.store.test_ids(), ids)
