@@ -1,7 +1,7 @@
 """What a deletion's driver imports: on a cluster the retrain runs on the root's warm
 workers, so the driver reads the index, plans, commits and scores cached predictions —
-numpy and pyarrow, never torch, scikit-learn or pandas (whose import alone costs more
-than the driver's plan: ``clul_ray/storage/columns.py``)."""
+numpy and pyarrow, never torch, scikit-learn, pandas (whose import alone costs more
+than the driver's plan: ``clul_ray/storage/columns.py``) or pyarrow.compute."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from clul_ray.sisa.compute import warm
-from clul_ray.storage.columns import from_numpy, table, to_numpy
+from clul_ray.storage.columns import from_numpy, keep_rows, list_values, table, to_numpy
 
 DRIVER = """
 import json, sys
@@ -27,12 +27,12 @@ from clul_ray.sisa.driver.pipeline import Pipeline
 p = Pipeline(sys.argv[1], address=sys.argv[2])
 out = p.delete([int(sys.argv[3])])
 print(json.dumps({"backend": p.site.backend(p.config), "version": out["version"],
-                  "loaded": sorted(m for m in ("torch", "sklearn", "pandas")
+                  "loaded": sorted(m for m in ("torch", "sklearn", "pandas", "pyarrow.compute")
                                    if m in sys.modules)}))
 """
 
 
-def test_a_deletion_driver_on_warm_workers_imports_no_torch_sklearn_or_pandas(trained_root):
+def test_a_deletion_driver_on_warm_workers_imports_only_what_it_uses(trained_root):
     root, _ = trained_root
     from clul_ray.storage.store import Store
 
@@ -91,3 +91,23 @@ def test_columns_with_nulls_or_other_types_fall_back_to_pyarrow():
     assert to_numpy(strings).tolist() == ["a", "b"]
     assert from_numpy(np.array(["x", "y"])).equals(pa.array(["x", "y"]))
     assert to_numpy(pa.chunked_array([], pa.int32())).dtype == np.int32
+
+
+@pytest.mark.pure
+@given(st.integers(1, 5), st.integers(0, 12), st.integers(0, 12))
+def test_list_values_are_what_flatten_gives(size, n, start):
+    """Row after row, also for a slice of a fixed-size list array."""
+    flat = from_numpy(np.arange(size * n, dtype=np.float32))
+    lists = pa.FixedSizeListArray.from_arrays(flat, size)
+    part = lists.slice(min(start, n), max(0, n - start) // 2)
+    for col in (lists, part):
+        np.testing.assert_array_equal(list_values(col), col.flatten().to_numpy())
+
+
+@pytest.mark.pure
+@given(hnp.arrays(np.bool_, st.integers(0, 300)))
+def test_keep_rows_is_filter(keep):
+    """Few runs as slices, many through ``filter``: the same rows, in order, either way."""
+    n = len(keep)
+    t = table({"id": np.arange(n, dtype=np.int64), "v": np.arange(n, dtype=np.float32) / 2})
+    assert keep_rows(t, keep).equals(t.filter(pa.array(keep)))

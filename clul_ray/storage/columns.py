@@ -52,3 +52,23 @@ def table(columns: dict[str, np.ndarray]) -> pa.Table:
     """``pa.table(columns)`` for 1-D numpy columns."""
     return pa.Table.from_arrays([from_numpy(v) for v in columns.values()],
                                 names=list(columns))
+
+
+def list_values(col: pa.FixedSizeListArray) -> np.ndarray:
+    """The values of a fixed-size list array without null lists, row after row:
+    ``col.flatten()`` without pyarrow.compute (whose import that call triggers)."""
+    size = col.type.list_size
+    return to_numpy(col.values.slice(col.offset * size, len(col) * size))
+
+
+MAX_RUNS = 64
+
+
+def keep_rows(t: pa.Table, keep: np.ndarray) -> pa.Table:
+    """``t.filter(keep)``: a few runs of kept rows (a deletion's usual case) as zero-copy
+    slices of ``t``, without pyarrow.compute; more runs through ``filter``."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], np.asarray(keep, np.int8), [0]))))
+    runs = list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+    if len(runs) > MAX_RUNS:
+        return t.filter(from_numpy(np.asarray(keep, bool)))
+    return pa.concat_tables([t.slice(a, b - a) for a, b in runs]) if runs else t.slice(0, 0)

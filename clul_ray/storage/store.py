@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from ..errors import ClulError, first_line
 from ..hashing import sha256_ids
 from . import layout, s3
-from .columns import from_numpy, table, to_numpy
+from .columns import keep_rows, table, to_numpy
 
 T = TypeVar("T")
 
@@ -249,9 +249,9 @@ class Store:
 
     def slice_ids(self, shard: int, slc: int) -> np.ndarray:
         """The ids of one slice, sorted (treat as read-only)."""
-        def read() -> np.ndarray:
-            t = self.read_slice(shard, slc, ["id"])
-            return to_numpy(t.column("id")) if t is not None else np.zeros(0, np.int64)
+        def read() -> np.ndarray:  # (numpy's sort: no pyarrow.compute in a driver)
+            t = self.read_tables(layout.slice_dir(shard, slc), ["id"])
+            return np.sort(to_numpy(t.column("id"))) if t is not None else np.zeros(0, np.int64)
 
         return self.memo((layout.slice_dir(shard, slc),), "ids", read)
 
@@ -270,7 +270,7 @@ class Store:
                 continue
             removed += int((~keep).sum())
             if keep.any():
-                self.write_table(f, t.filter(from_numpy(keep)))
+                self.write_table(f, keep_rows(t, keep))
             else:
                 self.delete(f)
         return removed
@@ -285,11 +285,10 @@ class Store:
         if t is None:
             z = np.zeros(0, np.int64)
             return z, z, z
-        ids = to_numpy(t.column("id"))
+        ids, shard, slc = (to_numpy(t.column(c)) for c in ("id", "shard", "slice"))
         _, first = np.unique(ids, return_index=True)  # a resumed rewrite may leave twins
-        t = t.take(from_numpy(np.sort(first)))
-        return (to_numpy(t.column("id")), to_numpy(t.column("shard")).astype(np.int64),
-                to_numpy(t.column("slice")).astype(np.int64))
+        keep = np.sort(first) if len(first) < len(ids) else slice(None)
+        return ids[keep], shard[keep].astype(np.int64), slc[keep].astype(np.int64)
 
     def rewrite_index(self, ids: np.ndarray, shard: np.ndarray, slc: np.ndarray) -> None:
         old = self.list_files(layout.INDEX, ".parquet")

@@ -26,7 +26,7 @@ import pyarrow as pa
 from ...errors import ClulError
 from ...metrics.accuracy import classification_scores
 from ...storage import layout
-from ...storage.columns import from_numpy, to_numpy
+from ...storage.columns import from_numpy, list_values, to_numpy
 from ...storage.store import Store
 from ..decisions.aggregate import aggregate, ensemble_token_logprobs, perplexity
 from .version import Metrics, ModelVersion
@@ -140,7 +140,7 @@ def from_table(t: pa.Table, model_sha256: str, classes: int) -> ShardPredictions
     if not pa.types.is_fixed_size_list(col.type) or col.type.list_size != classes:
         return None
     ids = np.asarray(to_numpy(t.column("id")), np.int64)  # (copies only when it must)
-    proba = np.asarray(to_numpy(col.flatten()), np.float32)
+    proba = np.asarray(list_values(col), np.float32)
     proba = proba.reshape(len(ids), classes)
     if meta.get(CONTENT_KEY) != content_digest(ids, proba).encode():
         return None
