@@ -10,6 +10,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
@@ -152,8 +153,11 @@ def _evaluate(cfg: PipelineConfig, store: Store, version: ModelVersion, site: Si
     test = store.read_tables(layout.TEST, ["id", "label"])
     test_ids, labels = to_numpy(test.column("id")), to_numpy(test.column("label"))
     classes = cfg.prediction_width
-    cached = {k: p for k in shards if cache and (
-        p := read_cached(store, k, digest[k], classes)) is not None}
+    with ThreadPoolExecutor(max(1, min(len(shards), os.cpu_count() or 1))) as pool:
+        # (Parquet decodes without the GIL: the shards' files read side by side)
+        read = pool.map(lambda k: read_cached(store, k, digest[k], classes) if cache
+                        else None, shards)
+        cached = {k: p for k, p in zip(shards, read, strict=True) if p is not None}
     todo = plan_predictions(shards, cached, test_ids)
     fresh: dict[int, ShardPredictions] = {}
     if todo:

@@ -32,10 +32,16 @@ def aggregate(probs: np.ndarray, method: str = "vote") -> np.ndarray:
     if method == "mean":
         return probs.mean(axis=0).argmax(axis=1)
     if method == "vote":
-        labels = probs.argmax(axis=2)  # (shards, n)
-        classes = probs.shape[2]
-        counts = np.zeros((probs.shape[1], classes), dtype=np.int64)
-        for row in labels:
-            counts[np.arange(len(row)), row] += 1
-        return counts.argmax(axis=1)  # argmax returns the lowest index on ties
+        return vote(probs.argmax(axis=2), probs.shape[2])
     raise ValueError(f"unknown aggregation '{method}' (vote or mean)")
+
+
+def vote(labels: np.ndarray, classes: int) -> np.ndarray:
+    """labels: (shards, n) each shard's predicted class -> the most voted class (n,), the
+    lowest on ties."""
+    n = labels.shape[1]
+    counts = np.zeros((n, classes), dtype=np.int64)
+    rows = np.arange(n)
+    for row in labels:
+        counts[rows, row] += 1
+    return counts.argmax(axis=1)  # argmax returns the lowest index on ties

@@ -28,7 +28,7 @@ from ...metrics.accuracy import classification_scores
 from ...storage import layout
 from ...storage.columns import from_numpy, list_values, to_numpy
 from ...storage.store import Store
-from ..decisions.aggregate import aggregate, ensemble_token_logprobs, perplexity
+from ..decisions.aggregate import aggregate, ensemble_token_logprobs, perplexity, vote
 from .version import Metrics, ModelVersion
 
 MODEL_KEY = b"clul_model_sha256"
@@ -99,9 +99,11 @@ def score_probs(labels: np.ndarray, probs: np.ndarray, shards: list[int],
             ensemble_perplexity=perplexity(ensemble_token_logprobs(probs)),
             shard_perplexity={str(k): perplexity(np.log(probs[i].astype(np.float64)))
                               for i, k in enumerate(shards)})
-    pred = aggregate(probs, method).astype(np.int64)
+    each = probs.argmax(axis=2)  # (shards, n): each shard's classes, found once
+    pred = (vote(each, probs.shape[2]) if method == "vote" else aggregate(probs, method)
+            ).astype(np.int64)
     return classification_metrics(pred, labels, {
-        str(k): float((probs[i].argmax(1) == labels).mean()) for i, k in enumerate(shards)})
+        str(k): float((each[i] == labels).mean()) for i, k in enumerate(shards)})
 
 
 def classification_metrics(pred: np.ndarray, labels: np.ndarray,
