@@ -67,6 +67,8 @@ class CachingStore(Store):
     """A store whose Parquet reads and derived values (:meth:`memo`) are kept while their
     files are unchanged."""
 
+    keeps_reads = True
+
     def __init__(self, root: str):
         super().__init__(root)
         self._lock = threading.Lock()  # the memo, the values in flight and the counters

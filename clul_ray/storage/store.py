@@ -88,6 +88,8 @@ class Store:
         return bucket, key
 
     # ---- generic ---------------------------------------------------------------------
+    keeps_reads = False  # (a caching store keeps what it reads: reading ahead pays)
+
     def memo(self, rels: tuple[str, ...], tag: str, compute: Callable[[], T]) -> T:
         """``compute()``: a value derived from the files under ``rels`` alone. This store
         computes it on every call; a caching store (:mod:`clul_ray.storage.cache`) keeps it

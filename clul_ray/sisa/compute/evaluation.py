@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
@@ -33,7 +35,7 @@ from ..records.predcache import (
     score_probs,
     write_cached,
 )
-from ..records.version import Metrics, ModelVersion, SliceResult, rewrite_version
+from ..records.version import Metrics, ModelVersion, SliceResult, read_current, rewrite_version
 from .site import Site
 
 Progress = Callable[[str, int, int], None]
@@ -169,6 +171,36 @@ def _evaluate(cfg: PipelineConfig, store: Store, version: ModelVersion, site: Si
                 write_cached(store, k, digest[k], fresh[k])
     return score_probs(labels, merge(shards, cached, fresh, test_ids), shards,
                        cfg.serve.aggregation, cfg.task)
+
+
+@contextmanager
+def reading_ahead(cfg: PipelineConfig, store: Store, retrained: set[int]) -> Iterator[None]:
+    """While the block runs (a retrain: this process waits on its workers), read what the
+    commit's evaluation will read: the test split, and the cached predictions of the served
+    models of the shards not ``retrained``. Only into a store that keeps what it reads
+    (``store.keeps_reads``: the CLI's writers, the service); a read that fails here is
+    left to the evaluation, which reads again and reports it."""
+    current = read_current(store) if store.keeps_reads else None
+    if current is None:
+        yield
+        return
+    keep = [s for s in current.trained_shards() if s.shard not in retrained]
+
+    def read() -> None:
+        try:
+            if store.list_files(layout.TEST, ".parquet"):
+                store.read_tables(layout.TEST, ["id", "label"])
+            for s in keep:
+                read_cached(store, s.shard, s.model_sha256, cfg.prediction_width)
+        except Exception:  # noqa: BLE001 (only a cache warm-up; see above)
+            return
+
+    t = threading.Thread(target=read, daemon=True, name="clul-ray-read-ahead")
+    t.start()
+    try:
+        yield
+    finally:
+        t.join()
 
 
 def unevaluated(version: ModelVersion) -> bool:

@@ -27,7 +27,7 @@ from ...phases import compute, phase
 from ...storage.columns import to_numpy
 from ...storage.lock import describe, is_stale, locked, read_lock
 from ...storage.store import Store
-from ..compute.evaluation import evaluate
+from ..compute.evaluation import evaluate, reading_ahead
 from ..compute.executor import make_executor
 from ..compute.partitioning import partition
 from ..compute.site import Site, decide
@@ -167,7 +167,7 @@ class Pipeline:
         if not jobs:
             return [], {}
         self._start(cfg, timings)
-        with phase("train"):
+        with phase("train"), reading_ahead(cfg, self.store, {j.shard for j in jobs}):
             results = self.executor(cfg).run(cfg, self.store, jobs, on_step)
         compute("train", critical_path(results))
         return results, {j.shard: j.start for j in jobs}
