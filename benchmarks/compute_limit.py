@@ -15,9 +15,11 @@ outside:
 3. ``add`` of new rows on the cluster against ``train`` of the grown layout from scratch
    (a copy of the root without its checkpoints), wall and sample-epochs, with the models
    compared bit for bit;
-4. cold one-id deletions on copies of the root, no ``--address``: as decided (one shard's
+4. ``unlearn`` (finetune, one epoch) of 10 ids of one shard on the cluster: its whole
+   process against the edit's compute on the warm worker;
+5. cold one-id deletions on copies of the root, no ``--address``: as decided (one shard's
    work runs in this process) and forced onto an embedded Ray (``CLUL_RAY_IN_PROCESS_MAX=0``);
-5. ``clul-ray lineage --json`` after all: every version has its MLflow run.
+6. ``clul-ray lineage --json`` after all: every version has its MLflow run.
 
 Every command's ``phases`` (its own account of its wall time) is kept; the table shows the
 process wall time, what the command accounted for, and the named fixed costs.
@@ -188,6 +190,19 @@ def main(argv: list[str] | None = None) -> dict:
                       "work_ratio": full_work / add_work,
                       "same_models": [s["model_sha256"] for s in ad["per_shard"]] ==
                       [s["model_sha256"] for s in sc["per_shard"]]}
+        # an approximate unlearning of ids of one shard on the root's warm workers: the
+        # edit (finetune, 1 epoch on the shard's retain rows) and its test predictions run
+        # there; the command pays the rest
+        gi, gs, _ = index(root)
+        forget = work / "forget.txt"
+        forget.write_text("\n".join(str(int(i)) for i in gi[gs == 5][:10]))
+        un = cli(["unlearn", "--root", str(root), "--method", "finetune", "--forget",
+                  f"ids:{forget}", "--param", "epochs=1", *on], env)
+        edit = un["compute_seconds"].get("edit", 0.0)
+        rows.append(row("unlearn, 10 ids of one shard (cluster)", un, edit))
+        res["unlearn"] = {"wall": un["process_wall"], "edit": edit,
+                          "predict": un["compute_seconds"].get("predict", 0.0),
+                          "over_compute": un["process_wall"] - edit, "phases": un["phases"]}
         res["lineage_complete"] = lineage_complete(root, env)
         stop = subprocess.run([str(BIN / "clul-ray"), "workers", "stop", "--all", *on],
                               capture_output=True, text=True, env=env, timeout=300)
@@ -232,6 +247,9 @@ def main(argv: list[str] | None = None) -> dict:
                    f"{d['cost_model_ratio']:.2f}", f"{d['ratio_vs_model']:.2f}")
     console.print(t2)
     console.print(f"lineage after the syncs: {res['lineage_complete']}")
+    u = res["unlearn"]
+    console.print(f"unlearn: {u['wall']:.2f} s for {u['edit']:.2f} s of edit compute "
+                  f"(+{u['over_compute']:.2f}; its test predictions {u['predict']:.2f})")
     console.print(f"add: wall ratio {res['add']['wall_ratio']:.2f} vs work ratio "
                   f"{res['add']['work_ratio']:.2f} (same models: {res['add']['same_models']})")
     for name, v in res.get("cold", {}).items():

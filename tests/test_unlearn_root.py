@@ -10,6 +10,9 @@ from test_sisa_e2e import shas, snapshot
 
 from clul_ray import Pipeline
 from clul_ray.errors import ClulError
+from clul_ray.sisa.compute.evaluation import evaluate
+from clul_ray.sisa.compute.site import Site, Where
+from clul_ray.sisa.records.predcache import read_cached
 
 
 def test_unlearn_edits_only_affected_shards_and_heals_exactly(trained_root, deletion_case,
@@ -27,6 +30,13 @@ def test_unlearn_edits_only_affected_shards_and_heals_exactly(trained_root, dele
     assert shas(out)[1] == shas(before)[1], "an unaffected shard is untouched"
     assert shas(out)[0] != shas(before)[0]
     assert 0.0 <= out["ensemble_accuracy"] <= 1.0
+    v = p.state  # the edits stored their models' test predictions; a fresh prediction agrees
+    for s in v.shards:
+        if s.approximate:
+            assert read_cached(p.store, s.shard, s.model_sha256, 10) is not None, s.shard
+    fresh = evaluate(p.config, p.store, v, Site(Where.PROCESS), lambda *a: None, cache=False)
+    assert fresh.ensemble_accuracy == out["ensemble_accuracy"]
+    assert fresh.shard_accuracy == v.metrics.shard_accuracy
     for f in root.joinpath("data").rglob("*.parquet"):  # the rows left storage
         assert not np.isin(pq.read_table(f, columns=["id"]).column("id").to_numpy(), d).any()
     assert Pipeline(str(root)).delete(d)["already_deleted"] == sorted(d)

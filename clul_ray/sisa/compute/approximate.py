@@ -36,6 +36,7 @@ from ...storage import layout
 from ...storage.store import Store
 from ..records.checkpoint import load_shard_model, model_sha256, write_artifact
 from ..records.version import ModelVersion, ShardState
+from .evaluation import cache_model_predictions
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,13 @@ def unlearn_shard(cfg: PipelineConfig, store: Store, shard: ShardState, edit: Ed
     model = load_shard_model(cfg, store, shard)
     edited, report = unlearn_model(model, forget, retain, edit.method, edit.params, edit.seed)
     path = write_artifact(store, edit.request_id, k, edited)
+    digest, seconds = model_sha256(edited), time.perf_counter() - t0
+    # the edited model's test predictions, so that the commit's evaluation reads them
+    # (the writer's command called this: it holds the root's lock)
+    predict = cache_model_predictions(cfg, store, k, edited, digest)
     return {"shard": k, "artifact": path, "n_samples": int((~f).sum()),
-            "model_sha256": model_sha256(edited), "node_id": node,
-            "seconds": time.perf_counter() - t0, "report": report.to_dict()}
+            "model_sha256": digest, "node_id": node, "seconds": seconds,
+            "predict_seconds": predict, "report": report.to_dict()}
 
 
 def run_unlearning(executor, cfg: PipelineConfig, store: Store, version: ModelVersion,

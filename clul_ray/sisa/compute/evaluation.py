@@ -123,13 +123,26 @@ def cache_test_predictions(cfg: PipelineConfig, store: Store, last: SliceResult)
     if not store.list_files(layout.TEST, ".parquet"):
         return 0.0
     from ..records.checkpoint import checkpoint_model, read_checkpoint
+
+    ck = read_checkpoint(store, last.shard, last.slice, last.key, sha256=last.file_sha256)
+    return cache_model_predictions(cfg, store, last.shard, checkpoint_model(cfg, ck),
+                                   last.model_sha256, t0)
+
+
+def cache_model_predictions(cfg: PipelineConfig, store: Store, shard: int, model,
+                            model_sha256: str, t0: float | None = None) -> float:
+    """Store ``model``'s test-split predictions as shard ``shard``'s model ``model_sha256``
+    (a retrained or an approximately edited one, in the memory of whoever made it); the
+    seconds since ``t0`` (else since the call)."""
+    t0 = time.perf_counter() if t0 is None else t0
+    if not store.list_files(layout.TEST, ".parquet"):
+        return 0.0
     from .ensemble import models_proba
 
     test = store.read_tables(layout.TEST)
-    ck = read_checkpoint(store, last.shard, last.slice, last.key, sha256=last.file_sha256)
-    probs = models_proba(cfg, [checkpoint_model(cfg, ck)], features(test))[0]
-    write_cached(store, last.shard, last.model_sha256,
-                 ShardPredictions(test.column("id").to_numpy(), probs))
+    probs = models_proba(cfg, [model], features(test))[0]
+    write_cached(store, shard, model_sha256, ShardPredictions(to_numpy(test.column("id")),
+                                                              probs))
     return time.perf_counter() - t0
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ...config import PipelineConfig
-from ...phases import phase
+from ...phases import compute, phase
 from ...storage import layout
 from ...storage.store import Store
 from ..decisions.controller import (
@@ -86,6 +86,8 @@ def _run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
             edit = Edit(plan.train_ids, m["method"], m["params"], m["seed"], req.request_id)
             edited = run_unlearning(ctx.executor(cfg), cfg, store, require_current(store),
                                     sorted(plan.affected), edit)
+            for what, key in (("edit", "seconds"), ("predict", "predict_seconds")):
+                compute(what, max((e.get(key, 0.0) for e in edited.values()), default=0.0))
             return {"edited": {str(k): v for k, v in edited.items()}}
         case RemoveRows():
             # only the slices the index places the ids in (the index is rewritten last,
