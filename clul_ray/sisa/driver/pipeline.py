@@ -313,18 +313,20 @@ class Pipeline:
                 seed: int = 0) -> dict:
         """Forget a scenario's rows approximately: edit the affected shards' models with
         ``method`` instead of retraining (see :mod:`.approximate`). A new version."""
-        from ...unlearn.api import check_for_root
-        from ..compute.approximate import resolve_forget
-
         t0 = time.perf_counter()
-        check_for_root(method, params or {}, seed)  # refuse a bad method or params early
+        with phase("imports"):  # (torch: the methods' registry checks their params)
+            from ...unlearn.api import check_for_root
+            from ..compute.approximate import resolve_forget
+        with phase("checks"):
+            check_for_root(method, params or {}, seed)  # a bad method or params: refused
         cfg, _ = self.config, self.state  # (refuses a root with no trained model)
         # (the shard edits run where slice steps would: this process for a small root)
         with self._command(lambda: len(self.store.read_index()[0]), cfg=cfg), \
                 self.writing(f"unlearn {method}"):
             self.resume()
-            ids = resolve_forget(self.store, cfg, forget, seed)
-            plan = plan_deletion(*self.store.read_index(), self.store.test_ids(), ids)
+            with phase("plan"):
+                ids = resolve_forget(self.store, cfg, forget, seed)
+                plan = plan_deletion(*self.store.read_index(), self.store.test_ids(), ids)
             self._start(cfg)
             self.check_data(cfg)  # refuse lost rows before anything changes
             req = self.ledger.record(plan, Kind.UNLEARN, {
