@@ -51,6 +51,41 @@ def test_a_deletion_driver_on_warm_workers_imports_only_what_it_uses(trained_roo
     assert out["loaded"] == [], f"the deletion driver imported {out['loaded']}"
 
 
+CHECK = """
+import json, sys
+import clul_ray.unlearn, clul_ray.sisa.compute.approximate
+from clul_ray.errors import ClulError
+from clul_ray.unlearn import method_names
+from clul_ray.unlearn.api import check_for_root
+params = check_for_root("finetune", {"lr": "0.01"}, 3)
+try:
+    check_for_root("scrub", {"lr": "abc"}, 0)
+    refusal = None
+except ClulError as e:
+    refusal = str(e)
+print(json.dumps({"params": params.model_dump(), "lm": method_names("lm"),
+                  "all": method_names(), "refusal": refusal,
+                  "loaded": sorted(m for m in ("torch", "sklearn", "pandas")
+                                   if m in sys.modules)}))
+"""
+
+
+@pytest.mark.pure
+def test_an_unlearn_driver_checks_method_and_params_without_torch():
+    """The registry (every method, the language-model ones too), the params check and the
+    forget scenario's module load no torch: the edits import it where they run."""
+    r = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["loaded"] == [], f"the unlearn driver's checks imported {out['loaded']}"
+    assert out["params"] == {"seed": 3, "epochs": 6, "lr": 0.01, "batch_size": 64,
+                             "optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0}
+    assert out["lm"] == ["ga", "grad_diff", "npo", "simnpo", "rmu", "kl_retain"]
+    assert len(out["all"]) == 17 and "neural_mask" in out["all"]
+    assert out["refusal"] == "parameter scrub.lr must be a number > 0, got 'abc'"
+
+
 numeric = st.sampled_from([np.int8, np.int32, np.int64, np.uint16, np.uint64, np.float16,
                            np.float32, np.float64])
 

@@ -27,14 +27,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from ...config import PipelineConfig
 from ...data.sources import features
 from ...errors import ClulError
 from ...storage import layout
 from ...storage.store import Store
-from ..records.checkpoint import load_shard_model, model_sha256, write_artifact
 from ..records.version import ModelVersion, ShardState
 from .evaluation import cache_model_predictions
 
@@ -55,8 +53,12 @@ class Edit:
 def unlearn_shard(cfg: PipelineConfig, store: Store, shard: ShardState, edit: Edit,
                   node: str = "local") -> dict:
     """Edit one shard's model as ``edit`` says and store it; a pure function of its
-    inputs (every executor runs it)."""
+    inputs (every executor runs it); it is where torch is imported (the driver, which
+    only checks the request and plans, never does)."""
+    import torch
+
     from ...unlearn import Split, unlearn_model
+    from ..records.checkpoint import load_shard_model, model_sha256, write_artifact
 
     t0 = time.perf_counter()
     torch.set_num_threads(cfg.compute.threads_per_shard)
