@@ -3,7 +3,8 @@
 ``method(model, forget, retain, config) -> (model, report)``; see :mod:`.base` for the data
 holders, :mod:`.params` for the params models and :func:`unlearn_model` for the usual entry
 point. Importing this package registers every method, the language-model ones of :mod:`.lm`
-included.
+included, and imports no torch: a method, its helpers and the models they build import it
+when they run, so that a driver checks a method's params without it.
 """
 
 from . import (  # noqa: F401  (registration side effects)

@@ -21,10 +21,7 @@ one epoch or less; one epoch here leaves a larger gap to retrain, mostly on rand
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ClulError
 from ..hashing import derive_seed
@@ -33,6 +30,9 @@ from .base import Split, register_method
 from .params import BatchSize, MethodParams, NonNegInt, Optimizer, Positive
 from .training import SALT_EPOCH, run_epochs
 from .update_log import undo_steps, update_log_of
+
+if TYPE_CHECKING:
+    from torch import nn
 
 NO_LOG = ("amnesiac needs the original's recorded updates: train it with record_updates "
           "(compare and tune do this when amnesiac is among the methods)")
@@ -58,6 +58,8 @@ def _space(tune):
                  space=_space, needs_update_log=True)
 def amnesiac(model: nn.Module, forget: Split, retain: Split,
              p: AmnesiacParams) -> tuple[nn.Module, dict[str, Any]]:
+    import torch.nn.functional as F
+
     log = update_log_of(model)
     if log is None:
         raise ClulError(NO_LOG)

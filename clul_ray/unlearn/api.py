@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ClulError
 from .base import Split, UnlearnReport, get_method
 from .params import MethodParams
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def unlearn_model(model: nn.Module, forget: Split, retain: Split, method: str,

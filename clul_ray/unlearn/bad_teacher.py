@@ -29,10 +29,7 @@ until_forgotten=false``.
 from __future__ import annotations
 
 import copy
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..hashing import derive_seed
 from .base import Split, register_method
@@ -40,6 +37,9 @@ from .losses import bad_teacher_loss
 from .params import BatchSize, Bool, Fraction, NonNegInt, OptimParams, Positive
 from .strength import epochs_for, run_until_forgotten, whole_classes
 from .training import SALT_SUBSET, SALT_TEACHER, reinitialize
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class BadTeacherParams(OptimParams):
@@ -67,6 +67,8 @@ def _space(tune):
                  space=_space)
 def bad_teacher(model: nn.Module, forget: Split, retain: Split,
                 p: BadTeacherParams) -> tuple[nn.Module, dict[str, Any]]:
+    import torch
+
     competent = copy.deepcopy(model).eval()
     incompetent = reinitialize(model, derive_seed(p.seed, SALT_TEACHER)).eval()
     gen = torch.Generator().manual_seed(derive_seed(p.seed, SALT_SUBSET))

@@ -27,17 +27,18 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from ..errors import ClulError
 from ..hashing import derive_seed
-from ..models import is_language_model
 from .params import MethodParams
 from .update_log import LOG_ATTR
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -49,6 +50,8 @@ class Split:
     ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        import torch
+
         self.x = torch.as_tensor(self.x, dtype=torch.float32)
         self.y = torch.as_tensor(self.y, dtype=torch.int64)
         if self.x.ndim != 2 or self.y.ndim != 1 or len(self.x) != len(self.y):
@@ -59,6 +62,8 @@ class Split:
 
     @classmethod
     def from_numpy(cls, x: np.ndarray, y: np.ndarray, ids: np.ndarray | None = None) -> Split:
+        import torch
+
         return cls(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
                    torch.from_numpy(np.asarray(y, dtype=np.int64)),
                    None if ids is None else np.asarray(ids, dtype=np.int64))
@@ -82,7 +87,7 @@ class UnlearnReport:
         return dataclasses.asdict(self)
 
 
-Body = Callable[[nn.Module, Split, Split, Any], tuple[nn.Module, dict[str, Any]]]
+Body = Callable[["nn.Module", Split, Split, Any], tuple["nn.Module", dict[str, Any]]]
 # A method's search space of strengths, in Ray Tune's types: ``space(ray.tune) -> {param:
 # domain}`` (the module is passed in, so that declaring a space imports no Ray).
 Space = Callable[[Any], dict[str, Any]]
@@ -129,6 +134,10 @@ class Method:
     def __call__(self, model: nn.Module, forget: Split, retain: Split,
                  config: MethodParams | Mapping[str, Any] | None = None
                  ) -> tuple[nn.Module, UnlearnReport]:
+        import torch
+
+        from ..models import is_language_model
+
         params = self.make_params(config)
         if is_language_model(model) != (self.task == "lm"):
             kind = "a language model" if self.task == "lm" else "a classifier"
@@ -208,6 +217,8 @@ def get_method(name: str) -> Method:
 
 def num_outputs(model: nn.Module, x: torch.Tensor) -> int:
     """The class count of a classifier, read from one forward pass."""
+    import torch
+
     was_training = model.training
     model.eval()
     with torch.no_grad():

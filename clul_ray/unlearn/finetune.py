@@ -8,14 +8,15 @@ class:3; it stays one ``--param`` away: ``lr=1e-3 epochs=5``.
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..hashing import derive_seed
 from .base import Split, register_method
 from .params import NonNegInt, OptimParams, Positive
 from .training import SALT_EPOCH, train_supervised
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class FinetuneParams(OptimParams):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -13,6 +15,8 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     ``reduction="batchmean"`` gives the true per-sample KL; ``"mean"`` (the Bad Teacher
     reference code) would also divide by the class count.
     """
+    import torch.nn.functional as F
+
     t = temperature
     return F.kl_div(F.log_softmax(student_logits / t, dim=1),
                     F.softmax(teacher_logits / t, dim=1),
@@ -24,6 +28,9 @@ def bad_teacher_loss(student_logits: torch.Tensor, competent_logits: torch.Tenso
                      temperature: float = 1.0) -> torch.Tensor:
     """(1/n) Σ_i KL(p_{T_i}(x_i) || p_S(x_i)): T_i the incompetent teacher on forget rows,
     the competent one on retain rows (Chundawat et al. 2023), ``batchmean`` reduction."""
+    import torch
+    import torch.nn.functional as F
+
     t = temperature
     teacher = torch.where(is_forget[:, None], F.softmax(incompetent_logits / t, dim=1),
                           F.softmax(competent_logits / t, dim=1))
@@ -38,6 +45,9 @@ def plugin_mutual_information(probs: torch.Tensor, z: torch.Tensor,
     p(c, z) = (1/N) Σ_i p_i(c)·1[z_i = z], p(z) empirical, p(c) = Σ_z p(c, z),
     Î = Σ_{c,z} p(c, z) log(p(c, z) / (p(c) p(z))) (Xu & Strohmer, data-point unlearning).
     """
+    import torch
+    import torch.nn.functional as F
+
     n = len(probs)
     onehot = F.one_hot(z.long(), 2).to(probs.dtype)            # (N, 2)
     joint = onehot.T @ probs / n                               # (2, C): p(z, c)

@@ -15,11 +15,7 @@ class:3 here; they stay one ``--param`` away: ``gamma=3.5 lr=1e-3 epochs=5``.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ClulError
 from ..hashing import derive_seed
@@ -27,6 +23,9 @@ from .base import Split, register_method
 from .losses import plugin_mutual_information
 from .params import BatchSize, NonNegative, NonNegInt, OptimParams, Positive
 from .training import SALT_FORGET, cycled_batches, run_epochs
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class MIRegParams(OptimParams):
@@ -46,6 +45,9 @@ def _space(tune):
                  space=_space)
 def mi_reg(model: nn.Module, forget: Split, retain: Split,
            p: MIRegParams) -> tuple[nn.Module, dict[str, Any]]:
+    import torch
+    import torch.nn.functional as F
+
     if len(retain) == 0:
         raise ClulError("mi_reg needs a non-empty retain set")
     retain_stream = cycled_batches(len(retain), p.batch_size, derive_seed(p.seed, SALT_FORGET))

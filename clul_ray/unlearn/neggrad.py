@@ -21,16 +21,16 @@ they stay one ``--param`` away: ``epochs=5 partial_epochs=5 until_forgotten=fals
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..hashing import derive_seed
 from .base import Split, register_method, register_variant
 from .params import BatchSize, Bool, Fraction, NonNegInt, OptimParams
 from .strength import run_until_forgotten, whole_classes
 from .training import SALT_FORGET, cycled_batches
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class NegGradParams(OptimParams):
@@ -57,6 +57,8 @@ def _space(tune):
                  space=_space)
 def neggrad(model: nn.Module, forget: Split, retain: Split,
             p: NegGradParams) -> tuple[nn.Module, dict[str, Any]]:
+    import torch.nn.functional as F
+
     opt = p.optimizer_for(model.parameters())
     use_plus = p.plus and len(retain) > 0
     whole = whole_classes(forget, retain)

@@ -9,9 +9,8 @@ A refusal names the model and the field: ``parameter scrub.lr must be a number >
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal, Self, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, get_args, get_origin
 
-import torch
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -25,6 +24,9 @@ from pydantic.fields import FieldInfo
 
 from ..errors import ClulError
 from ..optim import OPTIMIZERS, make_optimizer
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _number_text(value: Any) -> Any:

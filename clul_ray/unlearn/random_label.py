@@ -13,17 +13,17 @@ passes make ``min_steps`` optimiser steps (:func:`.strength.epochs_for`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..hashing import derive_seed
 from .base import Split, num_outputs, register_method
 from .params import NonNegInt, OptimParams
 from .strength import epochs_for
 from .training import SALT_LABELS, random_wrong_labels, run_epochs
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class RandomLabelParams(OptimParams):
@@ -37,6 +37,8 @@ class RandomLabelParams(OptimParams):
 def relabelled_union(forget: Split, retain: Split, num_classes: int,
                      seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and labels of D_f (random wrong labels, seeded) followed by D_r."""
+    import torch
+
     gen = torch.Generator().manual_seed(derive_seed(seed, SALT_LABELS))
     y_f = random_wrong_labels(forget.y, num_classes, gen)
     return torch.cat([forget.x, retain.x]), torch.cat([y_f, retain.y])
@@ -47,6 +49,8 @@ def relabelled_epochs(model: nn.Module, opt: torch.optim.Optimizer, forget: Spli
                       **hooks: Callable[[], None]) -> int:
     """``run_epochs`` of CE over D_f (fresh random wrong labels each epoch) and D_r in one
     shuffled loader; ``hooks``: its ``before_step`` / ``after_step``."""
+    import torch.nn.functional as F
+
     c = num_outputs(model, forget.x)
     return run_epochs(model, opt, seed, epochs, len(forget) + len(retain), batch_size,
                       lambda idx, xy: F.cross_entropy(model(xy[0][idx]), xy[1][idx]),

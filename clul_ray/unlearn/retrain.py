@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .base import Split, register_method
 from .params import MethodParams
 from .training import TrainRecipe, train_from_scratch
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class RetrainParams(MethodParams, TrainRecipe):

@@ -10,17 +10,18 @@ after each step frozen entries are restored from θ_o, so they stay bit-identica
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
 from ..optim import make_optimizer
 from .base import Split, register_method
 from .params import BatchSize, MethodParams, NonNegInt, Positive
 from .random_label import relabelled_epochs
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class SalUnParams(MethodParams):
@@ -35,6 +36,9 @@ class SalUnParams(MethodParams):
 def saliency_mask(model: nn.Module, forget: Split, keep_fraction: float,
                   batch_size: int = 1024) -> dict[str, torch.Tensor]:
     """name -> bool mask of the parameters whose |∂(-CE on D_f)/∂θ| is in the top fraction."""
+    import torch
+    import torch.nn.functional as F
+
     was_training = model.training
     model.eval()
     model.zero_grad(set_to_none=True)
@@ -68,6 +72,8 @@ def _space(tune):
                  space=_space)
 def salun(model: nn.Module, forget: Split, retain: Split,
           p: SalUnParams) -> tuple[nn.Module, dict[str, Any]]:
+    import torch
+
     masks = saliency_mask(model, forget, p.keep_fraction)
     params = dict(model.named_parameters())
     frozen_values = {n: params[n].detach().clone() for n in masks}

@@ -17,11 +17,7 @@ paper's setting stays one ``--param`` away: ``msteps=3 min_max_steps=0``.
 from __future__ import annotations
 
 import copy
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..hashing import derive_seed
 from .base import Split, register_method
@@ -29,6 +25,9 @@ from .losses import distill_kl
 from .params import BatchSize, NonNegInt, OptimParams, Positive
 from .strength import epochs_for, whole_classes
 from .training import SALT_EPOCH, SALT_FORGET, begin_epoch, end_epoch, shuffled_batches
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class ScrubParams(OptimParams):
@@ -58,6 +57,9 @@ def _space(tune):
                  space=_space)
 def scrub(model: nn.Module, forget: Split, retain: Split,
           p: ScrubParams) -> tuple[nn.Module, dict[str, Any]]:
+    import torch
+    import torch.nn.functional as F
+
     teacher = copy.deepcopy(model).eval()
     opt = p.optimizer_for(model.parameters(), p.weight_decay)
     max_steps = min_steps = 0

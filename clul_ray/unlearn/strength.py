@@ -18,18 +18,22 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .base import Split
 from .training import SALT_EPOCH, begin_epoch, end_epoch, shuffled_batches
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def whole_classes(forget: Split, retain: Split) -> bool:
     """True when no label of the forget rows occurs among the retain rows."""
     if len(forget) == 0:
         return False
+    import torch
+
     return not bool(torch.isin(forget.y.unique(), retain.y).any())
 
 
@@ -48,12 +52,14 @@ def epochs_for(epochs: int, min_steps: int, n: int, batch_size: int) -> int:
     return max(epochs, math.ceil(min_steps / per_epoch))
 
 
-@torch.no_grad()
 def forget_accuracy(model: nn.Module, forget: Split) -> float:
     """The model's accuracy on the forget rows (eval mode; the mode is restored)."""
+    import torch
+
     was = model.training
     model.eval()
-    acc = float((model(forget.x).argmax(1) == forget.y).float().mean())
+    with torch.no_grad():
+        acc = float((model(forget.x).argmax(1) == forget.y).float().mean())
     model.train(was)
     return acc
 

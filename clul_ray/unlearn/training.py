@@ -11,19 +11,19 @@ import contextlib
 import copy
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ..errors import ClulError
 from ..hashing import derive_seed
-from ..models import Standardize
 from .base import Split
 from .params import Bool, NonNegative, NonNegInt, OptimFields
 from .update_log import LOG_ATTR, UpdateRecorder
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 # Salts of derive_seed, one per purpose, so no two random streams coincide.
 SALT_INIT = 1
@@ -101,6 +101,8 @@ def end_epoch(epoch: int, model: nn.Module) -> None:
     hook = _EPOCH_HOOK.get()
     if hook is None:
         return
+    import torch
+
     was = model.training
     with torch.random.fork_rng(devices=[]):
         hook(epoch, model)
@@ -111,6 +113,8 @@ def shuffled_batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
     """A seeded permutation of range(n), cut into batches."""
     if n == 0:
         return []
+    import torch
+
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return list(perm.split(batch_size))
 
@@ -125,6 +129,8 @@ def cycled_batches(n: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]
 
 def begin_epoch(seed: int, *parts: int) -> int:
     """The epoch's seed; also re-seeds the global RNG that dropout draws from."""
+    import torch
+
     s = derive_seed(seed, *parts)
     torch.manual_seed(s)
     return s
@@ -136,6 +142,8 @@ def reinitialize(model: nn.Module, seed: int) -> nn.Module:
     Buffers of the standardiser are kept (callers refit them where the data allows); an
     update log the model carries is neither copied nor kept.
     """
+    import torch
+
     log = model.__dict__.get(LOG_ATTR)
     fresh = copy.deepcopy(model, {id(log): None} if log is not None else None)
     fresh.__dict__.pop(LOG_ATTR, None)
@@ -148,6 +156,8 @@ def reinitialize(model: nn.Module, seed: int) -> nn.Module:
 
 
 def fit_standardizer(model: nn.Module, x: torch.Tensor) -> None:
+    from ..models import Standardize
+
     norm = getattr(model, "norm", None)
     if isinstance(norm, Standardize):
         norm.mean.zero_()
@@ -160,6 +170,8 @@ def train_supervised(model: nn.Module, data: Split, p: OptimFields, seed: int,
                      recorder: UpdateRecorder | None = None) -> nn.Module:
     """Cross-entropy training in place, ``p.epochs`` seeded passes over ``data``; with a
     ``recorder``, every step's update is recorded (the training itself is unchanged)."""
+    import torch.nn.functional as F
+
     def loss(idx, _):
         return F.cross_entropy(model(data.x[idx]), data.y[idx])
 
@@ -177,6 +189,8 @@ def train_from_scratch(template: nn.Module, data: Split, recipe: TrainRecipe, se
     ``record_updates``: attach every step's update and batch ids to the model, as
     ``model.update_log`` (:mod:`.update_log`; needs ``data.ids``), for ``amnesiac``.
     """
+    import torch
+
     model = reinitialize(template, derive_seed(seed, SALT_INIT))
     recorder = UpdateRecorder(model, data.ids) if record_updates else None
     if recipe.normalize:
@@ -189,15 +203,18 @@ def train_from_scratch(template: nn.Module, data: Split, recipe: TrainRecipe, se
     return model
 
 
-@torch.no_grad()
 def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
     """Softmax probabilities in eval mode, as float64 numpy (n, C)."""
+    import torch
+    import torch.nn.functional as F
+
     model.eval()
     if len(x) == 0:
         return np.zeros((0, 0))
-    out = [F.softmax(model(x[i:i + batch_size]).double(), dim=1)
-           for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy()
+    with torch.no_grad():
+        out = [F.softmax(model(x[i:i + batch_size]).double(), dim=1)
+               for i in range(0, len(x), batch_size)]
+        return torch.cat(out).numpy()
 
 
 def random_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator
@@ -208,6 +225,8 @@ def random_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Gene
     """
     if num_classes < 2:
         raise ClulError("random wrong labels need at least 2 classes")
+    import torch
+
     shift = torch.randint(1, num_classes, y.shape, generator=generator)
     return (y + shift) % num_classes
 
@@ -215,6 +234,8 @@ def random_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Gene
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch threads (results depend on the thread count)."""
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn.utils import parameters_to_vector
 
 from ..errors import ClulError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 LOG_ATTR = "update_log"
 DELTA_BYTES = 4  # float32
@@ -38,6 +39,9 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
 
 def flat(model: nn.Module) -> torch.Tensor:
     """The trainable parameters as one flat float32 vector (a copy)."""
+    import torch
+    from torch.nn.utils import parameters_to_vector
+
     return parameters_to_vector(trainable(model)).detach().to(torch.float32).clone()
 
 
@@ -92,6 +96,8 @@ class UpdateLog:
 
     def summed(self, steps: np.ndarray) -> torch.Tensor:
         """Σ Δθ over ``steps``, summed in float64."""
+        import torch
+
         idx = torch.as_tensor(np.asarray(steps, dtype=np.int64))
         return self.deltas.index_select(0, idx).to(torch.float64).sum(0)
 
@@ -99,6 +105,8 @@ class UpdateLog:
 def undo_steps(model: nn.Module, log: UpdateLog, steps: np.ndarray) -> None:
     """θ ← θ − Σ_{b ∈ steps} Δθ_b, in place (in float64, stored back as the parameters'
     dtype)."""
+    import torch
+
     params = trainable(model)
     total = sum(p.numel() for p in params)
     if total != log.params:
@@ -142,6 +150,8 @@ class UpdateRecorder:
         self.before = None
 
     def log(self) -> UpdateLog:
+        import torch
+
         n = sum(p.numel() for p in trainable(self.model))
         deltas = torch.stack(self.deltas) if self.deltas else torch.zeros(0, n)
         sizes = np.array([len(b) for b in self.batches], dtype=np.int64)

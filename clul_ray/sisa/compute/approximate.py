@@ -26,15 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import torch
 
 from ...config import PipelineConfig
 from ...data.sources import features
 from ...errors import ClulError
 from ...storage import layout
+from ...storage.columns import to_numpy
 from ...storage.store import Store
-from ..records.checkpoint import load_shard_model, model_sha256, write_artifact
 from ..records.version import ModelVersion, ShardState
 from .evaluation import cache_model_predictions
 
@@ -55,8 +53,12 @@ class Edit:
 def unlearn_shard(cfg: PipelineConfig, store: Store, shard: ShardState, edit: Edit,
                   node: str = "local") -> dict:
     """Edit one shard's model as ``edit`` says and store it; a pure function of its
-    inputs (every executor runs it)."""
+    inputs (every executor runs it); it is where torch is imported (the driver, which
+    only checks the request and plans, never does)."""
+    import torch
+
     from ...unlearn import Split, unlearn_model
+    from ..records.checkpoint import load_shard_model, model_sha256, write_artifact
 
     t0 = time.perf_counter()
     torch.set_num_threads(cfg.compute.threads_per_shard)
@@ -97,12 +99,15 @@ def resolve_forget(store: Store, cfg: PipelineConfig, scenario: str, seed: int) 
 
     sc = parse_scenario(scenario)
     last = cfg.partition.total_slices - 1
-    tables = [t for k in range(cfg.partition.shards)
-              if (t := store.read_shard(k, last, ["id", "label"])) is not None]
-    t = pa.concat_tables(tables).sort_by("id")
-    ids, labels = t.column("id").to_numpy(), t.column("label").to_numpy()
+    # every slice's rows, sorted by id with numpy's sort (no pyarrow.compute, no pandas)
+    tables = [t for k in range(cfg.partition.shards) for r in range(last + 1)
+              if (t := store.read_tables(layout.slice_dir(k, r), ["id", "label"])) is not None]
+    ids, labels = (np.concatenate([to_numpy(t.column(c)) for t in tables])
+                   for c in ("id", "label"))
+    order = np.argsort(ids, kind="stable")
+    ids, labels = ids[order], labels[order]
     test = store.read_tables(layout.TEST, ["id", "label"])
-    t_ids = test.column("id").to_numpy() if test is not None else np.zeros(0, np.int64)
-    t_lab = test.column("label").to_numpy() if test is not None else np.zeros(0, np.int64)
+    t_ids = to_numpy(test.column("id")) if test is not None else np.zeros(0, np.int64)
+    t_lab = to_numpy(test.column("label")) if test is not None else np.zeros(0, np.int64)
     split = split_forget(sc, ids, labels, t_ids, t_lab, cfg.data.num_classes, seed)
     return ids[split.forget]

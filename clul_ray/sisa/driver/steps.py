@@ -80,7 +80,7 @@ def _run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
     store, cfg, plan = ctx.store, ctx.cfg, req.plan
     match step:
         case EditModels():
-            from ..compute.approximate import Edit, run_unlearning  # (torch, the methods)
+            from ..compute.approximate import Edit, run_unlearning  # (no torch: the edits)
 
             m = req.meta
             edit = Edit(plan.train_ids, m["method"], m["params"], m["seed"], req.request_id)

@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ...hashing import derive_seed
 from ...optim import make_optimizer
-from ...text.lm import targets, token_logprobs
 from ..base import Split
 from ..params import BatchSize, MethodParams, NonNegative, NonNegInt, Optimizer, Positive
 from ..training import SALT_EPOCH, SALT_FORGET, cycled_batches
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 SALT_RETAIN = 7
 
 # (forget rows, retain rows or None) -> the loss to minimise.
-StepLoss = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+StepLoss = Callable[["torch.Tensor", "torch.Tensor | None"], "torch.Tensor"]
 
 
 class LMParams(MethodParams):
@@ -59,6 +60,8 @@ def run_steps(model: nn.Module, forget: Split, retain: Split | None, p: LMParams
     """``p.steps`` steps minimising ``loss(forget_batch, retain_batch)`` over ``params``
     (default: all of the model's); the retain batch is None when ``retain`` is None or
     empty. Leaves no gradients on the model. Returns the number of steps."""
+    import torch
+
     opt = make_optimizer(list(model.parameters() if params is None else params), p.optimizer,
                          p.lr, p.momentum, p.weight_decay)
     fstream = cycled_batches(len(forget), p.batch_size, derive_seed(p.seed, SALT_FORGET))
@@ -82,6 +85,8 @@ def run_steps(model: nn.Module, forget: Split, retain: Split | None, p: LMParams
 def sequence_logprob(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's ``log pi(y|x)``, the sum of its real tokens' log-probs ``(n,)``, and its
     real target count ``(n,)``."""
+    from ...text.lm import token_logprobs
+
     lp, mask = token_logprobs(model, x)
     return lp.sum(1), mask.sum(1)
 
@@ -89,6 +94,10 @@ def sequence_logprob(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, t
 def retain_kl(model: nn.Module, ref: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``KL(p_ref || p_model)`` of the next-token distributions, averaged over the batch's
     real target positions."""
+    import torch
+
+    from ...text.lm import targets
+
     logq = torch.log_softmax(model(x)[:, :-1].float(), -1)
     with torch.no_grad():
         logp = torch.log_softmax(ref(x)[:, :-1].float(), -1)

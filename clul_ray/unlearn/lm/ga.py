@@ -7,13 +7,13 @@ the GA baseline of TOFU, Maini et al. 2024). Unbounded: keep ``steps`` and ``lr`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from ...text.lm import lm_loss
 from ..base import Split, register_method
 from .common import LMParams, optim_space, run_steps
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class GAParams(LMParams):
@@ -25,5 +25,7 @@ class GAParams(LMParams):
                  space=optim_space, task="lm")
 def ga(model: nn.Module, forget: Split, retain: Split,
        p: GAParams) -> tuple[nn.Module, dict[str, Any]]:
+    from ...text.lm import lm_loss
+
     steps = run_steps(model, forget, None, p, lambda fx, _: -lm_loss(model, fx))
     return model, {"steps": steps}

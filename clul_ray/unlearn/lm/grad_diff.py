@@ -7,14 +7,14 @@ is ``ga``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from ...text.lm import lm_loss
 from ..base import Split, register_method
 from ..params import NonNegative
 from .common import LMParams, optim_space, run_steps
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class GradDiffParams(LMParams):
@@ -33,6 +33,8 @@ def _space(tune):
                  space=_space, task="lm")
 def grad_diff(model: nn.Module, forget: Split, retain: Split,
               p: GradDiffParams) -> tuple[nn.Module, dict[str, Any]]:
+    from ...text.lm import lm_loss
+
     def loss(fx, rx):
         out = -lm_loss(model, fx)
         return out if rx is None else out + p.alpha * lm_loss(model, rx)

@@ -9,14 +9,14 @@ LLMs"). With an empty retain set it is ``ga``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from ...text.lm import lm_loss
 from ..base import Split, register_method
 from ..params import NonNegative
 from .common import LMParams, frozen_copy, optim_space, retain_kl, run_steps
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class KLRetainParams(LMParams):
@@ -35,6 +35,8 @@ def _space(tune):
                  space=_space, task="lm")
 def kl_retain(model: nn.Module, forget: Split, retain: Split,
               p: KLRetainParams) -> tuple[nn.Module, dict[str, Any]]:
+    from ...text.lm import lm_loss
+
     ref = frozen_copy(model)
 
     def loss(fx, rx):

@@ -10,16 +10,15 @@ that ``ga`` runs into. alpha > 0 is the paper's NPO+RT (retain NLL); alpha = 0 i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from ...text.lm import lm_loss
 from ..base import Split, register_method
 from ..params import NonNegative, Positive
 from .common import LMParams, frozen_copy, optim_space, run_steps, sequence_logprob
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class NPOParams(LMParams):
@@ -38,6 +37,8 @@ def _space(tune):
 
 def npo_loss(logp: torch.Tensor, logp_ref: torch.Tensor, beta: float) -> torch.Tensor:
     """(2/beta) * mean(log(1 + exp(beta * (logp - logp_ref)))), written with logsigmoid."""
+    import torch.nn.functional as F
+
     return -(2.0 / beta) * F.logsigmoid(-beta * (logp - logp_ref)).mean()
 
 
@@ -47,6 +48,10 @@ def npo_loss(logp: torch.Tensor, logp_ref: torch.Tensor, beta: float) -> torch.T
                  space=_space, task="lm")
 def npo(model: nn.Module, forget: Split, retain: Split,
         p: NPOParams) -> tuple[nn.Module, dict[str, Any]]:
+    import torch
+
+    from ...text.lm import lm_loss
+
     ref = frozen_copy(model)
 
     def loss(fx, rx):

@@ -13,19 +13,20 @@ the other blocks and the final norm stay as they were.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from ...errors import ClulError
 from ...hashing import derive_seed
-from ...text.lm import ids_of
 from ...text.tokenizer import PAD
 from ..base import Split, register_method
 from ..params import Int, NonNegative, Positive
 from .common import LMParams, frozen_copy, optim_space, run_steps
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 SALT_DIRECTION = 8
 PositiveInt = Annotated[Int, Field(ge=1)]
@@ -52,6 +53,8 @@ def _space(tune):
 
 def _masked_mse(h: torch.Tensor, target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the real positions of ``x`` and the model width."""
+    from ...text.lm import ids_of
+
     real = (ids_of(x) != PAD).unsqueeze(-1).to(h.dtype)
     return (((h - target) ** 2) * real).sum() / (real.sum() * h.shape[-1]).clamp_min(1)
 
@@ -62,6 +65,8 @@ def _masked_mse(h: torch.Tensor, target: torch.Tensor, x: torch.Tensor) -> torch
                  space=_space, task="lm")
 def rmu(model: nn.Module, forget: Split, retain: Split,
         p: RMUParams) -> tuple[nn.Module, dict[str, Any]]:
+    import torch
+
     blocks = getattr(model, "blocks", None)
     n_layer = len(blocks) if blocks is not None else 0
     if p.layer > n_layer:

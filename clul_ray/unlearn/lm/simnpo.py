@@ -8,16 +8,15 @@ normalised by the row's real token count |y|, and a reward margin gamma.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from ...text.lm import lm_loss
 from ..base import Split, register_method
 from ..params import NonNegative, Positive
 from .common import LMParams, optim_space, run_steps, sequence_logprob
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class SimNPOParams(LMParams):
@@ -39,6 +38,8 @@ def _space(tune):
 def simnpo_loss(logp: torch.Tensor, length: torch.Tensor, beta: float,
                 gamma: float) -> torch.Tensor:
     """-(2/beta) * mean(log sigmoid(-(beta/|y|) * logp - gamma))."""
+    import torch.nn.functional as F
+
     return -(2.0 / beta) * F.logsigmoid(-beta * logp / length.clamp_min(1) - gamma).mean()
 
 
@@ -47,6 +48,8 @@ def simnpo_loss(logp: torch.Tensor, length: torch.Tensor, beta: float,
                  space=_space, task="lm")
 def simnpo(model: nn.Module, forget: Split, retain: Split,
            p: SimNPOParams) -> tuple[nn.Module, dict[str, Any]]:
+    from ...text.lm import lm_loss
+
     def loss(fx, rx):
         logp, length = sequence_logprob(model, fx)
         out = simnpo_loss(logp, length, p.beta, p.gamma)
