@@ -314,7 +314,7 @@ class Pipeline:
         """Forget a scenario's rows approximately: edit the affected shards' models with
         ``method`` instead of retraining (see :mod:`.approximate`). A new version."""
         t0 = time.perf_counter()
-        with phase("imports"):  # (torch: the methods' registry checks their params)
+        with phase("imports"):  # (no torch: the methods import it where they run)
             from ...unlearn.api import check_for_root
             from ..compute.approximate import resolve_forget
         with phase("checks"):
