@@ -161,9 +161,12 @@ def unlearn(
     A new version, marked approximate, goes through the deletion ledger like `delete`."""
 
     def body() -> None:
-        from ..tune.outputs import tuned_params
+        tuned: dict = {}
+        if params_from is not None:  # (the sweep's outputs module imports torch)
+            from ..tune.outputs import tuned_params
 
-        params = {**tuned_params(params_from, method), **parse_model_args(param or [])}
+            tuned = tuned_params(params_from, method)
+        params = {**tuned, **parse_model_args(param or [])}
         verbose_ray(verbose)
         emit_progress(lambda prog: open_root(root, address, prog).unlearn(
             method, forget, params, seed), as_json)
