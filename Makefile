@@ -13,7 +13,11 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
+# byte-compiled as a regular (non-editable) install is: a command then reads the package's
+# code from its cache instead of compiling it (about 0.06 s a command where
+# PYTHONDONTWRITEBYTECODE is set); files changed since are compiled again here
 install: $(BIN)/.installed
+	$(BIN)/python -m compileall -q clul_ray >/dev/null
 
 quickstart: install
 	RAY_USAGE_STATS_ENABLED=0 $(BIN)/clul-ray quickstart

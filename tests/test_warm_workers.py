@@ -8,6 +8,7 @@ The session's Ray stands for the cluster: a pipeline whose site is fixed to
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -235,3 +236,65 @@ def test_the_services_workers_edit_and_a_dead_one_is_made_anew(trained_root, unl
         assert warm.cluster_workers(str(root)) == [], "no detached worker was made"
     finally:
         ex.close()
+
+
+COMMAND = """
+import json, sys
+from clul_ray.sisa.driver.pipeline import Pipeline
+p = Pipeline(sys.argv[1], address=sys.argv[2])
+out = (p.delete([int(sys.argv[4])]) if sys.argv[3] == "delete"
+       else p.unlearn("finetune", "ids:" + sys.argv[4], {"epochs": 1}))
+print(json.dumps({"shas": {s["shard"]: s["model_sha256"] for s in out["per_shard"]},
+                  "ray": "ray" in sys.modules}))
+"""
+
+
+def test_commands_on_the_workers_machine_go_through_their_doors_without_ray(
+        trained_root, tmp_path, stop_after):
+    """A command process on the workers' machine (as ``clul-ray delete --address`` is)
+    hands its shard jobs to the workers' doors and never imports Ray; a door whose worker
+    died sends the job the Ray way. Every model is bit for bit the one the same requests
+    give in process."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from clul_ray.sisa.compute import door
+    from clul_ray.storage.store import Store
+
+    root, _ = trained_root
+    stop_after(str(root))
+    ref = Pipeline(str(shutil.copytree(root, tmp_path / "ref")), site=Site(Where.PROCESS))
+    ids, shard, slc = Store(str(root)).read_index()
+    one = {k: [int(i) for i in ids[(shard == k) & (slc == 2)][:2]] for k in (0, 2)}
+    spec = tmp_path / "forget.txt"
+    spec.write_text(str(one[2][1]))
+    address = ray.get_runtime_context().gcs_address
+
+    def command(op: str, arg: str) -> dict:
+        r = subprocess.run([sys.executable, "-c", COMMAND, str(root), address, op, arg],
+                           capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "CLUL_RAY_LINEAGE": "inline"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    def expect(out: dict, want: dict) -> None:
+        assert out["shas"] == {str(k): v for k, v in shas(want).items()}
+
+    first = command("delete", str(one[0][0]))  # no door yet: through Ray; worker 0's opens
+    expect(first, ref.delete([one[0][0]]))
+    assert first["ray"], "the first command made the worker through Ray"
+    key = door.pool_key(str(root), address, warm.code_digest())
+    folder, size = door.pool_doors(key, 0.0)
+    assert size == 2 and door.socket_path(folder, key, 0).exists()
+    through = command("delete", str(one[2][0]))  # shard 2: worker 2 % 2 = 0's door
+    expect(through, ref.delete([one[2][0]]))
+    edit = command("unlearn", str(spec))
+    expect(edit, ref.unlearn("finetune", f"ids:{spec}", {"epochs": 1}))
+    assert not through["ray"] and not edit["ray"], "through the door, Ray never imported"
+    warm.stop_workers(str(root))  # killed: worker 0's socket stays, nobody listens
+    assert door.socket_path(folder, key, 0).exists()
+    after = command("delete", str(one[0][1]))
+    expect(after, ref.delete([one[0][1]]))
+    assert after["ray"], "a shut door: the job went through Ray, on a worker made anew"

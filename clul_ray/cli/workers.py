@@ -49,7 +49,7 @@ def workers(
             cfg = require_config(Store(path))
             require_current(Store(path))
             ensure_ray(address)
-            names = warm.start_workers(path, cfg)
+            names = warm.start_workers(path, cfg, address)
         else:
             ensure_ray(address)
             names = warm.cluster_workers(path)

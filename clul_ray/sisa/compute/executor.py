@@ -285,15 +285,18 @@ class _CheckpointWatcher:
 
 
 def make_executor(backend: str, faults: Faults = NO_FAULTS, root: str = "",
-                  idle_seconds: float = 0.0):
+                  idle_seconds: float = 0.0, address: str | None = None,
+                  join: Callable[[], None] | None = None):
     """The executor a site names (:meth:`.site.Site.backend`); ``warm``: the root's
-    detached shard workers on the cluster (:mod:`.warm`), idle ``idle_seconds`` at most."""
+    detached shard workers on the cluster at ``address`` (:mod:`.warm`), idle
+    ``idle_seconds`` at most, reached through their doors here where they have them
+    (``join`` joins Ray where the command deferred it)."""
     if backend == "local":
         return LocalExecutor()
     if backend == "warm":
         from .warm import WarmExecutor
 
-        return WarmExecutor(root, idle_seconds)
+        return WarmExecutor(root, idle_seconds, address, join)
     if backend == "ray":
         return RayExecutor()
     if backend == "ray_train":

@@ -85,9 +85,22 @@ class Site:
 
     def ray_data(self, rows: int, shards: int) -> bool:
         """Whether an evaluation of ``rows`` test rows by ``shards`` models goes through Ray
-        Data (else this process predicts): with Ray, above
-        ``IN_PROCESS_MAX_PREDICTIONS`` row predictions."""
-        return self.uses_ray and rows * shards > IN_PROCESS_MAX_PREDICTIONS
+        Data (else this process predicts): with Ray joined (not where :meth:`defers_ray`
+        left it), above ``IN_PROCESS_MAX_PREDICTIONS`` row predictions."""
+        return self.uses_ray and ray_started() and rows * shards > IN_PROCESS_MAX_PREDICTIONS
+
+    def defers_ray(self, cfg: PipelineConfig, root: str) -> bool:
+        """Whether a command whose only Ray work is its shard jobs (a deletion, an
+        ``unlearn``) may leave Ray unjoined: on a cluster, the root's warm workers have
+        doors on this machine (:mod:`.door`); it joins (:meth:`start`) only where a door
+        fails."""
+        if self.where != Where.CLUSTER or self.backend(cfg) != "warm":
+            return False
+        from . import door
+        from .warm import absolute, code_digest
+
+        key = door.pool_key(absolute(root), self.address, code_digest())
+        return door.pool_doors(key, cfg.compute.gpus_per_shard) is not None
 
     def start(self, cfg: PipelineConfig, root: str, root_is_local: bool,
               timings: dict | None = None) -> None:

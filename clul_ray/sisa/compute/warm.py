@@ -1,7 +1,8 @@
-"""Warm shard workers: long-lived Ray actors that train a root's shards, one per shard up
-to the cluster's CPUs (:func:`pool_size`; shard ``k`` on worker ``k % n`` when that one is
-free), so a retrain pays only its compute (no process start, no torch import, no
-re-reading of unchanged slices); an approximate unlearning's shard edits run on them too
+"""Warm shard workers (:class:`.shard_worker.ShardWorker`): long-lived Ray actors that
+train a root's shards, one per shard up to the cluster's CPUs (:func:`pool_size`; shard
+``k`` on worker ``k % n`` when that one is free), so a retrain pays only its compute (no
+process start, no torch import, no re-reading of unchanged slices); an approximate
+unlearning's shard edits run on them too
 (``edit_job``: :func:`.approximate.unlearn_shard`). ``warm_up`` reads a shard's slices and
 runs a throwaway training step before the first request.
 
@@ -20,7 +21,8 @@ Two lives:
   root (their names hold the root, the worker's number, the GPUs and the digest of this
   package's code, so a changed checkout never reuses an old worker). Each stops itself
   after ``T`` seconds without work (``compute.warm_idle_seconds``); ``clul-ray workers
-  stop`` stops them at once.
+  stop`` stops them at once. Each also opens a door (:mod:`.door`): a command on its
+  machine hands it a job without joining Ray, and joins Ray only where a door fails.
 
 Workers reserve no CPU while they wait (``num_cpus=0``), so idle workers never block other
 Ray work; a shard on GPUs reserves its ``gpus_per_shard`` for as long as its worker lives.
@@ -35,21 +37,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 
 from ...config import PipelineConfig
 from ...phases import compute
-from ...runtime import gather, node_id
-from ...storage import layout
-from ...storage.cache import CachingStore
+from ...runtime import gather
 from ...storage.store import Store
 from ..decisions.plan import ShardJob
 from ..records.version import ShardState, SliceResult
+from . import door
+from .shard_worker import ShardWorker
 
 NAMESPACE = "clul_ray"
 PREFIX = "clul-ray-worker"
@@ -95,115 +95,6 @@ def root_prefix(root: str) -> str:
     return f"{PREFIX}:{_sha(absolute(root).encode())[:16]}:"
 
 
-class ShardWorker:
-    """The actor: trains slice steps of one shard against a caching store; with
-    ``idle_seconds``, stops itself after that long without a call."""
-
-    def __init__(self, root: str, idle_seconds: float | None = None):
-        import torch  # noqa: F401  (imported once, here)
-
-        self.root = root
-        self.store = CachingStore(root)
-        self.warmed: set[int] = set()  # shards whose slices warm_up read
-        self.calls = 0
-        self._last = time.monotonic()
-        self._busy = 0
-        self._mutex = threading.Lock()
-        if idle_seconds:
-            threading.Thread(target=self._watch, args=(float(idle_seconds),), daemon=True,
-                             name="clul-ray-worker-idle").start()
-
-    def _touch(self, delta: int) -> None:
-        with self._mutex:
-            self._busy += delta
-            self._last = time.monotonic()
-
-    @contextmanager
-    def _working(self) -> Iterator[None]:
-        """Busy for the block (the idle watchdog waits; its clock starts again after)."""
-        self._touch(1)
-        try:
-            yield
-        finally:
-            self._touch(-1)
-
-    def _watch(self, idle_seconds: float) -> None:
-        while True:
-            time.sleep(min(idle_seconds / 4, 5.0))
-            with self._mutex:
-                idle = self._busy == 0 and time.monotonic() - self._last > idle_seconds
-            if idle:
-                import ray
-
-                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
-                return
-
-    def train_job(self, cfg: PipelineConfig, shard: int, start: int, keys: list[str],
-                  start_sha: str) -> tuple[list[SliceResult], float]:
-        """A shard job's slice steps, in order, in one call (no round trip per step); then
-        the new model's test-split predictions into the root's cache
-        (:func:`.evaluation.cache_test_predictions`). The results and the seconds the
-        predictions took."""
-        from .evaluation import cache_test_predictions
-        from .trainer import train_slice
-
-        with self._working():
-            out, prev = [], start_sha
-            for r in range(start, cfg.partition.total_slices):
-                out.append(train_slice(cfg, self.store, shard, r, keys, node_id(),
-                                       prev_sha=prev))
-                prev = out[-1].file_sha256
-            self.calls += 1
-            seconds = cache_test_predictions(cfg, self.store, out[-1]) if out else 0.0
-            return out, seconds
-
-    def edit_job(self, cfg: PipelineConfig, shard: ShardState, edit) -> dict:
-        """A shard's approximate edit (``edit``: an :class:`.approximate.Edit`) against the
-        caching store: its rows from memory unless a deletion rewrote them."""
-        from .approximate import unlearn_shard
-
-        with self._working():
-            out = unlearn_shard(cfg, self.store, shard, edit, node_id())
-            self.calls += 1
-            return out
-
-    def warm_up(self, cfg: PipelineConfig, shard: int) -> dict:
-        """Before the first retrain: read the shard's slices and the test split into the
-        cache (as a retrain and its predictions read them) and run one training step on a
-        throwaway model (torch's first-use costs); nothing is written, and a retrain seeds
-        everything it draws."""
-        import numpy as np
-        import torch
-
-        from ...models import batch_loss
-        from . import trainer
-
-        with self._working():  # (a slow warm-up is not idleness)
-            torch.set_num_threads(cfg.compute.threads_per_shard)
-            if self.store.list_files(layout.TEST, ".parquet"):  # (a retrain predicts on it)
-                self.store.read_tables(layout.TEST)
-            dim = int(np.prod(cfg.data.input_shape))
-            x, y = trainer.load_union(self.store, shard, cfg.partition.total_slices - 1, dim)
-            if len(y):
-                device = trainer.device_for(cfg, node_id())
-                model = trainer.init_model(cfg, shard).to(device)
-                opt = trainer.make_shard_optimizer(cfg, model)
-                n = min(len(y), cfg.train.batch_size)
-                batch_loss(model, torch.tensor(x[:n], device=device),
-                           torch.tensor(y[:n], device=device)).backward()
-                opt.step()
-            self.warmed.add(shard)
-            return self.cache_stats()
-
-    def info(self) -> dict:
-        return {"root": self.root, "calls": self.calls, **self.cache_stats(),
-                "node_id": node_id(), "idle_seconds": round(time.monotonic() - self._last, 1)}
-
-    def cache_stats(self) -> dict:
-        return {"hits": self.store.hits, "misses": self.store.misses,
-                "warmed": sorted(self.warmed)}
-
-
 class WarmExecutor:
     """Runs shard jobs and edits on persistent :class:`ShardWorker` actors (created on first
     use, or found: detached ones): ``n`` workers by :func:`pool_size`, shard ``k``'s work on
@@ -211,10 +102,16 @@ class WarmExecutor:
     any free one; a job's slice steps in order in one call, work on different workers in
     parallel."""
 
-    def __init__(self, root: str, idle_seconds: float | None = None):
+    def __init__(self, root: str, idle_seconds: float | None = None,
+                 address: str | None = None, join: Callable[[], None] | None = None):
         self.root = absolute(root)
         self.idle_seconds = idle_seconds
         self.detached = bool(idle_seconds)
+        # a cluster's workers have doors (:mod:`.door`): a command on their machine knocks
+        # first, and joins Ray (``join``, where its site deferred that) only if one fails
+        self.door_key = door.pool_key(self.root, address, code_digest()) \
+            if self.detached and address else None
+        self.join = join or (lambda: None)
         self.workers: dict[int, object] = {}
         self.size: int | None = None  # fixed by the first worker made
         self.nodes: list[str] | None = None  # the nodes workers are spread over
@@ -226,6 +123,8 @@ class WarmExecutor:
             c = cfg.compute
             self.size = pool_size(cfg.partition.shards, ray.cluster_resources().get("CPU", 1),
                                   c.cpus_per_shard, c.gpus_per_shard)
+            if self.door_key:
+                door.write_pool(self.door_key, self.size, c.gpus_per_shard)
         return self.size
 
     def worker(self, cfg: PipelineConfig, shard: int, index: int | None = None):
@@ -245,6 +144,8 @@ class WarmExecutor:
                          "lifetime": "detached", "get_if_exists": True}
             actor = ray.remote(ShardWorker).options(**opts)
             self.workers[i] = actor.remote(self.root, self.idle_seconds)
+            if self.door_key:  # (on the worker's machine; its answer is not awaited)
+                self.workers[i].open_door.remote(self.door_key, i)
         return self.workers[i]
 
     def placement(self, cfg: PipelineConfig, i: int):
@@ -279,8 +180,7 @@ class WarmExecutor:
                     on_step(res)
 
         self._on_pool(cfg, [(j.shard, f"training shard {j.shard} from slice {j.start}",
-                             lambda w, j=j: w.train_job.remote(
-                                 cfg, j.shard, j.start, list(j.keys), j.start_sha))
+                             "train_job", (cfg, j.shard, j.start, list(j.keys), j.start_sha))
                             for j in jobs], done)
         return out
 
@@ -289,18 +189,22 @@ class WarmExecutor:
         """Each shard's approximate edit (``edit``: an :class:`.approximate.Edit`) on the
         pool, as :meth:`run` places jobs: {shard: its result}."""
         out: dict[int, dict] = {}
-        self._on_pool(cfg, [(s.shard, f"unlearning shard {s.shard}",
-                             lambda w, s=s: w.edit_job.remote(cfg, s, edit))
-                            for s in shards], out.__setitem__)
+        self._on_pool(cfg, [(s.shard, f"unlearning shard {s.shard}", "edit_job",
+                             (cfg, s, edit)) for s in shards], out.__setitem__)
         return out
 
-    def _on_pool(self, cfg: PipelineConfig, tasks: list[tuple[int, str, Callable]],
+    def _on_pool(self, cfg: PipelineConfig, tasks: list[tuple[int, str, str, tuple]],
                  done: Callable[[int, object], None]) -> None:
-        """Run ``tasks`` — (shard, label, ``call(worker)`` -> its ref), one per shard —
-        each on worker ``shard % n`` if free, else on any free one, one at a time per
-        worker; ``done(shard, value)`` as each finishes. A task whose worker died (its idle
-        timeout, its node) runs once more on a worker made anew; a second death, or any
-        other failure, is reported in one line."""
+        """Run ``tasks`` — (shard, label, the worker's method, its arguments), one per
+        shard — through the workers' doors on this machine where they answer
+        (:meth:`_through_doors`); the rest through Ray, each on worker ``shard % n`` if
+        free, else on any free one, one at a time per worker; ``done(shard, value)`` as
+        each finishes. A task whose worker died (its idle timeout, its node) runs once more
+        on a worker made anew; a second death, or any other failure, is reported in one
+        line."""
+        if self.door_key and not (tasks := self._through_doors(cfg, tasks, done)):
+            return
+        self.join()
         import ray
 
         n = self.pool(cfg)
@@ -311,15 +215,15 @@ class WarmExecutor:
                 free = [i for i in range(n) if i not in busy]
                 if not free:
                     break
-                shard, _, call = task
+                shard, _, method, args = task
                 i = shard % n if shard % n in free else free[0]
-                running[call(self.worker(cfg, shard, i))] = (task, i)
+                running[getattr(self.worker(cfg, shard, i), method).remote(*args)] = (task, i)
                 busy.add(i)
                 waiting.remove(task)
             ready, _ = ray.wait(list(running), num_returns=1)
             task, i = running.pop(ready[0])
             busy.discard(i)
-            shard, label, _ = task
+            shard, label = task[:2]
             try:
                 value = ray.get(ready[0])
             except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError,
@@ -335,6 +239,40 @@ class WarmExecutor:
                 gather({ready[0]: label})
                 raise
             done(shard, value)
+
+    def _through_doors(self, cfg: PipelineConfig, tasks: list, done: Callable) -> list:
+        """Run the tasks whose workers have a door on this machine (:mod:`.door`): each
+        worker's in order, the workers in parallel; ``done`` for each. The tasks left:
+        no door, or it shut (they go through Ray)."""
+        found = door.pool_doors(self.door_key, cfg.compute.gpus_per_shard)
+        if found is None:
+            return tasks
+        folder, n = found
+        queues: dict[Path, list] = {}
+        left = []
+        for task in tasks:
+            path = door.socket_path(folder, self.door_key, task[0] % n)
+            (queues.setdefault(path, []) if path.exists() else left).append(task)
+
+        def knock(path: Path, queue: list) -> tuple[list, list]:
+            answered = []
+            for i, (shard, label, method, args) in enumerate(queue):
+                try:
+                    answered.append((shard, door.call(path, method, args, label)))
+                except door.DoorShut:
+                    return answered, queue[i:]
+            return answered, []
+
+        if len(queues) > 1:
+            with ThreadPoolExecutor(len(queues)) as pool:
+                outcomes = list(pool.map(knock, queues, queues.values()))
+        else:
+            outcomes = [knock(path, queue) for path, queue in queues.items()]
+        for answered, rest in outcomes:
+            for shard, value in answered:
+                done(shard, value)
+            left.extend(rest)
+        return left
 
     def warm_up(self, cfg: PipelineConfig, shards: list[int]) -> dict:
         """Start every shard's worker now and have it read its shard's slices (all of them
@@ -373,12 +311,13 @@ def stop_workers(root: str | None = None) -> list[str]:
     return names
 
 
-def start_workers(root: str, cfg: PipelineConfig) -> list[str]:
+def start_workers(root: str, cfg: PipelineConfig, address: str | None = None) -> list[str]:
     """Start (or find) the detached workers of ``root`` and have each read its shards'
-    slices into its cache, all at once; their names."""
+    slices into its cache, all at once (their doors open for commands naming
+    ``address``); their names."""
     import ray
 
-    ex = WarmExecutor(root, cfg.compute.warm_idle_seconds or None)
+    ex = WarmExecutor(root, cfg.compute.warm_idle_seconds or None, address)
     ray.get(list(ex.warm_up(cfg, list(range(cfg.partition.shards)))))
     return [worker_name(ex.root, i, cfg.compute.gpus_per_shard) for i in sorted(ex.workers)]
 

@@ -23,7 +23,7 @@ class CommandSites:
     def __init__(self, fixed: Site | None, address: str | None):
         self.fixed, self.address = fixed, address
         self._site: Site | None = None
-        self._started = False
+        self._started = self._deferred = False
 
     @property
     def current(self) -> Site:
@@ -41,14 +41,25 @@ class CommandSites:
         try:
             yield self._site
         finally:
-            self._site, self._started = None, False
+            self._site, self._started, self._deferred = None, False, False
 
-    def start(self, cfg: PipelineConfig, store: Store, timings: dict | None = None) -> None:
+    def start(self, cfg: PipelineConfig, store: Store, timings: dict | None = None,
+              deferred: bool = False) -> None:
         """Start or join Ray where the command's site uses it, and check the cluster
-        (:meth:`Site.start`); once per command."""
+        (:meth:`Site.start`); once per command. ``deferred``: the command's only Ray work
+        is its shard jobs — where the warm workers have doors here
+        (:meth:`Site.defers_ray`), Ray is joined only if one fails (:meth:`join`)."""
         if not self._started:
-            self.current.start(cfg, store.root, store.is_local, timings)
+            self._deferred = deferred and self.current.defers_ray(cfg, store.root)
+            if not self._deferred:
+                self.current.start(cfg, store.root, store.is_local, timings)
             self._started = True
+
+    def join(self, cfg: PipelineConfig, store: Store) -> None:
+        """Join Ray now where :meth:`start` deferred it."""
+        if self._deferred:
+            self._deferred = False
+            self.current.start(cfg, store.root, store.is_local)
 
 
 def root_rows(store: Store) -> int:

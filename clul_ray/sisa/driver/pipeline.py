@@ -100,8 +100,8 @@ class Pipeline:
         """Where this command runs (:mod:`.commands`)."""
         return self._sites.command(lambda address: decide(cfg or self.config, address, rows))
 
-    def _start(self, cfg: PipelineConfig, timings: dict | None = None) -> None:
-        self._sites.start(cfg, self.store, timings)
+    def _start(self, cfg: PipelineConfig, timings: dict | None = None, deferred=False) -> None:
+        self._sites.start(cfg, self.store, timings, deferred)
 
     def _notify(self, event: str, *args) -> None:
         with phase("lineage"):
@@ -176,7 +176,8 @@ class Pipeline:
         """The executor of the command's shard work (slice steps, approximate edits): the
         pipeline's (the service's warm workers), else the one the command's site names."""
         return self._executor or make_executor(
-            self.site.backend(cfg), self.faults, self.store.root, cfg.compute.warm_idle_seconds)
+            self.site.backend(cfg), self.faults, self.store.root, cfg.compute.warm_idle_seconds,
+            self.site.address, lambda: self._sites.join(cfg, self.store))
 
     def commit_version(self, cfg: PipelineConfig, operation: str, request_id: str | None,
                        starts: dict[int, int], results: list[SliceResult], timings: dict,
@@ -304,8 +305,8 @@ class Pipeline:
             raise ClulError(f"{len(plan.unknown)} unknown ids (e.g. {shown}); nothing deleted")
         if len(fresh) == 0:
             return None, already
-        if not checked:
-            self._start(self.config)
+        if not checked:  # (Ray joined here, or where a warm worker's door fails)
+            self._start(self.config, deferred=True)
             self.check_data(self.config)  # refuse lost rows before anything changes
         return self.ledger.record(plan), already
 
@@ -327,7 +328,7 @@ class Pipeline:
             with phase("plan"):
                 ids = resolve_forget(self.store, cfg, forget, seed)
                 plan = plan_deletion(*self.store.read_index(), self.store.test_ids(), ids)
-            self._start(cfg)
+            self._start(cfg, deferred=True)  # (as a deletion's)
             self.check_data(cfg)  # refuse lost rows before anything changes
             req = self.ledger.record(plan, Kind.UNLEARN, {
                 "method": method, "params": dict(params or {}), "seed": seed,
