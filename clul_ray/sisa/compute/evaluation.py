@@ -26,6 +26,7 @@ from ...storage import layout
 from ...storage.columns import to_numpy
 from ...storage.lock import read_lock
 from ...storage.store import Store
+from ..records import certify
 from ..records.predcache import (
     ShardPredictions,
     classification_metrics,
@@ -190,9 +191,11 @@ def _evaluate(cfg: PipelineConfig, store: Store, version: ModelVersion, site: Si
 def reading_ahead(cfg: PipelineConfig, store: Store, retrained: set[int]) -> Iterator[None]:
     """While the block runs (a retrain: this process waits on its workers), read what the
     commit's evaluation will read: the test split, and the cached predictions of the served
-    models of the shards not ``retrained``. Only into a store that keeps what it reads
-    (``store.keeps_reads``: the CLI's writers, the service); a read that fails here is
-    left to the evaluation, which reads again and reports it."""
+    models of the shards not ``retrained``; then what the commit's checks will read outside
+    the checkpoints and the cache (:func:`.certify.read_ahead`). Only into a store that
+    keeps what it reads (``store.keeps_reads``: the CLI's writers, the service); a read
+    that fails here is left to the evaluation and the checks, which read again and report
+    it."""
     current = read_current(store) if store.keeps_reads else None
     if current is None:
         yield
@@ -205,6 +208,8 @@ def reading_ahead(cfg: PipelineConfig, store: Store, retrained: set[int]) -> Ite
                 store.read_tables(layout.TEST, ["id", "label"])
             for s in keep:
                 read_cached(store, s.shard, s.model_sha256, cfg.prediction_width)
+            certify.read_ahead(store, retrained, cfg.partition.shards,
+                               cfg.partition.total_slices)
         except Exception:  # noqa: BLE001 (only a cache warm-up; see above)
             return
 

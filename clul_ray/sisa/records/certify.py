@@ -353,6 +353,17 @@ def commit_findings(store: Store, v: ModelVersion, removed: np.ndarray, slices: 
     return findings, check_version(store, v, found, checked, only, known)
 
 
+def read_ahead(store: Store, only: Iterable[int], shards: int, slices: int) -> None:
+    """Compute into ``store``'s memo (a caching store's; :meth:`Store.memo`) what
+    :func:`commit_findings` over the shards ``only`` names will read in folders a retrain
+    does not write — their data, the test split, the index: called while their retrain
+    runs. (The memo is checked against the folders' files when used.)"""
+    scope = frozenset(only)
+    for rel in (*(layout.shard_dir(k) for k in sorted(scope)), layout.TEST, layout.INDEX):
+        store.memo((rel,), "ids_by_file", lambda rel=rel: ids_by_file(store, rel))
+    check_index(store, shards, slices, lambda _: None, scope)
+
+
 def refuse_commit(store: Store, version: int, findings: list[Finding]) -> None:
     """Refuse to commit ``version`` where :func:`commit_findings` found anything (the
     previous version keeps serving): the first finding, and how many more."""
