@@ -279,9 +279,9 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_cli_package_has_no_import_cycle():
-    """Only __init__ imports the command modules; they import .common (and the library),
+    """Only .commands imports the command modules; they import .common (and the library),
     never the package itself or each other; common imports no command module."""
-    modules = {p.stem for p in CLI_DIR.glob("*.py")} - {"__init__", "__main__"}
+    modules = {p.stem for p in CLI_DIR.glob("*.py")} - {"__init__", "__main__", "commands"}
     assert {"common", "pipeline", "quickstart", "lineage", "unlearn", "tune"} <= modules
     for name in modules:
         imported = imported_modules(CLI_DIR / f"{name}.py")
@@ -312,6 +312,29 @@ def test_the_command_exits_with_its_code_and_flushed_output(tmp_path):
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "none").exists()
     ok = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "feature-unlearn" in ok.stdout and "quickstart" in ok.stdout
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("argv", [["delete", "--help"], ["workers", "--help"],
+                                  ["delete", "--root", "r", "--ids", "1", "--bogus"],
+                                  ["train", "--dataset", "no-such-source:1"]])
+def test_the_app_of_one_command_reads_and_answers_as_the_whole_app(argv, monkeypatch,
+                                                                  tmp_path):
+    """``main`` builds only the invoked command (``app_for``): its help, its refusals and
+    its exit codes are the whole app's; no command, or a word naming none, is the whole
+    app."""
+    from clul_ray.cli.commands import app, app_for
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TERMINAL_WIDTH", "100")
+    one = app_for(argv)
+    assert one is not app and [c.name for c in one.registered_commands] == [argv[0]]
+    runner = CliRunner()
+    got, want = runner.invoke(one, argv), runner.invoke(app, argv)
+    assert (got.exit_code, got.output) == (want.exit_code, want.output)
+    assert not (tmp_path / "runs").exists()
+    for whole in ([], ["--help"], ["no-such-command"]):
+        assert app_for(whole) is app
 
 
 @pytest.mark.pure

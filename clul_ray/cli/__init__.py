@@ -1,107 +1,33 @@
-"""The ``clul-ray`` command line: one typer app; each command lives in the module of its
-group (``pipeline``, ``quickstart``, ``lineage``, ``unlearn``, ``tune``, ``feature``, …) and is
-added here.
+"""The ``clul-ray`` command line (:mod:`.commands`: the typer app and its commands).
 
-The command modules import what they share from :mod:`.common` and nothing from this
-module, so there is no import cycle and no registration order to respect.
+:func:`main` is the entry point. A command is a short-lived process: it collects no
+garbage while the package and its libraries load (a collection then walks every object
+they made, several times over), and freezes what they made out of later collections; and
+it builds only the click command it runs (:func:`.commands.app_for`).
 """
 
 from __future__ import annotations
 
-import os
-import warnings
-
-import typer
-
-from . import (
-    audit,
-    continual,
-    feature,
-    lineage,
-    pipeline,
-    quickstart,
-    serve,
-    text,
-    tune,
-    unlearn,
-    workers,
-)
-from .common import HelpCommand, HelpGroup
-
-app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True,
-                  help="Exact (SISA) and approximate unlearning on Ray.")
-
-for _name, _command in [
-    ("train", pipeline.train),
-    ("add", pipeline.add),
-    ("delete", pipeline.delete),
-    ("evaluate", pipeline.evaluate),
-    ("status", pipeline.status),
-    ("unlock", pipeline.unlock),
-    ("quickstart", quickstart.quickstart),
-    ("lineage", lineage.lineage),
-    ("verify", lineage.verify),
-    ("purge", lineage.purge),
-    ("repair", lineage.repair),
-    ("compare", unlearn.compare),
-    ("unlearn", unlearn.unlearn),
-    ("tune", tune.tune),
-    ("audit", audit.audit),
-    ("continual", continual.continual),
-    ("serve", serve.serve),
-    ("workers", workers.workers),
-    ("feature-unlearn", feature.feature_unlearn),
-    ("tokenizer", text.tokenizer),
-    ("lm-base", text.lm_base),
-]:
-    app.command(_name, cls=HelpCommand)(_command)
+import gc
+import sys
 
 
-def _one_line(message, category, filename, lineno, line=None) -> str:
-    """A warning of clul_ray as ``warning: <message>`` (its own words, one line); others as
-    Python formats them."""
-    if category.__module__.startswith("clul_ray."):
-        return f"warning: {message}\n"
-    return _python_format(message, category, filename, lineno, line)
+def __getattr__(name: str):
+    if name == "app":  # (``from clul_ray.cli import app``: the typer app, for tests)
+        from .commands import app
 
-
-_python_format = warnings.formatwarning
+        return app
+    raise AttributeError(f"module 'clul_ray.cli' has no attribute {name!r}")
 
 
 def main() -> None:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    warnings.formatwarning = _one_line
+    gc.disable()
     try:
-        app()
-    except SystemExit as e:
-        _exit(e.code)
-    _exit(0)
-
-
-def _exit(code) -> None:
-    """End the process. A command that started no Ray, or only joined a cluster
-    (``--address``), skips the interpreter's teardown of torch, MLflow and scikit-learn
-    (benchmarks/RESULTS.md) once its output is flushed and its files are closed; with a
-    local Ray it started, Ray's own exit hooks must run (they stop the local instance)."""
-    import sys
-
-    from ..runtime import connected_to_cluster
-    from ..sisa.compute.site import ray_started
-
-    if ray_started() and not connected_to_cluster():
-        sys.exit(code)
-    if code is not None and not isinstance(code, int):
-        print(code, file=sys.stderr)
-        code = 1
-    import logging
-
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code or 0)
+        from .commands import run
+    finally:
+        gc.enable()
+        gc.freeze()
+    run(sys.argv[1:])
 
 
 __all__ = ["app", "main"]
