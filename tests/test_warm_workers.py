@@ -242,8 +242,9 @@ COMMAND = """
 import json, sys
 from clul_ray.sisa.driver.pipeline import Pipeline
 p = Pipeline(sys.argv[1], address=sys.argv[2])
-out = (p.delete([int(sys.argv[4])]) if sys.argv[3] == "delete"
-       else p.unlearn("finetune", "ids:" + sys.argv[4], {"epochs": 1}))
+op, arg = sys.argv[3:5]
+out = (p.delete([int(arg)]) if op == "delete" else p.add(arg) if op == "add"
+       else p.unlearn("finetune", "ids:" + arg, {"epochs": 1}))
 print(json.dumps({"shas": {s["shard"]: s["model_sha256"] for s in out["per_shard"]},
                   "ray": "ray" in sys.modules}))
 """
@@ -252,14 +253,19 @@ print(json.dumps({"shas": {s["shard"]: s["model_sha256"] for s in out["per_shard
 def test_commands_on_the_workers_machine_go_through_their_doors_without_ray(
         trained_root, tmp_path, stop_after):
     """A command process on the workers' machine (as ``clul-ray delete --address`` is)
-    hands its shard jobs to the workers' doors and never imports Ray; a door whose worker
-    died sends the job the Ray way. Every model is bit for bit the one the same requests
-    give in process."""
+    hands its shard jobs to the workers' doors and never imports Ray; a job whose worker
+    has no door yet, or whose worker died, goes the Ray way (an addition: some jobs through
+    a door, one through Ray). Every model is bit for bit the one the same requests give in
+    process."""
     import json
     import shutil
     import subprocess
     import sys
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clul_ray.data.sources import open_source
     from clul_ray.sisa.compute import door
     from clul_ray.storage.store import Store
 
@@ -293,6 +299,12 @@ def test_commands_on_the_workers_machine_go_through_their_doors_without_ray(
     edit = command("unlearn", str(spec))
     expect(edit, ref.unlearn("finetune", f"ids:{spec}", {"epochs": 1}))
     assert not through["ray"] and not edit["ray"], "through the door, Ray never imported"
+    digits = next(open_source("digits").iter_tables()).slice(0, 12)
+    new = digits.set_column(0, "id", pa.array(digits.column("id").to_numpy() + 10**6))
+    pq.write_table(new, tmp_path / "new.parquet")
+    grown = command("add", f"parquet:{tmp_path / 'new.parquet'}")
+    expect(grown, ref.add(f"parquet:{tmp_path / 'new.parquet'}"))
+    assert grown["ray"], "shard 1's worker had no door: its job went through Ray"
     warm.stop_workers(str(root))  # killed: worker 0's socket stays, nobody listens
     assert door.socket_path(folder, key, 0).exists()
     after = command("delete", str(one[0][1]))

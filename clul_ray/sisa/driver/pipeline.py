@@ -249,7 +249,7 @@ class Pipeline:
             refuse_known(ids, np.concatenate([self.store.read_index()[0],
                                               self.store.test_ids()]), self.ledger.deleted(ids))
             placed, addition = place(cfg, rows)
-            self._start(cfg)
+            self._start(cfg, deferred=True)  # (as a deletion's)
             self.check_data(cfg)  # refuse lost rows before anything changes
             staged = stage(self.store, placed)
             req = self.ledger.record(addition.as_plan(), Kind.ADD, {
