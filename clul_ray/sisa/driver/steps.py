@@ -18,6 +18,7 @@ from ...config import PipelineConfig
 from ...phases import compute, phase
 from ...storage import layout
 from ...storage.store import Store
+from ..compute.evaluation import reading_ahead
 from ..decisions.controller import (
     AddRows,
     AdoptCommitted,
@@ -84,8 +85,9 @@ def _run_step(step: Step, req: Request, ctx: Context) -> dict[str, Any]:
 
             m = req.meta
             edit = Edit(plan.train_ids, m["method"], m["params"], m["seed"], req.request_id)
-            edited = run_unlearning(ctx.executor(cfg), cfg, store, require_current(store),
-                                    sorted(plan.affected), edit)
+            with reading_ahead(cfg, store, set(plan.affected)):  # (as a retrain does)
+                edited = run_unlearning(ctx.executor(cfg), cfg, store, require_current(store),
+                                        sorted(plan.affected), edit)
             for what, key in (("edit", "seconds"), ("predict", "predict_seconds")):
                 compute(what, max((e.get(key, 0.0) for e in edited.values()), default=0.0))
             return {"edited": {str(k): v for k, v in edited.items()}}
