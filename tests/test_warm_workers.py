@@ -305,8 +305,12 @@ def test_commands_on_the_workers_machine_go_through_their_doors_without_ray(
     grown = command("add", f"parquet:{tmp_path / 'new.parquet'}")
     expect(grown, ref.add(f"parquet:{tmp_path / 'new.parquet'}"))
     assert grown["ray"], "shard 1's worker had no door: its job went through Ray"
-    warm.stop_workers(str(root))  # killed: worker 0's socket stays, nobody listens
+    for name in warm.cluster_workers(str(root)):  # a crash: the socket stays, no one listens
+        ray.kill(ray.get_actor(name, namespace=warm.NAMESPACE), no_restart=True)
     assert door.socket_path(folder, key, 0).exists()
     after = command("delete", str(one[0][1]))
     expect(after, ref.delete([one[0][1]]))
     assert after["ray"], "a shut door: the job went through Ray, on a worker made anew"
+    assert door.socket_path(folder, key, 0).exists(), "the new worker opened its door"
+    warm.stop_workers(str(root))
+    assert not door.socket_path(folder, key, 0).exists(), "stopped: its door closed first"

@@ -74,6 +74,13 @@ class ShardWorker:
                 return False
         return True
 
+    def close_doors(self) -> int:
+        """Close this worker's doors (their sockets removed) before it is stopped."""
+        for door in self.doors.values():
+            door.close()
+        n, self.doors = len(self.doors), {}
+        return n
+
     def _watch(self, idle_seconds: float) -> None:
         while True:
             time.sleep(min(idle_seconds / 4, 5.0))
@@ -82,8 +89,7 @@ class ShardWorker:
             if idle:
                 import ray
 
-                for door in self.doors.values():
-                    door.close()
+                self.close_doors()
 
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
                 return

@@ -305,9 +305,14 @@ def stop_workers(root: str | None = None) -> list[str]:
     names = cluster_workers(root)
     for name in names:
         try:
-            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+            actor = ray.get_actor(name, namespace=NAMESPACE)
         except ValueError:  # stopped meanwhile (its idle timeout)
+            continue
+        try:  # its doors first (a busy worker's are left: a shut door is harmless)
+            ray.get(actor.close_doors.remote(), timeout=5)
+        except Exception:  # noqa: BLE001  (busy, or dying: it is stopped all the same)
             pass
+        ray.kill(actor, no_restart=True)
     return names
 
 
