@@ -291,7 +291,7 @@ def test_commands_on_the_workers_machine_go_through_their_doors_without_ray(
     first = command("delete", str(one[0][0]))  # no door yet: through Ray; worker 0's opens
     expect(first, ref.delete([one[0][0]]))
     assert first["ray"], "the first command made the worker through Ray"
-    key = door.pool_key(str(root), address, warm.code_digest())
+    key = warm.door_key(str(root), address)
     folder, size = door.pool_doors(key, 0.0)
     assert size == 2 and door.socket_path(folder, key, 0).exists()
     through = command("delete", str(one[2][0]))  # shard 2: worker 2 % 2 = 0's door

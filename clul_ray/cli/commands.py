@@ -29,8 +29,8 @@ from . import (
 )
 from .common import HelpCommand, HelpGroup
 
-app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True,
-                  help="Exact (SISA) and approximate unlearning on Ray.")
+HELP = "Exact (SISA) and approximate unlearning on Ray."
+app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True, help=HELP)
 
 for _name, _command in [
     ("train", pipeline.train),
@@ -90,15 +90,14 @@ def app_for(argv: list[str]) -> typer.Typer:
     chosen = [c for c in app.registered_commands if c.name == name]
     if not chosen:
         return app
-    one = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True,
-                      help=app.info.help)
+    one = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True, help=HELP)
     one.registered_commands = chosen
     one.callback()(_group)  # (a group, not a one-command app: the command's name is read)
     return one
 
 
 def _group() -> None:
-    """Exact (SISA) and approximate unlearning on Ray."""
+    return None  # (the group's callback: nothing to do before the command)
 
 
 def _exit(code) -> None:

@@ -90,7 +90,6 @@ class ShardWorker:
                 import ray
 
                 self.close_doors()
-
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
                 return
 

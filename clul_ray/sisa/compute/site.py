@@ -96,11 +96,10 @@ class Site:
         fails."""
         if self.where != Where.CLUSTER or self.backend(cfg) != "warm":
             return False
-        from . import door
-        from .warm import absolute, code_digest
+        from .door import pool_doors
+        from .warm import door_key
 
-        key = door.pool_key(absolute(root), self.address, code_digest())
-        return door.pool_doors(key, cfg.compute.gpus_per_shard) is not None
+        return pool_doors(door_key(root, self.address), cfg.compute.gpus_per_shard) is not None
 
     def start(self, cfg: PipelineConfig, root: str, root_is_local: bool,
               timings: dict | None = None) -> None:

@@ -80,6 +80,12 @@ def worker_name(root: str, worker: int, gpus: float) -> str:
     return f"{root_prefix(root)}{worker}:g{gpus:g}:{code_digest()}"
 
 
+def door_key(root: str, address: str) -> str:
+    """The key of the doors (:mod:`.door`) of ``root``'s detached workers for commands
+    naming the cluster ``address``, running this code."""
+    return door.pool_key(absolute(root), address, code_digest())
+
+
 def pool_size(shards: int, cpus: float, cpus_per_shard: float, gpus_per_shard: float
               ) -> int:
     """How many warm workers serve ``shards``: one per shard, but no more than the
@@ -109,8 +115,7 @@ class WarmExecutor:
         self.detached = bool(idle_seconds)
         # a cluster's workers have doors (:mod:`.door`): a command on their machine knocks
         # first, and joins Ray (``join``, where its site deferred that) only if one fails
-        self.door_key = door.pool_key(self.root, address, code_digest()) \
-            if self.detached and address else None
+        self.door_key = door_key(self.root, address) if self.detached and address else None
         self.join = join or (lambda: None)
         self.workers: dict[int, object] = {}
         self.size: int | None = None  # fixed by the first worker made

@@ -139,14 +139,8 @@ def check_deleted(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], 
     ``only`` names, else all), index or cached prediction file. An unreadable file is a
     finding (a cache file only with ``unreadable_cache``: before a commit, whose
     evaluation rewrites or deletes it)."""
-    train = [(layout.TRAIN, Area.DATA, "data_files")] if only is None else [
-        (layout.shard_dir(k), Area.DATA, "data_files") for k in sorted(only)]
-    for rel, area, counter in (*train,
-                               (layout.TEST, Area.DATA, "data_files"),
-                               (layout.INDEX, Area.INDEX, "index_files"),
-                               (layout.PREDICTIONS, Area.CACHE, "cache_files")):
-        files, ids, ends, unreadable = store.memo((rel,), "ids_by_file",
-                                                  lambda rel=rel: ids_by_file(store, rel))
+    for rel, area, counter in deleted_check_folders(only):
+        files, ids, ends, unreadable = file_ids(store, rel)
         checked[counter] = checked.get(counter, 0) + len(files) + len(unreadable)
         for f, message, line in unreadable:
             if area != Area.CACHE or unreadable_cache:
@@ -159,6 +153,23 @@ def check_deleted(store: Store, is_deleted: Callable[[np.ndarray], np.ndarray], 
             mine = np.unique(ids[hit[(hit >= (ends[i - 1] if i else 0)) & (hit < ends[i])]])
             found(Finding(FindingKind.DELETED_IDS, area, files[i], f"{len(mine)} deleted ids",
                           mine, *_cell(files[i])))
+
+
+def deleted_check_folders(only: Scope = None) -> list[tuple[str, Area, str]]:
+    """The folders :func:`check_deleted` reads (of the shards ``only`` names, else all):
+    (folder, area, the counter of its files)."""
+    train = [(layout.TRAIN, Area.DATA, "data_files")] if only is None else [
+        (layout.shard_dir(k), Area.DATA, "data_files") for k in sorted(only)]
+    return [*train, (layout.TEST, Area.DATA, "data_files"),
+            (layout.INDEX, Area.INDEX, "index_files"),
+            (layout.PREDICTIONS, Area.CACHE, "cache_files")]
+
+
+def file_ids(store: Store, rel: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray,
+                                             tuple[tuple[str, str, str], ...]]:
+    """:func:`ids_by_file` of ``rel``, kept by a caching store while its files are
+    unchanged."""
+    return store.memo((rel,), "ids_by_file", lambda: ids_by_file(store, rel))
 
 
 def ids_by_file(store: Store, rel: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray,
@@ -359,8 +370,9 @@ def read_ahead(store: Store, only: Iterable[int], shards: int, slices: int) -> N
     does not write — their data, the test split, the index: called while their retrain
     runs. (The memo is checked against the folders' files when used.)"""
     scope = frozenset(only)
-    for rel in (*(layout.shard_dir(k) for k in sorted(scope)), layout.TEST, layout.INDEX):
-        store.memo((rel,), "ids_by_file", lambda rel=rel: ids_by_file(store, rel))
+    for rel, area, _ in deleted_check_folders(scope):
+        if area != Area.CACHE:  # (the workers write the cache)
+            file_ids(store, rel)
     check_index(store, shards, slices, lambda _: None, scope)
 
 
